@@ -1,0 +1,65 @@
+"""jaxtok: 1D image tokenizers (TiTok, One-D-Piece, FlexTok, FQGAN) in JAX/Flax NNX."""
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+_HERE = Path(__file__).parent
+_VERSION = re.search(r'__version__ = "([^"]+)"',
+                     (_HERE / "jaxtok" / "__init__.py").read_text()).group(1)
+
+INSTALL_REQUIRES = [
+    "jax>=0.5.0",
+    "flax>=0.11.0",
+    "optax>=0.2.4",
+    "orbax-checkpoint>=0.11.0",
+    "einops>=0.8.0",
+    "grain>=0.2.10",
+    "tensorflow-datasets>=4.9.7",
+    "ml-collections>=1.0.0",
+    "numpy>=1.26",
+    "scipy>=1.11",
+    "pillow>=10.0",
+    "scikit-image>=0.22",
+    "scikit-learn>=1.3",
+    "matplotlib>=3.8",
+    "tqdm>=4.66",
+    "tensorboardX>=2.6.2",
+    "absl-py>=2.0",
+]
+
+EXTRAS = {
+    "test": [
+        "pytest>=8.0",
+        "pytest-xdist>=3.5",
+        "nbmake>=1.5",
+        "ipykernel>=6.0",
+        "safetensors>=0.4",
+    ],
+    # PyTorch is only needed by converters of .bin/.pt files, the parity tools and the
+    # FID benchmark. Pinned: an unpinned `torch` would resolve to a multi-GB CUDA build.
+    "torch": ["torch==2.13.0"],
+    # tfrecord-backed tfds datasets; array_record ones need no TensorFlow.
+    "tf": ["tensorflow>=2.16"],
+    "notebooks": ["jupyter>=1.0", "ipykernel>=6.0", "nbmake>=1.5"],
+    "gpu": ["jax[cuda12]>=0.5.0"],
+    "tpu": ["jax[tpu]>=0.5.0"],
+}
+
+setup(
+    name="jaxtok",
+    version=_VERSION,
+    description="1D image tokenizers (TiTok, One-D-Piece, FlexTok, FQGAN) in JAX/Flax NNX",
+    long_description=(_HERE / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["jaxtok", "jaxtok.*"]),
+    python_requires=">=3.10",
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": [
+        "jaxtok-train=jaxtok.trainers.train:run",
+        "jaxtok-eval=jaxtok.eval.__main__:main",
+        "jaxtok-convert=jaxtok.tokenizers.convert.__main__:main",
+    ]},
+    license="Apache-2.0",
+)

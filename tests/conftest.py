@@ -1,0 +1,26 @@
+"""Test setup shared by the whole suite.
+
+Forces 8 host (CPU) devices before jax is imported so that every run exercises sharding
+(DESIGN.md §8), and exposes fixture discovery.
+"""
+import os
+
+_flags = os.environ.get("XLA_FLAGS", "")
+if "xla_force_host_platform_device_count" not in _flags:
+  os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402  (must come after XLA_FLAGS)
+import pytest  # noqa: E402
+
+jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def pytest_collection_modifyitems(config, items):
+  # `slow` tests run only when asked for with -m slow (or -m "slow or not slow").
+  if "slow" in (config.getoption("-m") or ""):
+    return
+  skip = pytest.mark.skip(reason="slow; run with -m slow")
+  for item in items:
+    if "slow" in item.keywords:
+      item.add_marker(skip)
