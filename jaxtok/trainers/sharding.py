@@ -1,0 +1,93 @@
+"""Device mesh and shardings for the trainer (DESIGN.md §5).
+
+The mesh has a "data" axis and an optional "fsdp" axis. Batches are split over both axes
+(every device sees a different slice of the global batch); parameters and optimizer state
+are replicated over "data" and, when `fsdp > 1`, split over "fsdp" along their largest
+divisible dimension. The step is `jax.jit` with these shardings as in/out shardings.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jaxtok.configs.common import MeshConfig
+
+DATA_AXES = ("data", "fsdp")
+
+
+def make_mesh(config: MeshConfig, devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A ("data", "fsdp") mesh over `devices` (default: all global devices).
+
+  Args:
+    config: `data=-1` takes every device not used by `fsdp`.
+    devices: explicit devices (e.g. a 1-device sub-mesh in tests).
+
+  Raises:
+    ValueError: if the axis sizes do not multiply to the number of devices.
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  n = len(devices)
+  fsdp = config.fsdp
+  if fsdp < 1 or n % fsdp:
+    raise ValueError(f"mesh.fsdp: expected a divisor of the {n} devices, got {fsdp}")
+  data = n // fsdp if config.data == -1 else config.data
+  if data * fsdp != n:
+    raise ValueError(f"mesh: data ({config.data}) x fsdp ({fsdp}) must equal the number of "
+                     f"devices ({n})")
+  auto = jax.sharding.AxisType.Auto
+  if len(devices) == len(jax.devices()) and devices == list(jax.devices()):
+    # make_mesh orders devices for the physical topology (ICI rings on TPU).
+    return jax.make_mesh((data, fsdp), DATA_AXES, axis_types=(auto, auto), devices=devices)
+  return Mesh(np.asarray(devices, dtype=object).reshape(data, fsdp), DATA_AXES,
+              axis_types=(auto, auto))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) axis split over every device of the mesh."""
+  return NamedSharding(mesh, P(DATA_AXES))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def leaf_spec(shape: tuple[int, ...], fsdp: int, min_size: int) -> P:
+  """FSDP spec for one array: split its largest dim divisible by `fsdp`, else replicate."""
+  if fsdp <= 1 or int(np.prod(shape, dtype=np.int64)) < min_size:
+    return P()
+  for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):
+    if shape[dim] % fsdp == 0:
+      spec = [None] * len(shape)
+      spec[dim] = "fsdp"
+      return P(*spec)
+  return P()
+
+
+def state_shardings(tree: Any, mesh: Mesh, min_size: int = 2**14) -> Any:
+  """NamedShardings for a (possibly abstract) state pytree; FSDP when the mesh has it."""
+  fsdp = mesh.shape["fsdp"]
+  return jax.tree_util.tree_map(
+      lambda x: NamedSharding(mesh, leaf_spec(tuple(np.shape(x)), fsdp, min_size)), tree)
+
+
+def global_batch_size_check(global_batch: int, mesh: Mesh) -> int:
+  """Per-process batch size; the global batch must split evenly over devices/processes."""
+  if global_batch % mesh.size:
+    raise ValueError(f"batch_size: expected a multiple of the {mesh.size} mesh devices, got "
+                     f"{global_batch}")
+  if global_batch % jax.process_count():
+    raise ValueError(f"batch_size: expected a multiple of {jax.process_count()} processes, "
+                     f"got {global_batch}")
+  return global_batch // jax.process_count()
+
+
+def make_global(local: Any, sharding: NamedSharding) -> Any:
+  """Per-process numpy batch (leading axis = this host's rows) -> global jax.Arrays.
+
+  Process p holds rows [p * b, (p + 1) * b) of the global batch.
+  """
+  return jax.tree_util.tree_map(
+      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local)

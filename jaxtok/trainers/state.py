@@ -1,0 +1,155 @@
+"""Optimisation state of a training run: AdamW schedule, masks, weight EMA, mixed precision.
+
+Everything here is functional and works on *pure dicts* of arrays (`nnx.State.to_pure_dict()`),
+so the whole `TrainState` is a plain pytree that jit, sharding and Orbax handle directly.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxtok.configs.common import OptimConfig
+
+PyTree = Any
+
+
+class TrainState(flax.struct.PyTreeNode):
+  """Everything that changes during training (the checkpointed part).
+
+  Attributes:
+    step: int32 scalar, number of optimizer steps taken.
+    params: pure dict of the model's `nnx.Param`s (float32).
+    model_state: pure dict of the model's other variables (codebook EMA, usage stats).
+    opt_state: optax state of `params`.
+    ema_params: exponential moving average of `params`, used for eval and export.
+    disc_params / disc_state / disc_opt_state: GAN discriminator (empty dicts when off).
+    lecam: LeCam EMA of real/fake discriminator logits, `{"real": f32, "fake": f32}`.
+  """
+  step: jax.Array
+  params: PyTree
+  model_state: PyTree
+  opt_state: PyTree
+  ema_params: PyTree
+  disc_params: PyTree
+  disc_state: PyTree
+  disc_opt_state: PyTree
+  lecam: PyTree
+
+
+def path_str(path) -> str:
+  """'/'-joined readable name of a pytree key path ('decoder/ffn/0/kernel')."""
+  parts = []
+  for k in path:
+    for attr in ("key", "name", "idx"):
+      if hasattr(k, attr):
+        parts.append(str(getattr(k, attr)))
+        break
+    else:
+      parts.append(str(k))
+  return "/".join(parts)
+
+
+def regex_mask(params: PyTree, patterns: tuple[str, ...]) -> PyTree:
+  """Bool tree: True where the param's path matches any of `patterns` (re.search)."""
+  compiled = [re.compile(p) for p in patterns]
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: any(c.search(path_str(path)) for c in compiled), params)
+
+
+def decay_mask(params: PyTree, no_decay: tuple[str, ...]) -> PyTree:
+  """True for params that get weight decay: >=2-D and not matching `no_decay`.
+
+  Norm scales, biases, embeddings, positional tables and codebooks are excluded, as in
+  the usual ViT/VQGAN recipes (decay pulls codebook vectors and norms toward zero).
+  """
+  excluded = regex_mask(params, no_decay)
+  return jax.tree_util.tree_map(lambda p, ex: (jnp.ndim(p) >= 2) and not ex, params, excluded)
+
+
+def lr_schedule(optim: OptimConfig, total_steps: int) -> optax.Schedule:
+  """Linear warmup 0 -> lr over `warmup_steps`, then cosine to `end_lr` at `total_steps`."""
+  warmup = max(0, min(optim.warmup_steps, total_steps))
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=optim.lr, warmup_steps=warmup,
+      decay_steps=max(total_steps, warmup + 1), end_value=optim.end_lr)
+
+
+def make_optimizer(optim: OptimConfig, total_steps: int, params: PyTree
+                   ) -> optax.GradientTransformation:
+  """clip-by-global-norm + AdamW(warmup+cosine, decay mask); frozen params never move.
+
+  Frozen params (matching `optim.frozen`) go through `set_to_zero`, so they neither
+  count in the clipping norm nor decay.
+  """
+  if optim.lr <= 0:
+    raise ValueError(f"optim.lr: expected > 0, got {optim.lr}")
+  chain = []
+  if optim.grad_clip and optim.grad_clip > 0:
+    chain.append(optax.clip_by_global_norm(optim.grad_clip))
+  chain.append(optax.adamw(lr_schedule(optim, total_steps), b1=optim.b1, b2=optim.b2,
+                           eps=optim.eps, weight_decay=optim.weight_decay,
+                           mask=lambda p: decay_mask(p, optim.no_decay)))
+  train_tx = optax.chain(*chain)
+  if not optim.frozen:
+    return train_tx
+  frozen = regex_mask(params, optim.frozen)
+  if not any(jax.tree_util.tree_leaves(frozen)):
+    raise ValueError(f"optim.frozen: patterns {optim.frozen} match no parameter")
+  labels = jax.tree_util.tree_map(lambda f: "frozen" if f else "train", frozen)
+  return optax.multi_transform({"train": train_tx, "frozen": optax.set_to_zero()}, labels)
+
+
+def make_disc_optimizer(optim: OptimConfig, total_steps: int) -> optax.GradientTransformation:
+  """The discriminator's own AdamW (same betas/warmup, its own lr)."""
+  sched = optax.warmup_cosine_decay_schedule(
+      0.0, optim.disc_lr, max(0, min(optim.warmup_steps, total_steps)),
+      max(total_steps, optim.warmup_steps + 1), optim.end_lr * optim.disc_lr / optim.lr)
+  chain = []
+  if optim.grad_clip and optim.grad_clip > 0:
+    chain.append(optax.clip_by_global_norm(optim.grad_clip))
+  chain.append(optax.adamw(sched, b1=optim.b1, b2=optim.b2, eps=optim.eps,
+                           weight_decay=optim.disc_weight_decay,
+                           mask=lambda p: decay_mask(p, optim.no_decay)))
+  return optax.chain(*chain)
+
+
+def ema_decay_at(step: jax.Array, decay: float) -> jax.Array:
+  """EMA decay with the `(1 + n) / (10 + n)` warmup, so short runs are not stuck at init."""
+  step = jnp.asarray(step, jnp.float32)
+  return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def update_ema(ema: PyTree, params: PyTree, step: jax.Array, decay: float) -> PyTree:
+  """ema <- d * ema + (1 - d) * params, with d = `ema_decay_at(step, decay)`."""
+  if decay <= 0:
+    return params
+  d = ema_decay_at(step, decay)
+  return jax.tree_util.tree_map(lambda e, p: (d * e + (1.0 - d) * p).astype(e.dtype),
+                                ema, params)
+
+
+def cast_for_compute(params: PyTree, dtype: jnp.dtype, keep_f32: Callable[[str], bool]
+                     ) -> PyTree:
+  """Floating params cast to the compute dtype, except those `keep_f32(path)` names.
+
+  Master weights stay float32 (the cast is inside the differentiated function, so the
+  gradient arrives in float32); codebooks stay float32 because distances and quantizer
+  losses must be computed in float32 (DESIGN.md §4).
+  """
+  if jnp.dtype(dtype) == jnp.float32:
+    return params
+
+  def cast(path, p):
+    if jnp.issubdtype(p.dtype, jnp.floating) and not keep_f32(path_str(path)):
+      return p.astype(dtype)
+    return p
+  return jax.tree_util.tree_map_with_path(cast, params)
+
+
+def count_params(params: PyTree) -> int:
+  return int(sum(jnp.size(p) for p in jax.tree_util.tree_leaves(params)))
