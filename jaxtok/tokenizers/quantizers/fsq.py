@@ -148,6 +148,11 @@ class FiniteScalarQuantizer(nnx.Module):
     codes = fsq_ids_to_codes(jnp.asarray(ids, jnp.int32), self._levels(), self.basis)
     return codes if self.project_out is None else self.project_out(codes)
 
+  def level_indices(self, ids: jax.Array) -> jax.Array:
+    """`[...]` int ids -> `[..., len(levels)]` int32 per-channel level (digit) in [0, L_i)."""
+    core.check_ids("ids", ids, self.num_codes)
+    return (jnp.asarray(ids, jnp.int32)[..., None] // self.basis) % self._levels()
+
   def implicit_codebook(self) -> jax.Array:
     """`[prod(levels), len(levels)]` float32: the codes of ids 0..prod(levels)-1."""
     return fsq_ids_to_codes(jnp.arange(self.num_codes, dtype=jnp.int32), self._levels(),

@@ -184,7 +184,9 @@ class VectorQuantizer(nnx.Module):
                (entropy_loss already weighted; codebook_loss is reported but only added to
                loss when update="grad"),
              "codes": `[..., dim]` float32 quantized vectors without the estimator,
-             "stats": {"usage", "perplexity", "entropy_bits", "dead_codes"} for this batch}.
+             "stats": {"usage", "perplexity", "entropy_bits", "dead_codes"} for this batch,
+             "restarted": `[K]` (`[H, K]`) bool codes restarted by this call; only when
+               train=True and dead_code_threshold > 0}.
     """
     core.check_features("z", z, self.dim)
     lead = z.shape[:-1]
@@ -227,8 +229,7 @@ class VectorQuantizer(nnx.Module):
         for k, v in core.code_stats(assign.counts[h]).items():
           stats[f"{k}/{h}"] = v
 
-    if train:
-      self._train_updates(xh, assign)
+    restarted = self._train_updates(xh, assign) if train else None
 
     aux = {
         "ids": ids,
@@ -239,10 +240,16 @@ class VectorQuantizer(nnx.Module):
         "codes": plain,
         "stats": stats,
     }
+    if restarted is not None:
+      aux["restarted"] = restarted if self.num_heads > 1 else restarted[0]
     return zq, aux
 
-  def _train_updates(self, xh: jax.Array, assign: core.Assignment) -> None:
-    """In-place statistics, EMA codebook and dead-code updates (train mode)."""
+  def _train_updates(self, xh: jax.Array, assign: core.Assignment) -> jax.Array | None:
+    """In-place statistics, EMA codebook and dead-code updates (train mode).
+
+    Returns:
+      `[H, K]` bool mask of the codes restarted in this step, or None when restarts are off.
+    """
     counts = assign.counts  # [H, K]
     self.code_stats[...] = self.code_stats[...] + counts
     self.stats_steps[...] = self.stats_steps[...] + 1
@@ -259,6 +266,7 @@ class VectorQuantizer(nnx.Module):
       cb = jnp.asarray(self.codebook[...], jnp.float32).reshape(
           self.num_heads, self.num_codes, self.code_dim)
 
+    dead = None
     if self.dead_code_threshold > 0:
       dead = cs < self.dead_code_threshold  # [H, K]
       keys = jax.random.split(self.restart_rngs.restart(), self.num_heads)
@@ -274,6 +282,7 @@ class VectorQuantizer(nnx.Module):
     if self.update == "ema" or self.dead_code_threshold > 0:
       self.codebook[...] = jax.lax.stop_gradient(cb).reshape(self.codebook[...].shape).astype(
           self.codebook[...].dtype)
+    return dead
 
   def lookup(self, ids: jax.Array) -> jax.Array:
     """Code vectors for ids.
