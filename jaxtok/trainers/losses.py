@@ -1,0 +1,370 @@
+"""Training losses: reconstruction, perceptual, GAN (hinge + LeCam), quantizer, proxy codes.
+
+All pure functions of arrays; every one computes in float32 whatever the input dtype (bf16
+training keeps its losses in float32, DESIGN.md §4). The combiners return
+`(total, terms)` where `terms` names every contribution, so the trainer can say which term
+went NaN (`first_nonfinite`).
+
+Recipes (TiTok, arXiv 2406.07550 and its released configs):
+- stage 1 (two-stage recipe): cross-entropy of the decoder's proxy-code logits
+  `[B, g, g, 1024]` against a frozen MaskGIT VQGAN's codes `[B, g, g]` + quantizer loss;
+- stage 2 / single stage: weighted L1|L2 + perceptual + quantizer + (after a start step)
+  a hinge GAN generator loss with TiTok's discriminator; the discriminator is trained with
+  the hinge loss plus LeCam regularisation (Tseng et al., arXiv 2104.03310) on EMAs of the
+  mean real/fake logits.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+
+def _f32(x) -> Array:
+  return jnp.asarray(x).astype(jnp.float32)
+
+
+def _same_shape(a, b, name_a: str, name_b: str) -> None:
+  if a.shape != b.shape:
+    raise ValueError(f"{name_b}: expected the shape of {name_a} {a.shape}, got {b.shape}")
+
+
+# ----------------------------------------------------------------------------------------
+# Reconstruction.
+# ----------------------------------------------------------------------------------------
+def l1_loss(target: Array, pred: Array) -> Array:
+  """mean |target - pred| over every element (float32 scalar)."""
+  _same_shape(target, pred, "target", "pred")
+  return jnp.mean(jnp.abs(_f32(target) - _f32(pred)))
+
+
+def l2_loss(target: Array, pred: Array) -> Array:
+  """mean (target - pred)^2 over every element (float32 scalar); PyTorch's mse_loss."""
+  _same_shape(target, pred, "target", "pred")
+  return jnp.mean(jnp.square(_f32(target) - _f32(pred)))
+
+
+RECONSTRUCTION_LOSSES = {"l1": l1_loss, "l2": l2_loss}
+
+
+# ----------------------------------------------------------------------------------------
+# Proxy codes (stage 1).
+# ----------------------------------------------------------------------------------------
+def proxy_code_cross_entropy(logits: Array, target_ids: Array, *,
+                             label_smoothing: float = 0.0) -> Array:
+  """Mean cross-entropy of proxy-code logits against target code ids.
+
+  Args:
+    logits: `[B, g, g, K]` (K = 1024 for MaskGIT's VQGAN) any float dtype.
+    target_ids: `[B, g, g]` int, in [0, K).
+    label_smoothing: eps of PyTorch's `CrossEntropyLoss(label_smoothing=eps)`: the target
+      distribution is (1 - eps) one_hot + eps / K.
+
+  Returns:
+    float32 scalar, averaged over all B g g positions.
+  """
+  if logits.ndim < 2:
+    raise ValueError(f"logits: expected [B, g, g, K], got shape {logits.shape}")
+  if target_ids.shape != logits.shape[:-1]:
+    raise ValueError(f"target_ids: expected shape {logits.shape[:-1]} (logits without the "
+                     f"code axis), got {target_ids.shape}")
+  if not jnp.issubdtype(target_ids.dtype, jnp.integer):
+    raise ValueError(f"target_ids: expected integer ids, got dtype {target_ids.dtype}")
+  if not 0.0 <= label_smoothing < 1.0:
+    raise ValueError(f"label_smoothing: expected in [0, 1), got {label_smoothing}")
+  logp = jax.nn.log_softmax(_f32(logits), axis=-1)
+  nll = -jnp.take_along_axis(logp, target_ids[..., None].astype(jnp.int32), axis=-1)[..., 0]
+  if label_smoothing:
+    smooth = -jnp.mean(logp, axis=-1)  # Cross-entropy against the uniform distribution.
+    nll = (1.0 - label_smoothing) * nll + label_smoothing * smooth
+  return jnp.mean(nll)
+
+
+# ----------------------------------------------------------------------------------------
+# GAN.
+# ----------------------------------------------------------------------------------------
+def hinge_d_loss(logits_real: Array, logits_fake: Array) -> Array:
+  """Discriminator hinge loss: 0.5 (mean relu(1 - real) + mean relu(1 + fake))."""
+  return 0.5 * (jnp.mean(jax.nn.relu(1.0 - _f32(logits_real)))
+                + jnp.mean(jax.nn.relu(1.0 + _f32(logits_fake))))
+
+
+def hinge_g_loss(logits_fake: Array) -> Array:
+  """Generator hinge loss: -mean(fake logits)."""
+  return -jnp.mean(_f32(logits_fake))
+
+
+class LeCamEMA(NamedTuple):
+  """EMAs of the mean real and fake discriminator logits (float32 scalars)."""
+  real: Array
+  fake: Array
+
+  @classmethod
+  def zeros(cls) -> "LeCamEMA":
+    # The reference starts both EMAs at 0.
+    return cls(jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
+
+
+def lecam_loss(real_mean: Array, fake_mean: Array, ema: LeCamEMA) -> Array:
+  """LeCam regulariser (arXiv 2104.03310, as TiTok applies it to mean logits).
+
+  relu(real_mean - ema.fake)^2 + relu(ema.real - fake_mean)^2.
+  """
+  return (jnp.square(jax.nn.relu(_f32(real_mean) - ema.fake))
+          + jnp.square(jax.nn.relu(ema.real - _f32(fake_mean))))
+
+
+def update_lecam_ema(ema: LeCamEMA, real_mean: Array, fake_mean: Array,
+                     decay: float = 0.999) -> LeCamEMA:
+  """ema <- decay ema + (1 - decay) value, for both; values are not differentiated."""
+  real_mean = jax.lax.stop_gradient(_f32(real_mean))
+  fake_mean = jax.lax.stop_gradient(_f32(fake_mean))
+  return LeCamEMA(ema.real * decay + real_mean * (1.0 - decay),
+                  ema.fake * decay + fake_mean * (1.0 - decay))
+
+
+def gan_factor(step: Array | int, start: int, factor: float = 1.0) -> Array:
+  """`factor` once `step >= start`, else 0 (float32; `step` may be traced)."""
+  return jnp.where(jnp.asarray(step) >= start, jnp.float32(factor), jnp.float32(0.0))
+
+
+def adaptive_gan_weight(rec_grad: Any, gan_grad: Any, *, eps: float = 1e-4,
+                        max_weight: float = 1e4) -> Array:
+  """VQGAN's adaptive weight (arXiv 2012.09841, eq. 7): ||g_rec|| / (||g_gan|| + eps).
+
+  Args:
+    rec_grad, gan_grad: gradients (arrays or pytrees) of the reconstruction(+perceptual)
+      loss and of the generator GAN loss with respect to the decoder's last layer.
+    eps, max_weight: the reference's 1e-4 and clamp to [0, 1e4].
+
+  Returns:
+    float32 scalar, with gradients stopped.
+  """
+  norm = lambda tree: jnp.sqrt(sum(jnp.sum(jnp.square(_f32(g)))
+                                   for g in jax.tree_util.tree_leaves(tree)))
+  weight = norm(rec_grad) / (norm(gan_grad) + eps)
+  return jax.lax.stop_gradient(jnp.clip(weight, 0.0, max_weight))
+
+
+# ----------------------------------------------------------------------------------------
+# One-D-Piece helper.
+# ----------------------------------------------------------------------------------------
+def sample_prefix_lengths(rng: Array, batch_size: int, num_tokens: int, *,
+                          min_tokens: int = 1) -> Array:
+  """Uniform token-prefix lengths in [min_tokens, num_tokens] for tail-token drop.
+
+  One-D-Piece (arXiv 2501.10064) keeps a random-length head of the token sequence
+  during training. Returns `[batch_size]` int32.
+  """
+  if not 1 <= min_tokens <= num_tokens:
+    raise ValueError(f"min_tokens: expected 1 <= min_tokens <= num_tokens={num_tokens}, "
+                     f"got {min_tokens}")
+  return jax.random.randint(rng, (batch_size,), min_tokens, num_tokens + 1, jnp.int32)
+
+
+# ----------------------------------------------------------------------------------------
+# Combiners.
+# ----------------------------------------------------------------------------------------
+@dataclasses.dataclass(kw_only=True)
+class LossConfig:
+  """Weights of every loss term (defaults: TiTok's stage-2 / single-stage configs).
+
+  Attributes:
+    reconstruction_loss: "l1" or "l2".
+    reconstruction_weight: weight of the pixel loss.
+    perceptual_weight: weight of the perceptual distance (0 = off; TiTok uses 1.1).
+    quantizer_weight: weight of the quantizer's total loss (`aux["quantizer_loss"]`).
+    discriminator_weight: fixed weight of the generator GAN loss (TiTok: 0.1).
+    discriminator_factor: multiplier applied once `step >= discriminator_start`.
+    discriminator_start: first step with a GAN loss (TiTok: 20000).
+    adaptive_discriminator_weight: multiply by VQGAN's adaptive weight too (needs the
+      caller to pass `gan_weight`, see `generator_loss`).
+    lecam_regularization_weight: LeCam weight in the discriminator loss (TiTok: 0.001).
+    lecam_ema_decay: decay of the logits EMAs (TiTok: 0.999).
+    label_smoothing: of the stage-1 proxy-code cross-entropy.
+  """
+  reconstruction_loss: str = "l2"
+  reconstruction_weight: float = 1.0
+  perceptual_weight: float = 1.1
+  quantizer_weight: float = 1.0
+  discriminator_weight: float = 0.1
+  discriminator_factor: float = 1.0
+  discriminator_start: int = 20_000
+  adaptive_discriminator_weight: bool = False
+  lecam_regularization_weight: float = 0.001
+  lecam_ema_decay: float = 0.999
+  label_smoothing: float = 0.0
+
+  def validate(self) -> None:
+    if self.reconstruction_loss not in RECONSTRUCTION_LOSSES:
+      raise ValueError(f"reconstruction_loss: expected one of {sorted(RECONSTRUCTION_LOSSES)}, "
+                       f"got {self.reconstruction_loss!r}")
+    for name in ("reconstruction_weight", "perceptual_weight", "quantizer_weight",
+                 "discriminator_weight", "discriminator_factor",
+                 "lecam_regularization_weight"):
+      value = getattr(self, name)
+      if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
+    if not 0.0 <= self.lecam_ema_decay < 1.0:
+      raise ValueError(f"lecam_ema_decay: expected in [0, 1), got {self.lecam_ema_decay}")
+
+  @property
+  def uses_gan(self) -> bool:
+    return self.discriminator_weight > 0 and self.discriminator_factor > 0
+
+  def gan_active(self, step: int) -> bool:
+    """Host-side: should the discriminator be trained at `step`?"""
+    return self.uses_gan and step >= self.discriminator_start
+
+
+def _aux_scalar(aux: Mapping[str, Any], key: str) -> Array:
+  if key not in aux:
+    raise ValueError(f"aux: expected a {key!r} entry (the model's quantizer outputs), got "
+                     f"keys {sorted(aux)}")
+  return _f32(aux[key])
+
+
+def quantizer_terms(aux: Mapping[str, Any], weight: float) -> dict[str, Array]:
+  """Passes the quantizer's losses through: weighted total + its two parts (unweighted)."""
+  terms = {"quantizer_loss": weight * _aux_scalar(aux, "quantizer_loss")}
+  for key in ("commitment_loss", "codebook_loss"):
+    if key in aux:
+      terms[key] = jax.lax.stop_gradient(_f32(aux[key]))
+  return terms
+
+
+def stage1_loss(cfg: LossConfig, logits: Array, target_ids: Array,
+                aux: Mapping[str, Any]) -> tuple[Array, dict[str, Array]]:
+  """TiTok stage-1 loss: proxy-code CE + weighted quantizer loss.
+
+  Args:
+    cfg: weights (`quantizer_weight`, `label_smoothing`).
+    logits: `[B, g, g, K]` proxy-code logits (`aux["logits"]` of the legacy model).
+    target_ids: `[B, g, g]` MaskGIT VQGAN codes of the input images.
+    aux: the model's aux dict (`quantizer_loss`, optional commitment/codebook parts).
+
+  Returns:
+    (total float32 scalar, terms) with terms `reconstruction_loss`, `quantizer_loss`, ...
+  """
+  cfg.validate()
+  terms = {"reconstruction_loss": proxy_code_cross_entropy(
+      logits, target_ids, label_smoothing=cfg.label_smoothing)}
+  terms.update(quantizer_terms(aux, cfg.quantizer_weight))
+  total = terms["reconstruction_loss"] + terms["quantizer_loss"]
+  return total, {"total_loss": total, **terms}
+
+
+def generator_loss(cfg: LossConfig, images: Array, recon: Array, aux: Mapping[str, Any], *,
+                   step: Array | int = 0,
+                   perceptual_fn: Callable[[Array, Array], Array] | None = None,
+                   discriminator_fn: Callable[[Array], Array] | None = None,
+                   gan_weight: Array | None = None) -> tuple[Array, dict[str, Array]]:
+  """Pixel-space generator loss (TiTok stage 2 / single stage).
+
+  total = w_rec * rec(images, recon) + w_perc * mean(perceptual(images, recon))
+          + w_q * quantizer_loss + w_d * [adaptive] * factor(step) * (-mean D(recon))
+
+  Args:
+    cfg: weights.
+    images: `[B, H, W, 3]` targets in [0, 1].
+    recon: `[B, H, W, 3]` reconstructions (unclamped), any float dtype.
+    aux: the model's aux dict (`quantizer_loss`, ...).
+    step: global step (may be traced) for the GAN start.
+    perceptual_fn: `(images, recon) -> [B]` distance (e.g. `LPIPS`); required when
+      `cfg.perceptual_weight > 0`.
+    discriminator_fn: `recon -> logits`; required when `cfg.uses_gan`. Differentiate
+      only with respect to the generator: the discriminator has its own optimizer.
+    gan_weight: VQGAN adaptive weight (`adaptive_gan_weight`), used when
+      `cfg.adaptive_discriminator_weight`.
+
+  Returns:
+    (total float32 scalar, terms): `reconstruction_loss`, `perceptual_loss`,
+    `quantizer_loss` (weighted, they sum to total with `weighted_gan_loss`), `gan_loss`
+    (unweighted), `gan_factor`, `commitment_loss`, `codebook_loss`.
+  """
+  cfg.validate()
+  _same_shape(images, recon, "images", "recon")
+  terms: dict[str, Array] = {}
+  rec = RECONSTRUCTION_LOSSES[cfg.reconstruction_loss](images, recon)
+  terms["reconstruction_loss"] = cfg.reconstruction_weight * rec
+  if cfg.perceptual_weight > 0:
+    if perceptual_fn is None:
+      raise ValueError("perceptual_fn: required when perceptual_weight > 0 (e.g. "
+                       "jaxtok.trainers.perceptual.LPIPS.from_file(...)), got None")
+    terms["perceptual_loss"] = cfg.perceptual_weight * jnp.mean(
+        _f32(perceptual_fn(images, recon)))
+  else:
+    terms["perceptual_loss"] = jnp.zeros((), jnp.float32)
+  terms.update(quantizer_terms(aux, cfg.quantizer_weight))
+  total = terms["reconstruction_loss"] + terms["perceptual_loss"] + terms["quantizer_loss"]
+  if cfg.uses_gan:
+    if discriminator_fn is None:
+      raise ValueError("discriminator_fn: required when discriminator_weight > 0, got None")
+    factor = gan_factor(step, cfg.discriminator_start, cfg.discriminator_factor)
+    g = hinge_g_loss(discriminator_fn(recon))
+    weight = jnp.float32(cfg.discriminator_weight)
+    if cfg.adaptive_discriminator_weight:
+      if gan_weight is None:
+        raise ValueError("gan_weight: required when adaptive_discriminator_weight is on "
+                         "(see adaptive_gan_weight), got None")
+      weight = weight * jax.lax.stop_gradient(_f32(gan_weight))
+    terms["gan_loss"] = jax.lax.stop_gradient(g)
+    terms["gan_factor"] = factor
+    terms["weighted_gan_loss"] = weight * factor * g
+    total = total + terms["weighted_gan_loss"]
+  return total, {"total_loss": total, **terms}
+
+
+def discriminator_loss(cfg: LossConfig, logits_real: Array, logits_fake: Array,
+                       lecam_ema: LeCamEMA | None = None, *, step: Array | int = 0
+                       ) -> tuple[Array, dict[str, Array], LeCamEMA | None]:
+  """Discriminator loss: factor(step) * hinge + w_lecam * LeCam, and the updated EMAs.
+
+  As in TiTok's released code, LeCam is not multiplied by the start factor (the
+  trainer does not step the discriminator before `discriminator_start` anyway).
+
+  Args:
+    cfg: weights.
+    logits_real: D(images), logits_fake: D(stop_gradient(recon)); any shape.
+    lecam_ema: current EMAs (`LeCamEMA.zeros()` at start); required when LeCam is on.
+    step: global step for the start factor.
+
+  Returns:
+    (loss, terms {discriminator_loss, hinge_loss, lecam_loss, logits_real, logits_fake},
+    new EMAs or None when LeCam is off).
+  """
+  cfg.validate()
+  factor = gan_factor(step, cfg.discriminator_start, cfg.discriminator_factor)
+  hinge = hinge_d_loss(logits_real, logits_fake)
+  real_mean, fake_mean = jnp.mean(_f32(logits_real)), jnp.mean(_f32(logits_fake))
+  terms = {"hinge_loss": hinge,
+           "logits_real": jax.lax.stop_gradient(real_mean),
+           "logits_fake": jax.lax.stop_gradient(fake_mean)}
+  loss = factor * hinge
+  new_ema = None
+  if cfg.lecam_regularization_weight > 0:
+    if lecam_ema is None:
+      raise ValueError("lecam_ema: required when lecam_regularization_weight > 0 "
+                       "(start from LeCamEMA.zeros()), got None")
+    terms["lecam_loss"] = cfg.lecam_regularization_weight * lecam_loss(
+        real_mean, fake_mean, lecam_ema)
+    loss = loss + terms["lecam_loss"]
+    new_ema = update_lecam_ema(lecam_ema, real_mean, fake_mean, cfg.lecam_ema_decay)
+  else:
+    terms["lecam_loss"] = jnp.zeros((), jnp.float32)
+  terms["discriminator_loss"] = loss
+  return loss, terms, new_ema
+
+
+def first_nonfinite(terms: Mapping[str, Any]) -> str | None:
+  """Host-side: name of the first term (in dict order) that is NaN/Inf, else None."""
+  for name, value in terms.items():
+    if not np.all(np.isfinite(np.asarray(value))):
+      return name
+  return None
