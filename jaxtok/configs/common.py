@@ -86,7 +86,6 @@ class LossConfig:
     reconstruction: "l2" (TiTok single-stage/stage 2) or "l1".
     perceptual: "" (off), "lpips:PATH" (LPIPS weights file given by the user) or
       "inception" (offline feature distance on the FID Inception network).
-    proxy_ce_weight: stage-1 cross-entropy against frozen MaskGIT-VQGAN proxy codes.
     gan_weight: generator adversarial weight (0 disables the discriminator).
     gan_start_step: first step at which the GAN terms are switched on.
     lecam_weight: LeCam regularisation of the discriminator (arXiv 2104.03310).
@@ -96,7 +95,6 @@ class LossConfig:
   quantizer_weight: float = 1.0
   perceptual: str = ""
   perceptual_weight: float = 1.1
-  proxy_ce_weight: float = 1.0
   gan_weight: float = 0.0
   gan_start_step: int = 20_000
   lecam_weight: float = 0.001
@@ -152,8 +150,6 @@ class TrainConfig:
   init_from: str = ""
   export: bool = True
   progress_bar: bool = True
-  # Debug: compare the loss of step 0 against the reference loss path etc.
-  report_psnr: bool = True
 
 
 def parse_arg(arg: str | None, **spec: Any) -> dict[str, Any]:
