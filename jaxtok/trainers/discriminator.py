@@ -151,13 +151,13 @@ class NLayerDiscriminator(nnx.Module):
       if w.shape != conv.kernel.shape:
         raise ValueError(f"state_dict[{prefix}.weight]: expected (HWIO) "
                          f"{conv.kernel.shape}, got {w.shape}")
-      conv.kernel.value = jnp.asarray(w)
-      conv.bias.value = jnp.asarray(sd[f"{prefix}.bias"])
+      conv.kernel.set_value(jnp.asarray(w))
+      conv.bias.set_value(jnp.asarray(sd[f"{prefix}.bias"]))
 
     put(self.block_in, "block_in.0")
     for i, (conv, norm) in enumerate(zip(self.stage_convs, self.stage_norms)):
       put(conv, f"blocks.{i}.0")
-      norm.scale.value = jnp.asarray(sd[f"blocks.{i}.2.weight"])
-      norm.bias.value = jnp.asarray(sd[f"blocks.{i}.2.bias"])
+      norm.scale.set_value(jnp.asarray(sd[f"blocks.{i}.2.weight"]))
+      norm.bias.set_value(jnp.asarray(sd[f"blocks.{i}.2.bias"]))
     put(self.logits_hidden, "to_logits.0")
     put(self.logits_out, "to_logits.2")

@@ -89,6 +89,19 @@ class VGG16Features(nnx.Module):
     return taps
 
 
+def lpips_weight_shapes() -> dict[str, tuple[int, ...]]:
+  """`{name: shape}` of the LPIPS weight layout (`save_lpips_weights` keys)."""
+  shapes = {}
+  for layer in _VGG16:
+    if layer != "M":
+      index, cin, cout = layer
+      shapes[f"vgg.conv{index}.kernel"] = (3, 3, cin, cout)
+      shapes[f"vgg.conv{index}.bias"] = (cout,)
+  for k, c in enumerate(LPIPS_CHANNELS):
+    shapes[f"lin{k}"] = (c,)
+  return shapes
+
+
 class LPIPS(nnx.Module):
   """LPIPS distance (VGG16). `lpips(x0, x1)` -> `[B]` float32.
 
@@ -107,9 +120,20 @@ class LPIPS(nnx.Module):
   @classmethod
   def from_file(cls, *paths: str | os.PathLike) -> "LPIPS":
     """LPIPS with weights from an `.npz` (ours) or PyTorch files (see module docstring)."""
-    model = cls()
-    model.load_weights(load_lpips_weights(*paths))
+    return cls.from_params(load_lpips_weights(*paths))
+
+  @classmethod
+  def from_params(cls, params: Mapping[str, np.ndarray]) -> "LPIPS":
+    """LPIPS holding `params` (layout of `save_lpips_weights`)."""
+    # Shapes only, then the given arrays: no random init to compute (or compile).
+    model = nnx.eval_shape(lambda: cls(rngs=nnx.Rngs(0)))
+    model.load_weights(params)
     return model
+
+  @classmethod
+  def random(cls, seed: int = 0) -> "LPIPS":
+    """Randomly initialised LPIPS, built by one jitted init (tests, benchmarks)."""
+    return nnx.jit(lambda: cls(rngs=nnx.Rngs(seed)))()
 
   def load_weights(self, params: Mapping[str, np.ndarray]) -> None:
     """Loads a `{name: array}` dict in the layout of `save_lpips_weights`."""
@@ -123,18 +147,10 @@ class LPIPS(nnx.Module):
       if value.shape != shape:
         raise ValueError(f"params[{name!r}]: expected shape {shape}, got {value.shape}")
       obj, leaf = self._leaf(name)
-      getattr(obj, leaf).value = jnp.asarray(value)
+      getattr(obj, leaf).set_value(jnp.asarray(value))
 
   def weight_shapes(self) -> dict[str, tuple[int, ...]]:
-    shapes = {}
-    for layer in _VGG16:
-      if layer != "M":
-        index, cin, cout = layer
-        shapes[f"vgg.conv{index}.kernel"] = (3, 3, cin, cout)
-        shapes[f"vgg.conv{index}.bias"] = (cout,)
-    for k, c in enumerate(LPIPS_CHANNELS):
-      shapes[f"lin{k}"] = (c,)
-    return shapes
+    return lpips_weight_shapes()
 
   def _leaf(self, name: str):
     parts = name.split(".")
@@ -165,7 +181,7 @@ class LPIPS(nnx.Module):
     for k, f in enumerate(feats):
       f = f.astype(jnp.float32)
       diff = jnp.square(_unit_normalize(f[:b]) - _unit_normalize(f[b:]))
-      per_pixel = jnp.einsum("bhwc,c->bhw", diff, getattr(self, f"lin{k}").value)
+      per_pixel = jnp.einsum("bhwc,c->bhw", diff, getattr(self, f"lin{k}")[...])
       total = total + jnp.mean(per_pixel, axis=(1, 2))
     return total
 
@@ -205,7 +221,7 @@ def convert_torch_lpips(*state_dicts: Mapping[str, np.ndarray]) -> dict[str, np.
         out[f"vgg.conv{index}.kernel"] = value.transpose(2, 3, 1, 0)  # OIHW -> HWIO
       else:
         out[f"vgg.conv{index}.bias"] = value
-  needed = LPIPS().weight_shapes()
+  needed = lpips_weight_shapes()
   out = {k: v for k, v in out.items() if k in needed}
   missing = sorted(set(needed) - set(out))
   if missing:
