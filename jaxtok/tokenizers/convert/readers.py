@@ -111,6 +111,22 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
   return out
 
 
+def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
+  """The `__metadata__` string map of a `.safetensors` file ({} when absent)."""
+  with open(path, "rb") as f:
+    head = f.read(8)
+    if len(head) < 8:
+      raise ValueError(f"path: expected a safetensors file, got {len(head)} bytes in {path!r}")
+    (n,) = struct.unpack("<Q", head)
+    if n > _MAX_HEADER_BYTES:
+      raise ValueError(f"path: {path!r} has an implausible safetensors header length {n}")
+    try:
+      header = json.loads(f.read(n).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+      raise ValueError(f"path: {path!r} has an unreadable safetensors JSON header: {e}") from e
+  return dict(header.get("__metadata__") or {})
+
+
 def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray],
                       metadata: Mapping[str, str] | None = None) -> None:
   """Writes `{name: array}` as a `.safetensors` file readable by the reference library.
@@ -125,7 +141,7 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray]
     header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
   arrays, offset = [], 0
   for name, value in tensors.items():
-    arr = np.ascontiguousarray(np.asarray(value))
+    arr = np.asarray(value, order="C")  # Not ascontiguousarray: it turns 0-d into [1].
     le = arr.dtype.newbyteorder("<") if arr.dtype.itemsize > 1 else arr.dtype
     if le not in _NP_TO_ST:
       raise ValueError(f"tensors[{name!r}]: expected a dtype among "

@@ -1,0 +1,277 @@
+"""Tests of the public API (jaxtok.load / save / Tokenizer), DESIGN.md §2."""
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import jaxtok
+from jaxtok import api
+from jaxtok.tokenizers.convert import readers
+from jaxtok.tokenizers.titok import TiTok, TiTokConfig
+
+# Small but complete models: both heads, legacy projection, cosine VQ, and One-D-Piece.
+_SMALL = dict(image_size=32, enc_patch_size=8, dec_patch_size=8, enc_width=32, enc_depth=1,
+              enc_heads=2, dec_width=32, dec_depth=1, dec_heads=2, num_latent_tokens=6,
+              token_size=4, codebook_size=32)
+
+
+def _pixel_config(**kw):
+  return TiTokConfig(**{**_SMALL, "head": "pixel", "legacy_projection": False,
+                        "use_l2_norm": False, **kw})
+
+
+def _two_stage_config(**kw):
+  # MaskGIT pixel decoder with 2 resolutions: downsample factor 2 -> dec patch 2 on 8x8 images.
+  pixel = dict(hidden_channels=32, channel_mult=[1, 1], num_res_blocks=1, z_channels=8)
+  return TiTokConfig(**{**_SMALL, "image_size": 8, "enc_patch_size": 4, "dec_patch_size": 2,
+                        "head": "two_stage", "pixel_codebook_size": 16, "pixel_decoder": pixel,
+                        **kw})
+
+
+@pytest.fixture(scope="module")
+def pixel_tok():
+  return jaxtok.Tokenizer(TiTok(_pixel_config(), rngs=nnx.Rngs(0)))
+
+
+@pytest.fixture(scope="module")
+def prefix_tok():
+  # One-D-Piece style (tail-token-drop on); the pixel head keeps compiles cheap. The two-stage
+  # head goes through this API in tests/tokenizers/convert/ (legacy and One-D-Piece fixtures).
+  return jaxtok.Tokenizer(TiTok(_pixel_config(image_size=16, tail_token_drop=True),
+                                rngs=nnx.Rngs(1)))
+
+
+def _images(n, size, seed=0):
+  return np.random.default_rng(seed).random((n, size, size, 3), dtype=np.float32)
+
+
+def test_encode_decode_shapes_dtypes_and_range(pixel_tok):
+  tok = pixel_tok
+  assert (tok.num_tokens, tok.codebook_size, tok.image_size) == (6, 32, 32)
+  assert not tok.supports_prefix and tok.family == "titok"
+  x = _images(3, 32)
+  ids = tok.encode(x)
+  assert isinstance(ids, np.ndarray) and ids.dtype == np.int32 and ids.shape == (3, 6)
+  assert ids.min() >= 0 and ids.max() < 32
+  # Same numbers as the model itself.
+  np.testing.assert_array_equal(ids, np.asarray(tok.model.encode(jnp.asarray(x))))
+  recon = tok.decode(ids)
+  assert isinstance(recon, np.ndarray) and recon.dtype == np.float32
+  assert recon.shape == (3, 32, 32, 3)
+  assert recon.min() >= 0.0 and recon.max() <= 1.0
+  ref = np.clip(np.asarray(tok.model.decode_tokens(jnp.asarray(ids))), 0, 1)
+  np.testing.assert_allclose(recon, ref, atol=1e-5)
+
+
+def test_uint8_equals_float_and_jax_input(pixel_tok):
+  u8 = (np.random.default_rng(1).random((2, 32, 32, 3)) * 255).round().astype(np.uint8)
+  a = pixel_tok.encode(u8)
+  b = pixel_tok.encode(u8.astype(np.float32) / 255.0)
+  c = pixel_tok.encode(jnp.asarray(u8))
+  np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(a, c)
+
+
+def test_jit_cache_does_not_retrace(pixel_tok):
+  tok = jaxtok.Tokenizer(pixel_tok.model)
+  x = _images(2, 32, seed=3)
+  tok.encode(x)
+  tok.encode(x + 0.0)
+  assert tok.trace_counts["encode"] == 1
+  tok.encode(_images(4, 32))  # New batch size: one new trace.
+  tok.encode(_images(4, 32, seed=5))
+  assert tok.trace_counts["encode"] == 2
+  ids = tok.encode(x)
+  tok.decode(ids)
+  tok.decode(ids[::-1].copy())
+  assert tok.trace_counts["decode"] == 1
+
+
+def test_prefix_decode_every_length(prefix_tok):
+  tok = prefix_tok
+  assert tok.supports_prefix
+  x = _images(2, 16, seed=7)
+  ids = tok.encode(x)
+  outs = []
+  # Each length is one compile; the model tests cover every length, here the ends and middle.
+  for length in (1, tok.num_tokens // 2, tok.num_tokens):
+    out = tok.decode(ids[:, :length])
+    assert out.shape == (2, 16, 16, 3) and out.dtype == np.float32
+    ref = np.clip(np.asarray(tok.model.decode_tokens(jnp.asarray(ids[:, :length]))), 0, 1)
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+    outs.append(out)
+  # Different prefixes decode to different images (the prefix is really used; random-init
+  # outputs are small, so only inequality is asserted).
+  assert not np.array_equal(outs[0], outs[-1])
+
+
+@pytest.mark.parametrize("images, match", [
+    (np.zeros((2, 32, 32)), r"images: expected shape \[B, 32, 32, 3\].*got \(2, 32, 32\)"),
+    (np.zeros((2, 32, 32, 4), np.float32), r"images: expected shape .*got \(2, 32, 32, 4\)"),
+    (np.zeros((2, 16, 16, 3), np.float32), r"images: expected 32x32 images.*got 16x16"),
+    (np.zeros((0, 32, 32, 3), np.float32), r"images: expected at least one image"),
+    (np.zeros((1, 32, 32, 3), np.int64), r"images: expected dtype uint8.*got int64"),
+    (np.zeros((1, 32, 32, 3), bool), r"images: expected dtype uint8.*got bool"),
+    (np.full((1, 32, 32, 3), 2.0, np.float32), r"images: expected float values in \[0, 1\]"),
+    (np.full((1, 32, 32, 3), 255.0, np.float32), r"0\.\.255 data"),
+    (np.full((1, 32, 32, 3), -0.01, np.float32), r"got range \[-0\.01"),
+    (np.full((1, 32, 32, 3), np.nan, np.float32), r"images: expected finite values"),
+    ("not an array", r"images: expected a numpy or jax array, got str"),
+])
+def test_bad_images_raise(pixel_tok, images, match):
+  with pytest.raises(ValueError, match=match):
+    pixel_tok.encode(images)
+
+
+def test_tiny_overshoot_is_accepted_and_clipped(pixel_tok):
+  x = _images(1, 32)
+  x[0, 0, 0] = [1.0005, -0.0005, 0.5]
+  y = np.clip(x, 0, 1)
+  np.testing.assert_array_equal(pixel_tok.encode(x), pixel_tok.encode(y))
+
+
+@pytest.mark.parametrize("tokens, match", [
+    (np.zeros((2, 6), np.float32), r"tokens: expected integer token ids.*got dtype float32"),
+    (np.zeros((2, 6), bool), r"tokens: expected integer token ids.*got dtype bool"),
+    (np.zeros((2, 6, 1), np.int32), r"tokens: expected shape \[B, 6\].*got \(2, 6, 1\)"),
+    (np.zeros((6,), np.int32), r"tokens: expected shape \[B, 6\].*got \(6,\)"),
+    (np.zeros((0, 6), np.int32), r"tokens: expected at least one row"),
+    (np.full((2, 6), 32, np.int32), r"tokens: expected ids in \[0, 31\].*got range \[32, 32\]"),
+    (np.full((2, 6), -1, np.int64), r"tokens: expected ids in \[0, 31\].*got range \[-1, -1\]"),
+    (np.zeros((2, 3), np.int32), r"exactly 6 tokens.*does not decode prefixes, got 3"),
+    (np.zeros((2, 7), np.int32), r"exactly 6 tokens.*got 7"),
+])
+def test_bad_tokens_raise(pixel_tok, tokens, match):
+  with pytest.raises(ValueError, match=match):
+    pixel_tok.decode(tokens)
+
+
+@pytest.mark.parametrize("length", [0, 7])
+def test_bad_prefix_length_raises(prefix_tok, length):
+  with pytest.raises(ValueError, match=rf"tokens: expected a prefix length L with 1 <= L <= 6, "
+                                       rf"got L={length}"):
+    prefix_tok.decode(np.zeros((1, length), np.int32))
+
+
+def test_save_load_roundtrip(tmp_path, prefix_tok):
+  out = jaxtok.save(prefix_tok, tmp_path / "ckpt")
+  assert sorted(p.name for p in out.iterdir()) == ["config.json", "weights.safetensors"]
+  meta = json.loads((out / "config.json").read_text())
+  assert meta["family"] == "one_d_piece" and meta["config"]["tail_token_drop"] is True
+  tok2 = jaxtok.load(out)
+  assert tok2.config == prefix_tok.config and tok2.supports_prefix
+  x = _images(2, 16, seed=11)
+  ids = prefix_tok.encode(x)
+  np.testing.assert_array_equal(tok2.encode(x), ids)
+  np.testing.assert_array_equal(tok2.decode(ids[:, :3]), prefix_tok.decode(ids[:, :3]))
+  # Every variable round-trips bit-exactly (parameters and non-parameter state alike).
+  a, _ = api.state_to_arrays(prefix_tok.model)
+  b, _ = api.state_to_arrays(tok2.model)
+  assert a.keys() == b.keys()
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+  # Also loadable through the config.json path, and from a plain model.
+  assert jaxtok.load(out / "config.json").num_tokens == 6
+  jaxtok.save(prefix_tok.model, tmp_path / "from_model")
+  assert jaxtok.load(tmp_path / "from_model").family == "one_d_piece"
+
+
+def test_save_is_atomic_and_protects_foreign_dirs(tmp_path, pixel_tok):
+  target = tmp_path / "ckpt"
+  jaxtok.save(pixel_tok, target)
+  jaxtok.save(pixel_tok, target)  # Replacing a jaxtok checkpoint is fine.
+  # No temp dirs left behind.
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+  with pytest.raises(ValueError, match="overwrite=True"):
+    jaxtok.save(pixel_tok, target, overwrite=False)
+  foreign = tmp_path / "foreign"
+  foreign.mkdir()
+  (foreign / "notes.txt").write_text("keep me")
+  with pytest.raises(ValueError, match=r"directory: .* is not empty"):
+    jaxtok.save(pixel_tok, foreign)
+  assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+def test_save_failure_leaves_old_checkpoint(tmp_path, pixel_tok, monkeypatch):
+  target = tmp_path / "ckpt"
+  jaxtok.save(pixel_tok, target)
+  before = (target / "weights.safetensors").read_bytes()
+
+  def boom(*args, **kwargs):
+    raise OSError("disk full")
+  monkeypatch.setattr(readers, "write_safetensors", boom)
+  with pytest.raises(OSError, match="disk full"):
+    jaxtok.save(pixel_tok, target)
+  assert (target / "weights.safetensors").read_bytes() == before
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_load_rejects_bad_checkpoints(tmp_path, pixel_tok):
+  with pytest.raises(ValueError, match="path_or_variant: expected a checkpoint directory"):
+    jaxtok.load("no-such-variant")
+  with pytest.raises(ValueError, match="is not an existing directory"):
+    jaxtok.load(str(tmp_path / "missing" / "dir"))
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  with pytest.raises(ValueError, match="has no config.json"):
+    jaxtok.load(empty)
+  out = jaxtok.save(pixel_tok, tmp_path / "ckpt")
+  arrays = readers.read_safetensors(out / "weights.safetensors")
+  # Wrong shape.
+  bad = dict(arrays)
+  key = next(k for k in bad if k.endswith("kernel"))
+  bad[key] = np.zeros((3, 3), np.float32)
+  readers.write_safetensors(out / "weights.safetensors", bad)
+  with pytest.raises(ValueError, match=rf"variable '{key}' has shape \(3, 3\)"):
+    jaxtok.load(out)
+  # Missing parameter.
+  bad = dict(arrays)
+  del bad[key]
+  readers.write_safetensors(out / "weights.safetensors", bad)
+  with pytest.raises(ValueError, match=r"expected every parameter of the model, missing 1"):
+    jaxtok.load(out)
+  # Extra entry.
+  readers.write_safetensors(out / "weights.safetensors", {**arrays, "bogus": np.zeros(2)})
+  with pytest.raises(ValueError, match=r"1 entries the model does not have: \['bogus'\]"):
+    jaxtok.load(out)
+  # Unknown config field.
+  readers.write_safetensors(out / "weights.safetensors", arrays)
+  meta = json.loads((out / "config.json").read_text())
+  meta["config"]["no_such_field"] = 1
+  (out / "config.json").write_text(json.dumps(meta))
+  with pytest.raises(ValueError, match="no_such_field"):
+    jaxtok.load(out)
+
+
+def test_config_dict_roundtrip():
+  for cfg in (_pixel_config(), _two_stage_config(tail_token_drop=True, codebook_size=64)):
+    d = api.config_to_dict(cfg)
+    json.dumps(d)  # JSON-ready.
+    assert api.config_from_dict(TiTokConfig, d) == cfg
+
+
+def test_key_variables_roundtrip(tmp_path):
+  """PRNG key variables held by a model survive save/load as raw key data."""
+
+  class WithRngs(TiTok):
+    def __init__(self, config, *, rngs):
+      super().__init__(config, rngs=rngs)
+      self.rngs = nnx.Rngs(dropout=7)
+
+  model = WithRngs(_pixel_config(), rngs=nnx.Rngs(0))
+  arrays, meta = api.state_to_arrays(model)
+  assert any(k.endswith(".__key_data__") for k in arrays)
+  assert json.loads(meta["key_impls"]) == {"rngs/dropout/key": "threefry2x32"}
+  rebuilt = api.model_from_arrays("titok", model.config, arrays, model_class=WithRngs,
+                                  key_impls=json.loads(meta["key_impls"]))
+  a = jax.random.key_data(model.rngs.dropout.key[...])
+  b = jax.random.key_data(rebuilt.rngs.dropout.key[...])
+  np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # A file without the key data still loads: non-parameter variables come from a real init.
+  params_only = {k: v for k, v in arrays.items() if not k.startswith("rngs/")}
+  rebuilt = api.model_from_arrays("titok", model.config, params_only, model_class=WithRngs)
+  np.testing.assert_array_equal(np.asarray(rebuilt.encoder.ln_pre.scale[...]),
+                                np.asarray(model.encoder.ln_pre.scale[...]))
