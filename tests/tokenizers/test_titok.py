@@ -1,0 +1,319 @@
+"""TiTok: parity with the official PyTorch code (fixtures), variants, API contract."""
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxtok import testing
+from jaxtok.tokenizers import layers, titok
+from jaxtok.tokenizers.convert import titok_mapping
+from jaxtok.tokenizers.titok import TiTok, TiTokConfig
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "titok"
+
+# Absolute tolerances of tests/fixtures/titok/README.md §5; tokens are compared exactly.
+ATOL = {
+    "enc_patch_embed": 2e-5,
+    "enc_latents_ln_post": 1e-4,
+    "z": 5e-5,
+    "z_normalized": 5e-5,
+    "z_quantized": 1e-6,
+    "z_codebook": 1e-6,
+    "codebook_normalized": 1e-6,
+    "dec_ln_post": 3e-4,
+    "decoder_logits": 3e-4,
+    "pixel_decoder_input": 3e-4,
+    "decoder_ffn_out": 3e-4,
+    "recon": 3e-4,
+    "recon_from_ids": 3e-4,
+}
+LOSS_RTOL = 1e-5
+LOSSES = ("commitment_loss", "codebook_loss", "quantizer_loss")
+# Arrays that are inputs/metadata, not outputs to compare.
+NOT_OUTPUTS = {"x", "config_json", "meta_json", "fixture_kind", "prefix_lengths"}
+
+
+def _nchw(a):
+  return np.asarray(a).transpose(0, 3, 1, 2)
+
+
+def _z_nchw(z):  # [B, K, C] -> official fake-2D (B, C, 1, K)
+  return np.asarray(z).transpose(0, 2, 1)[:, :, None, :]
+
+
+def _official_outputs(model: TiTok, x: jax.Array, prefix_lengths: tuple[int, ...]) -> dict:
+  """Every array the fixtures hold, computed by jaxtok in the official layouts (one jit)."""
+
+  @nnx.jit
+  def run(model, x):
+    out = {}
+    enc = model.encoder
+    out["enc_patch_embed"] = enc.patch_embed(x)
+    lat = enc.latents(x)
+    out["enc_latents_ln_post"] = lat
+    z = enc.project(lat)
+    out["z"] = z
+    zq, qaux = model.quantize(z, train=False)
+    out["z_quantized"] = zq
+    out["ids"] = qaux["ids"]
+    for name, key in zip(LOSSES, ("commitment_loss", "codebook_loss", "loss")):
+      out[name] = qaux[key]
+    out["z_codebook"] = model.lookup(qaux["ids"])
+    out["dec_ln_post"] = model.decoder.hidden(zq)
+    recon, head = model.decode_latents(zq)
+    out["recon"] = recon
+    out.update(head)
+    out["recon_from_ids"] = model.decode_tokens(qaux["ids"])
+    out["encoded_ids"] = model.encode(x)
+    for n in prefix_lengths:
+      img, h = model.decode_latents(model.lookup(qaux["ids"][:, :n]))
+      out[f"recon_len{n}"] = img
+      out[f"decoder_logits_len{n}"] = h["logits"]
+    return out
+
+  out = jax.tree_util.tree_map(np.asarray, run(model, x))
+  b, k = out["ids"].shape
+  g = model.config.enc_grid
+  res = {
+      "enc_patch_embed": out["enc_patch_embed"].reshape(b, g, g, -1).transpose(0, 3, 1, 2),
+      "enc_latents_ln_post": out["enc_latents_ln_post"],
+      "z": _z_nchw(out["z"]),
+      "z_quantized": _z_nchw(out["z_quantized"]),
+      "z_codebook": _z_nchw(out["z_codebook"]),
+      "tokens": out["ids"][:, None, :],
+      "dec_ln_post": out["dec_ln_post"],
+      "recon": _nchw(out["recon"]),
+      "recon_from_ids": _nchw(out["recon_from_ids"]),
+      "encoded_ids": out["encoded_ids"],
+  }
+  for name in LOSSES:
+    res[name] = out[name]
+    # Official `TiTok.encode` multiplies its losses by 0 when finetune_decoder=True.
+    res["encode_" + name] = out[name] * (0.0 if model.config.finetune_decoder else 1.0)
+  if model.config.use_l2_norm:
+    zz = out["z"]
+    res["z_normalized"] = _z_nchw(zz / np.maximum(np.linalg.norm(zz, axis=-1, keepdims=True),
+                                                  1e-12))
+    cb = np.asarray(model.quantize.codebook[...])
+    res["codebook_normalized"] = cb / np.maximum(np.linalg.norm(cb, axis=-1, keepdims=True),
+                                                 1e-12)
+  if "logits" in out:
+    res["decoder_logits"] = _nchw(out["logits"])
+    res["pixel_decoder_input"] = _nchw(out["pixel_decoder_input"])
+  if "ffn_out" in out:
+    res["decoder_ffn_out"] = _nchw(out["ffn_out"])
+  for n in prefix_lengths:
+    res[f"recon_len{n}"] = _nchw(out[f"recon_len{n}"])
+    res[f"decoder_logits_len{n}"] = _nchw(out[f"decoder_logits_len{n}"])
+  return res
+
+
+def _dist_gap(z_nchw, codebook, l2):
+  """(2nd smallest - smallest) VQ distance per token, float64, `(B, 1, K)`."""
+  z = z_nchw[:, :, 0, :].transpose(0, 2, 1).astype(np.float64)
+  cb = codebook.astype(np.float64)
+  if l2:
+    z = z / np.maximum(np.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
+    cb = cb / np.maximum(np.linalg.norm(cb, axis=-1, keepdims=True), 1e-12)
+  d = (z ** 2).sum(-1)[..., None] + (cb ** 2).sum(-1) - 2 * z @ cb.T
+  d = np.sort(d, axis=-1)
+  return (d[..., 1] - d[..., 0])[:, None, :]
+
+
+@pytest.mark.parametrize("path", testing.fixture_params(("titok", "one_d_piece"), FIXTURES))
+def test_parity_with_official(path):
+  """Builds the model from the file's official config + state dict; compares every array."""
+  f = dict(np.load(path, allow_pickle=False))
+  params = {k[len("param/"):]: v for k, v in f.items() if k.startswith("param/")}
+  config_dict = json.loads(str(f["config_json"]))
+  model = titok_mapping.from_official(config_dict, params)
+  cfg = model.config
+  if str(f["fixture_kind"]) == "one_d_piece":
+    assert cfg.tail_token_drop, "One-D-Piece configs must turn on tail-token-drop"
+  prefix = tuple(int(n) for n in f.get("prefix_lengths", ()))
+  x = jnp.asarray(f["x"].transpose(0, 2, 3, 1))
+  ours = _official_outputs(model, x, prefix)
+
+  outputs = set(k for k in f if not k.startswith("param/")) - NOT_OUTPUTS
+  failures = []
+  checked = []
+  for name in sorted(outputs):
+    ref = f[name]
+    if name == "tokens":
+      if not np.array_equal(ours["tokens"], ref):
+        failures.append(f"tokens differ: {ours['tokens'].ravel()} vs {ref.ravel()}")
+      if not np.array_equal(ours["encoded_ids"], ref[:, 0]):
+        failures.append("model.encode ids differ from the reference tokens")
+    elif name == "vq_dist_gap":
+      # Our own float64 distance gap from our z must match theirs (it certifies exact ties
+      # cannot flip tokens).
+      cb = np.asarray(model.quantize.codebook[...])
+      gap = _dist_gap(ours["z"], cb, cfg.use_l2_norm)
+      if not np.allclose(gap, ref, atol=1e-4):
+        failures.append(f"vq_dist_gap max err {np.abs(gap - ref).max():.3g}")
+    elif name in LOSSES or name.startswith("encode_"):
+      if not np.allclose(ours[name], ref, rtol=LOSS_RTOL, atol=0):
+        failures.append(f"{name}: {float(ours[name])!r} vs {float(ref)!r}")
+    else:
+      base = name.split("_len")[0] if "_len" in name else name
+      if base not in ATOL or name not in ours:
+        failures.append(f"{name}: fixture array with no comparison (unknown to this test)")
+        continue
+      if ours[name].shape != ref.shape:
+        failures.append(f"{name}: shape {ours[name].shape} vs {ref.shape}")
+        continue
+      err = float(np.abs(ours[name] - ref).max())
+      if err > ATOL[base]:
+        failures.append(f"{name}: max abs err {err:.3g} > {ATOL[base]}")
+    checked.append(name)
+  assert not failures, "\n".join(failures)
+  assert "tokens" in checked and "recon" in checked
+  for n in prefix:  # every stored prefix length is compared
+    assert f"recon_len{n}" in checked and f"decoder_logits_len{n}" in checked
+
+
+def _all_layer_norms(module):
+  return [m for _, m in nnx.iter_graph(module) if isinstance(m, nnx.LayerNorm)]
+
+
+def test_layer_norm_eps_and_exact_gelu():
+  """eps=1e-5 (PyTorch) on every TiTok LayerNorm and erf GELU: tolerances cannot see these."""
+  cfg = titok.get_config("tiny")
+  model = nnx.eval_shape(lambda: TiTok(cfg, rngs=nnx.Rngs(0)))
+  norms = _all_layer_norms(model)
+  # ln_pre + ln_post + 2 per block, encoder and decoder.
+  assert len(norms) == 2 * 2 + 2 * (cfg.enc_depth + cfg.dec_depth)
+  assert all(n.epsilon == 1e-5 for n in norms), [n.epsilon for n in norms]
+  assert layers.LAYER_NORM_EPS == 1e-5
+
+  # The block MLP uses the exact GELU: compare with an erf-based reference where the tanh
+  # approximation is off by > 1e-4.
+  from scipy.special import erf
+  xs = np.linspace(-4, 4, 81).astype(np.float32)
+  exact = 0.5 * xs * (1 + erf(xs / np.sqrt(2)))
+  np.testing.assert_allclose(np.asarray(layers.gelu(jnp.asarray(xs))), exact, atol=1e-6)
+  mlp = layers.MLP(4, 8, rngs=nnx.Rngs(1))
+  rng = np.random.default_rng(0)
+  mlp.c_fc.kernel[...] = jnp.asarray(rng.normal(size=(4, 8)).astype(np.float32))
+  v = jnp.asarray(rng.normal(size=(3, 4)).astype(np.float32))
+  hid = np.asarray(mlp.c_fc(v))
+  want = (0.5 * hid * (1 + erf(hid / np.sqrt(2)))) @ np.asarray(mlp.c_proj.kernel[...]) + \
+      np.asarray(mlp.c_proj.bias[...])
+  np.testing.assert_allclose(np.asarray(mlp(v)), want, atol=1e-5)
+  tanh = np.asarray(jax.nn.gelu(jnp.asarray(hid), approximate=True))
+  assert np.abs(tanh - 0.5 * hid * (1 + erf(hid / np.sqrt(2)))).max() > 1e-4
+
+
+def test_published_parameter_counts():
+  """S-128 / B-64 / L-32 incl. the MaskGIT pixel decoder, from abstract shapes only."""
+  for name, published in titok.PUBLISHED_PARAMS.items():
+    cfg = titok.VARIANTS[name]
+    n = layers.count_params(nnx.eval_shape(lambda: TiTok(cfg, rngs=nnx.Rngs(0))))
+    # Published figures are rounded to 0.1M.
+    assert abs(n - published) <= 0.05e6 + 1, (name, n, published)
+
+
+def test_variants_are_consistent():
+  vs = titok.VARIANTS
+  assert {"S-128", "B-64", "L-32", "BL-64-VQ", "BL-128-VQ", "SL-256-VQ", "LL-32-VAE",
+          "BL-64-VAE", "BL-128-VAE", "tiny"} <= set(vs)
+  for name in ("S-128", "B-64", "L-32"):
+    assert vs[name].head == "two_stage" and vs[name].legacy_projection
+    assert (vs[name].codebook_size, vs[name].token_size) == (4096, 12)
+  for name in ("BL-64-VQ", "BL-128-VQ", "SL-256-VQ"):
+    c = vs[name]
+    assert (c.head, c.codebook_size, c.token_size, c.use_l2_norm) == ("pixel", 8192, 64, False)
+  for name in ("LL-32-VAE", "BL-64-VAE", "BL-128-VAE"):
+    assert vs[name].quantize_mode == "vae" and vs[name].token_size == 16
+  assert [vs[n].num_latent_tokens for n in ("S-128", "B-64", "L-32")] == [128, 64, 32]
+  # Configs round-trip through JSON.
+  for c in vs.values():
+    assert TiTokConfig.from_dict(json.loads(c.to_json())) == c
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+  return TiTok(titok.get_config("tiny"), rngs=nnx.Rngs(0))
+
+
+def _images(n=2, s=64, seed=0):
+  return jnp.asarray(np.random.default_rng(seed).uniform(size=(n, s, s, 3)).astype(np.float32))
+
+
+def test_contract_shapes_and_training_forward(tiny_model):
+  model = tiny_model
+  cfg = model.config
+  x = _images()
+  ids = nnx.jit(lambda m, x: m.encode(x))(model, x)
+  assert ids.shape == (2, cfg.num_latent_tokens) and ids.dtype == jnp.int32
+  assert int(ids.min()) >= 0 and int(ids.max()) < cfg.codebook_size
+  img = nnx.jit(lambda m, i: m.decode_tokens(i))(model, ids)
+  assert img.shape == (2, 64, 64, 3) and img.dtype == jnp.float32
+
+  def loss_fn(m, x):
+    recon, aux = m(x, train=True, rngs=jax.random.key(0))
+    return jnp.mean((recon - x) ** 2) + aux["quantizer_loss"], aux
+
+  grads, aux = nnx.jit(nnx.grad(loss_fn, has_aux=True))(model, x)
+  for k in ("quantizer_loss", "commitment_loss", "codebook_loss", "ids", "stats"):
+    assert k in aux
+  g = nnx.state(grads, nnx.Param)
+  gl = jax.tree_util.tree_leaves(g)
+  assert all(np.isfinite(np.asarray(v)).all() for v in gl)
+  # The encoder gets gradients through the straight-through estimator.
+  assert float(jnp.abs(grads.encoder.latent_tokens[...]).sum()) > 0
+  assert float(jnp.abs(grads.quantize.codebook[...]).sum()) > 0
+
+
+def test_bad_inputs_raise_value_error(tiny_model):
+  model = tiny_model
+  with pytest.raises(ValueError, match="images"):
+    model.encode(jnp.zeros((1, 32, 32, 3)))
+  with pytest.raises(ValueError, match="images"):
+    model.encode(jnp.zeros((1, 64, 64, 3), jnp.uint8))
+  with pytest.raises(ValueError, match="ids"):
+    model.decode_tokens(jnp.zeros((1, 33), jnp.int32))
+  with pytest.raises(ValueError, match="ids"):
+    model.decode_tokens(jnp.zeros((1, 4), jnp.float32))
+  with pytest.raises(ValueError, match="head"):
+    TiTokConfig(head="nope")
+  with pytest.raises(ValueError, match="enc_patch_size"):
+    TiTokConfig(image_size=64, enc_patch_size=7)
+  with pytest.raises(ValueError, match="vit_enc_model_size"):
+    TiTokConfig.from_official({"model": {"vq_model": {
+        "vit_enc_model_size": "huge", "num_latent_tokens": 4, "token_size": 4}}})
+
+
+def test_from_official_is_strict():
+  f = np.load(FIXTURES / "titok_single_tiny.npz")
+  params = {k[6:]: f[k] for k in f.files if k.startswith("param/")}
+  cfg = str(f["config_json"])
+  extra = dict(params, **{"decoder.extra.weight": np.zeros(3, np.float32)})
+  with pytest.raises(ValueError, match="no jaxtok parameter"):
+    titok_mapping.from_official(cfg, extra)
+  missing = {k: v for k, v in params.items() if k != "decoder.mask_token"}
+  with pytest.raises(ValueError, match="absent"):
+    titok_mapping.from_official(cfg, missing)
+  bad = dict(params, **{"decoder.mask_token": np.zeros((1, 1, 7), np.float32)})
+  with pytest.raises(ValueError, match="decoder.mask_token"):
+    titok_mapping.from_official(cfg, bad)
+
+
+def test_legacy_projection_is_a_raw_reshape():
+  """The legacy path reinterprets [B, K, W] as [B, W, K] (no transpose): the released bug."""
+  cfg = TiTokConfig(image_size=32, enc_patch_size=16, dec_patch_size=16, enc_width=8,
+                    enc_depth=1, enc_heads=2, dec_width=8, dec_depth=1, dec_heads=2,
+                    num_latent_tokens=3, token_size=4, codebook_size=8, head="pixel",
+                    legacy_projection=True)
+  enc = titok.TiTokEncoder(cfg, rngs=nnx.Rngs(0))
+  lat = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3, 8)).astype(np.float32))
+  w = np.asarray(enc.conv_out.kernel[...])
+  b = np.asarray(enc.conv_out.bias[...])
+  want = np.einsum("bwk,wc->bkc", np.asarray(lat).reshape(2, 8, 3), w) + b
+  np.testing.assert_allclose(np.asarray(enc.project(lat)), want, atol=1e-5)
+  cfg.legacy_projection = False
+  np.testing.assert_allclose(np.asarray(enc.project(lat)), np.asarray(lat) @ w + b, atol=1e-5)
