@@ -496,6 +496,10 @@ def read_config(path: str | os.PathLike) -> tuple[str, Any]:
 def _config_class(family: str) -> type:
   """The config dataclass the family's model takes (its `config_class`, else the annotation
   of its constructor's `config` argument)."""
+  from jaxtok import tokenizers  # pylint: disable=g-import-not-at-top
+  configs = getattr(tokenizers, "CONFIGS", {})
+  if family in configs:
+    return configs[family]
   cls = _model_class(family)
   explicit = getattr(cls, "config_class", None)
   if explicit is not None:
@@ -552,7 +556,8 @@ def load(path_or_variant: str | os.PathLike, *, seed: int = 0) -> Tokenizer:
 
 
 def save(tok_or_model: Tokenizer | nnx.Module, directory: str | os.PathLike, *,
-         family: str | None = None, overwrite: bool = True) -> Path:
+         family: str | None = None, overwrite: bool = True,
+         source: Mapping[str, Any] | None = None) -> Path:
   """Writes a checkpoint directory atomically (temp dir in the same parent, then rename).
 
   Args:
@@ -561,6 +566,8 @@ def save(tok_or_model: Tokenizer | nnx.Module, directory: str | os.PathLike, *,
       an existing directory with other content is never touched (ValueError).
     family: family name to record; default: the Tokenizer's, or inferred from the model class.
     overwrite: allow replacing an existing jaxtok checkpoint.
+    source: JSON-ready provenance stored under `"source"` in config.json (the converter
+      records the official files and their sha256 there); `load` ignores it.
 
   Returns:
     The directory path.
@@ -588,6 +595,8 @@ def save(tok_or_model: Tokenizer | nnx.Module, directory: str | os.PathLike, *,
   arrays, metadata = state_to_arrays(model)
   meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "family": family,
           "config": config_to_dict(config)}
+  if source is not None:
+    meta["source"] = dict(source)
   tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
   try:
     readers.write_safetensors(tmp / WEIGHTS_FILE, arrays, metadata)

@@ -196,7 +196,7 @@ def _rebuild_tensor(storage: _Storage, storage_offset: int, size, stride, *unuse
     item = base.itemsize
     arr = np.lib.stride_tricks.as_strided(
         base[storage_offset:], shape=size, strides=tuple(st * item for st in stride))
-  arr = np.array(arr)  # Own the memory (and make it contiguous).
+  arr = np.array(arr, order="C")  # Own the memory, C-contiguous.
   if storage.is_bf16:
     arr = _bf16_to_f32(arr)
   return arr

@@ -1,0 +1,66 @@
+"""CLI: official PyTorch checkpoints -> a jaxtok checkpoint directory.
+
+    python -m jaxtok.tokenizers.convert titok --checkpoint model.safetensors \
+        --config config.json [--maskgit-vqgan maskgit-vqgan-imagenet-f16-256.bin] --out DIR
+
+(also installed as `jaxtok-convert`). Prints a JSON summary of the written checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog="python -m jaxtok.tokenizers.convert",
+                              description=__doc__.splitlines()[0])
+  sub = p.add_subparsers(dest="family", required=True)
+  t = sub.add_parser("titok", help="TiTok (1d-tokenizer) or One-D-Piece checkpoints")
+  t.add_argument("--checkpoint", required=True, type=Path,
+                 help="model.safetensors, pytorch_model.bin / .pt (torch zip), or fixture .npz")
+  t.add_argument("--config", type=Path, default=None,
+                 help="official config.json or .yaml (default: config.json beside --checkpoint)")
+  t.add_argument("--maskgit-vqgan", type=Path, default=None,
+                 help="MaskGIT VQGAN .bin supplying pixel_decoder / pixel_quantize weights "
+                      "missing from --checkpoint (legacy two-stage models)")
+  t.add_argument("--maskgit-override", action="store_true",
+                 help="take pixel decoder weights from --maskgit-vqgan even where the "
+                      "checkpoint has its own")
+  t.add_argument("--out", required=True, type=Path, help="output checkpoint directory")
+  t.add_argument("--one-d-piece", dest="one_d_piece", action="store_true", default=None,
+                 help="force the One-D-Piece family (default: detect from the config)")
+  t.add_argument("--no-one-d-piece", dest="one_d_piece", action="store_false")
+  t.add_argument("--use-torch", action="store_true",
+                 help="read .bin/.pt with torch.load instead of the torch-free reader")
+  t.add_argument("--no-overwrite", action="store_true",
+                 help="fail if --out already holds a jaxtok checkpoint")
+  return p
+
+
+def main(argv: list[str] | None = None) -> int:
+  args = _parser().parse_args(argv)
+  # Heavy imports (jax, the model) only after the arguments parse.
+  import jaxtok  # pylint: disable=g-import-not-at-top
+  from jaxtok.tokenizers.convert import convert_titok  # pylint: disable=g-import-not-at-top
+  try:
+    out = convert_titok(args.checkpoint, args.config, args.out,
+                        maskgit_vqgan=args.maskgit_vqgan, maskgit_override=args.maskgit_override,
+                        one_d_piece=args.one_d_piece, use_torch=True if args.use_torch else False,
+                        overwrite=not args.no_overwrite)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  meta = json.loads((out / "config.json").read_text())
+  cfg = meta["config"]
+  print(json.dumps({"out": str(out), "family": meta["family"],
+                    "image_size": cfg["image_size"], "num_tokens": cfg["num_latent_tokens"],
+                    "codebook_size": cfg["codebook_size"],
+                    "files": sorted(p.name for p in out.iterdir()),
+                    "jaxtok_version": jaxtok.__version__}))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
