@@ -229,7 +229,7 @@ def forward_losses(parts: StepParts, params: PyTree, model_state: PyTree, images
   cparams = cast_for_compute(params, parts.compute_dtype, keep)
   model = nnx.merge(parts.graphdef, cparams, model_state)
   recon, aux = model(images.astype(parts.compute_dtype), train=True, rngs=nnx.Rngs(key))
-  new_model_state = nnx.state(model, nnx.Not(nnx.Param)).to_pure_dict()
+  new_model_state = nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.Param)))
   # Model-state updates (codebook EMA, usage counters) keep their stored dtype.
   new_model_state = jax.tree_util.tree_map(lambda n, o: n.astype(o.dtype), new_model_state,
                                            model_state)
@@ -277,8 +277,8 @@ def make_train_step(parts: StepParts):
     ema = update_ema(state.ema_params, params, state.step, parts.ema_decay)
     metrics = {f"loss/{k}": jnp.asarray(v, jnp.float32) for k, v in terms.items()}
     metrics["loss/total_loss"] = total
-    metrics["train/grad_norm"] = optax.global_norm(grads)
-    metrics["train/param_norm"] = optax.global_norm(params)
+    metrics["train/grad_norm"] = optax.tree.norm(grads)
+    metrics["train/param_norm"] = optax.tree.norm(params)
     metrics.update(_scalar_stats(aux.get("stats"), "codebook/"))
     metrics["train/psnr"] = jnp.mean(psnr(jnp.clip(recon, 0, 1), images))
     new = state.replace(step=state.step + 1, params=params, model_state=new_model_state,

@@ -62,7 +62,10 @@ def model_class_and_config(spec) -> tuple[type, Any]:
     cls = getattr(module, cls_name)
   else:
     from jaxtok import tokenizers  # pylint: disable=g-import-not-at-top
-    registry = getattr(tokenizers, "TOKENIZERS", {})
+    registry = dict(getattr(tokenizers, "TOKENIZERS", {}))
+    if "titok" not in registry:  # The registry is filled by jaxtok.tokenizers/__init__.
+      from jaxtok.tokenizers.titok import TiTok  # pylint: disable=g-import-not-at-top
+      registry["titok"] = TiTok
     if spec.family not in registry:
       raise ValueError(f"model.family: expected one of {sorted(registry)} or "
                        f"'module:Class', got {spec.family!r}")
@@ -82,7 +85,7 @@ def model_class_and_config(spec) -> tuple[type, Any]:
 
 def _split_pure(module: nnx.Module):
   graphdef, params, rest = nnx.split(module, nnx.Param, ...)
-  return graphdef, params.to_pure_dict(), rest.to_pure_dict()
+  return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
 
 
 def _teacher(config: TrainConfig, model_config: Any):
@@ -215,11 +218,16 @@ class Experiment:
       frozen["perceptual"] = (perc[1], perc[2])
     self.frozen = jax.device_put(frozen, self.replicated)
     step_fn = state_lib.make_train_step(self.parts)
+    self.jit_options = {}
+    if config.fast_compile:
+      self.jit_options = {"compiler_options": {"xla_backend_optimization_level": 0,
+                                               "xla_llvm_disable_expensive_passes": True}}
     self.train_step = jax.jit(
         step_fn, in_shardings=(self.state_shardings, self.batch_sharding, self.replicated,
                                self.replicated),
-        out_shardings=(self.state_shardings, self.replicated), donate_argnums=(0,))
-    self._eval = jax.jit(self._reconstruct, out_shardings=self.replicated)
+        out_shardings=(self.state_shardings, self.replicated), donate_argnums=(0,),
+        **self.jit_options)
+    self._eval = jax.jit(self._reconstruct, out_shardings=self.replicated, **self.jit_options)
 
   # ---- pieces ----
   def _disc_apply(self):
@@ -228,7 +236,7 @@ class Experiment:
     def apply(params, disc_state, images):
       disc = nnx.merge(graphdef, params, disc_state)
       logits = disc(images)
-      return logits, nnx.state(disc, nnx.Not(nnx.Param)).to_pure_dict()
+      return logits, nnx.to_pure_dict(nnx.state(disc, nnx.Not(nnx.Param)))
     return apply
 
   def _init_state(self) -> TrainState:
@@ -248,7 +256,7 @@ class Experiment:
 
   def init_state(self) -> TrainState:
     """A freshly initialised, sharded state (identical on every process)."""
-    return jax.jit(self._init_state, out_shardings=self.state_shardings)()
+    return jax.jit(self._init_state, out_shardings=self.state_shardings, **self.jit_options)()
 
   def abstract_for_restore(self):
     return ckpt_lib.abstract_with_shardings(self.abstract_state, self.state_shardings)

@@ -1,0 +1,40 @@
+"""Small shared pieces of the trainer tests (a tiny TiTok and fixed batches)."""
+import numpy as np
+
+from jaxtok.configs.common import TrainConfig
+
+# A TiTok small enough to compile and step in seconds on CPU.
+SMALL_TITOK = dict(image_size=32, enc_patch_size=8, dec_patch_size=8, enc_width=32,
+                   enc_depth=1, enc_heads=2, dec_width=32, dec_depth=1, dec_heads=2,
+                   num_latent_tokens=8, token_size=8, codebook_size=64, head="pixel",
+                   legacy_projection=False, use_l2_norm=True)
+
+
+def small_config(**overrides) -> TrainConfig:
+  c = TrainConfig()
+  c.model.family, c.model.variant = "titok", "tiny"
+  c.model.overrides = dict(SMALL_TITOK)
+  c.data.resolution = 32
+  c.data.num_eval_images = 2
+  c.batch_size = 8
+  c.total_steps = 10
+  c.optim.lr, c.optim.end_lr, c.optim.warmup_steps = 1e-3, 1e-4, 2
+  c.optim.ema_decay = 0.9
+  c.progress_bar = False
+  c.grid_every = 0
+  c.log_every = 1
+  c.fast_compile = True
+  for k, v in overrides.items():
+    setattr(c, k, v)
+  return c
+
+
+def fixed_batches(n: int, batch: int = 8, size: int = 32, seed: int = 0):
+  rng = np.random.default_rng(seed)
+  # Smooth-ish images (low-frequency noise upsampled) so the loss is not pure noise.
+  out = []
+  for _ in range(n):
+    small = rng.integers(0, 256, (batch, size // 8, size // 8, 3)).astype(np.float32)
+    img = np.repeat(np.repeat(small, 8, axis=1), 8, axis=2)
+    out.append({"image": img.astype(np.uint8)})
+  return out
