@@ -118,18 +118,35 @@ class ResidualAttentionBlock(nnx.Module):
 
 
 class Transformer(nnx.Module):
-  """`depth` ResidualAttentionBlocks applied in order; `[B, T, W] -> [B, T, W]`."""
+  """`depth` ResidualAttentionBlocks applied in order; `[B, T, W] -> [B, T, W]`.
+
+  The blocks' parameters are stacked along a leading `depth` axis (built with `nnx.vmap`) and
+  applied with `jax.lax.scan`: one block is traced and compiled instead of `depth` copies,
+  which keeps jit compile time and abstract (`nnx.eval_shape`) construction of the 24-layer
+  models short. `unroll` is forwarded to `lax.scan` (`depth` = fully unrolled).
+  """
 
   def __init__(self, width: int, depth: int, num_heads: int, *, mlp_ratio: float = 4.0,
-               rngs: nnx.Rngs):
-    self.blocks = nnx.List([
-        ResidualAttentionBlock(width, num_heads, mlp_ratio=mlp_ratio, rngs=rngs)
-        for _ in range(depth)
-    ])
+               unroll: int = 1, rngs: nnx.Rngs):
+    if depth < 1:
+      raise ValueError(f"depth: expected >= 1, got {depth}")
+    self.depth = depth
+    self.unroll = unroll
+
+    @nnx.split_rngs(splits=depth)
+    @nnx.vmap(in_axes=(0,), out_axes=0)
+    def make(r):
+      return ResidualAttentionBlock(width, num_heads, mlp_ratio=mlp_ratio, rngs=r)
+
+    self.blocks = make(rngs)
 
   def __call__(self, x: jax.Array, key_mask: jax.Array | None = None) -> jax.Array:
-    for block in self.blocks:
-      x = block(x, key_mask)
+    graphdef, state = nnx.split(self.blocks)
+
+    def body(h, layer_state):
+      return nnx.merge(graphdef, layer_state)(h, key_mask), None
+
+    x, _ = jax.lax.scan(body, x, state, unroll=self.unroll)
     return x
 
 

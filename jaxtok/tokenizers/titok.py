@@ -81,6 +81,7 @@ class TiTokConfig:
     tail_token_drop: One-D-Piece tail-token-drop when `train=True`.
     tail_token_drop_mode: "per_step" (one kept length per call, as One-D-Piece) or
       "per_example" (one length per image).
+    scan_unroll: `lax.scan` unroll of the ViT layer loop (speed knob; same numbers).
   """
   image_size: int = 256
   enc_patch_size: int = 16
@@ -108,6 +109,7 @@ class TiTokConfig:
   finetune_decoder: bool = True
   tail_token_drop: bool = False
   tail_token_drop_mode: str = "per_step"
+  scan_unroll: int = 1
 
   def __post_init__(self):
     if isinstance(self.pixel_decoder, dict):
@@ -257,7 +259,8 @@ class TiTokEncoder(nnx.Module):
     self.latent_token_positional_embedding = layers.normal_param((k, w), scale, rngs)
     self.ln_pre = layers.layer_norm(w, rngs=rngs)
     self.transformer = layers.Transformer(w, config.enc_depth, config.enc_heads,
-                                          mlp_ratio=config.mlp_ratio, rngs=rngs)
+                                          mlp_ratio=config.mlp_ratio,
+                                          unroll=config.scan_unroll, rngs=rngs)
     self.ln_post = layers.layer_norm(w, rngs=rngs)
     self.conv_out = layers.vit_linear(w, config.latent_channels, rngs=rngs)
 
@@ -306,7 +309,8 @@ class TiTokDecoder(nnx.Module):
     self.latent_token_positional_embedding = layers.normal_param((k, w), scale, rngs)
     self.ln_pre = layers.layer_norm(w, rngs=rngs)
     self.transformer = layers.Transformer(w, config.dec_depth, config.dec_heads,
-                                          mlp_ratio=config.mlp_ratio, rngs=rngs)
+                                          mlp_ratio=config.mlp_ratio,
+                                          unroll=config.scan_unroll, rngs=rngs)
     self.ln_post = layers.layer_norm(w, rngs=rngs)
     if config.head == "two_stage":
       self.ffn_0 = layers.vit_linear(w, 2 * w, rngs=rngs)
@@ -559,9 +563,10 @@ def _build_quantizer(config: TiTokConfig, rngs: nnx.Rngs) -> nnx.Module:
   kw.update(config.quantizer_kwargs)
   if config.quantizer == "vq":
     return quantizers.VectorQuantizer(config.codebook_size, config.token_size, **kw, rngs=rngs)
-  return quantizers.FactorizedVectorQuantizer(config.codebook_size, config.token_size,
-                                              num_factors=config.num_sub_codebooks, **kw,
-                                              rngs=rngs)
+  # k sub-codebooks of token_size / k channels each, so the decoder still sees token_size.
+  return quantizers.FactorizedVectorQuantizer(
+      config.codebook_size, config.token_size, num_factors=config.num_sub_codebooks,
+      code_dim=config.token_size // config.num_sub_codebooks, **kw, rngs=rngs)
 
 
 # ---------------------------------------------------------------------------------------------

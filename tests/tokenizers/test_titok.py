@@ -185,8 +185,8 @@ def test_layer_norm_eps_and_exact_gelu():
   cfg = titok.get_config("tiny")
   model = nnx.eval_shape(lambda: TiTok(cfg, rngs=nnx.Rngs(0)))
   norms = _all_layer_norms(model)
-  # ln_pre + ln_post + 2 per block, encoder and decoder.
-  assert len(norms) == 2 * 2 + 2 * (cfg.enc_depth + cfg.dec_depth)
+  # ln_pre, ln_post and the (depth-stacked) ln_1, ln_2 of encoder and decoder.
+  assert len(norms) == 8
   assert all(n.epsilon == 1e-5 for n in norms), [n.epsilon for n in norms]
   assert layers.LAYER_NORM_EPS == 1e-5
 

@@ -25,6 +25,8 @@ from jaxtok.tokenizers.titok import TiTok, TiTokConfig
 
 Path = tuple[Any, ...]
 Transform = Callable[[np.ndarray], np.ndarray]
+# official key -> (jaxtok path, transform) or (jaxtok path, transform, layer index).
+Rule = tuple
 
 
 def _t(w):  # Linear (out, in) -> (in, out)
@@ -50,18 +52,20 @@ def _vit_rules(prefix: str, jprefix: Path, depth: int) -> dict[str, tuple[Path, 
     rules[f"{prefix}.{ln}.weight"] = (jprefix + (ln, "scale"), _same)
     rules[f"{prefix}.{ln}.bias"] = (jprefix + (ln, "bias"), _same)
   for i in range(depth):
+    # Blocks are stacked on a leading depth axis in jaxtok (layers.Transformer): rule entries
+    # carry the layer index as a third element.
     o = f"{prefix}.transformer.{i}"
-    j = jprefix + ("transformer", "blocks", i)
+    j = jprefix + ("transformer", "blocks")
     for ln in ("ln_1", "ln_2"):
-      rules[f"{o}.{ln}.weight"] = (j + (ln, "scale"), _same)
-      rules[f"{o}.{ln}.bias"] = (j + (ln, "bias"), _same)
-    rules[f"{o}.attn.in_proj_weight"] = (j + ("attn", "qkv", "kernel"), _t)
-    rules[f"{o}.attn.in_proj_bias"] = (j + ("attn", "qkv", "bias"), _same)
-    rules[f"{o}.attn.out_proj.weight"] = (j + ("attn", "out", "kernel"), _t)
-    rules[f"{o}.attn.out_proj.bias"] = (j + ("attn", "out", "bias"), _same)
+      rules[f"{o}.{ln}.weight"] = (j + (ln, "scale"), _same, i)
+      rules[f"{o}.{ln}.bias"] = (j + (ln, "bias"), _same, i)
+    rules[f"{o}.attn.in_proj_weight"] = (j + ("attn", "qkv", "kernel"), _t, i)
+    rules[f"{o}.attn.in_proj_bias"] = (j + ("attn", "qkv", "bias"), _same, i)
+    rules[f"{o}.attn.out_proj.weight"] = (j + ("attn", "out", "kernel"), _t, i)
+    rules[f"{o}.attn.out_proj.bias"] = (j + ("attn", "out", "bias"), _same, i)
     for lin in ("c_fc", "c_proj"):
-      rules[f"{o}.mlp.{lin}.weight"] = (j + ("mlp", lin, "kernel"), _t)
-      rules[f"{o}.mlp.{lin}.bias"] = (j + ("mlp", lin, "bias"), _same)
+      rules[f"{o}.mlp.{lin}.weight"] = (j + ("mlp", lin, "kernel"), _t, i)
+      rules[f"{o}.mlp.{lin}.bias"] = (j + ("mlp", lin, "bias"), _same, i)
   return rules
 
 
@@ -140,15 +144,27 @@ def _official_values(flat: Mapping[Path, Any], params: Mapping[str, np.ndarray],
     raise ValueError(f"params: {len(missing)} keys the config needs are absent, e.g. "
                      f"{missing[:5]}")
   values = {}
-  for key, (path, fn) in rules.items():
+  stacked: dict[Path, dict[int, tuple[str, np.ndarray]]] = {}
+  for key, rule in rules.items():
+    path, fn = rule[0], rule[1]
     if path not in flat:
       raise ValueError(f"params: {key!r} maps to {_path_str(path)}, which the model lacks")
     value = np.asarray(fn(np.asarray(params[key], np.float32)), np.float32)
     want = tuple(flat[path].shape)
+    if len(rule) == 3:  # one layer of a depth-stacked parameter
+      want = want[1:]
+      stacked.setdefault(path, {})[rule[2]] = (key, value)
     if value.shape != want:
       raise ValueError(f"params[{key!r}]: expected shape {want} (jaxtok {_path_str(path)}, "
                        f"after layout change), got {value.shape}")
-    values[path] = value
+    if len(rule) == 2:
+      values[path] = value
+  for path, layers_ in stacked.items():
+    depth = flat[path].shape[0]
+    if sorted(layers_) != list(range(depth)):
+      raise ValueError(f"params: {_path_str(path)} needs layers 0..{depth - 1}, got "
+                       f"{sorted(layers_)}")
+    values[path] = np.stack([layers_[i][1] for i in range(depth)])
   uncovered = sorted(_path_str(p) for p in set(flat) - set(values))
   if uncovered:
     raise ValueError(f"params: jaxtok parameters with no official key: {uncovered[:5]}")
