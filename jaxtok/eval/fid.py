@@ -25,7 +25,7 @@ import jax
 import numpy as np
 import scipy.linalg
 
-from jaxtok.eval import inception
+from jaxtok.eval import inception, reduce
 
 _LOG = logging.getLogger(__name__)
 
@@ -67,17 +67,9 @@ class FeatureStats:
 
   def allreduce(self) -> "FeatureStats":
     """Sums the accumulators of all processes (no-op on one host); every host gets the total."""
-    if jax.process_count() == 1:
-      return self
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    # float64 survives the gather only as bits (x64 is usually off): ship raw bytes as uint32.
-    def gather_sum(x: np.ndarray) -> np.ndarray:
-      bits = np.ascontiguousarray(x, np.float64).view(np.uint32)
-      all_bits = np.asarray(multihost_utils.process_allgather(bits))
-      return all_bits.view(np.float64).reshape((-1,) + x.shape).sum(axis=0)
-    self.n = int(gather_sum(np.array([self.n], np.float64))[0])
-    self.sum = gather_sum(self.sum)
-    self.sum_sq = gather_sum(self.sum_sq)
+    self.n = int(reduce.process_sum(np.array([self.n], np.int64))[0])
+    self.sum = reduce.process_sum(self.sum)
+    self.sum_sq = reduce.process_sum(self.sum_sq)
     return self
 
   def mean_cov(self) -> tuple[np.ndarray, np.ndarray]:
@@ -261,16 +253,13 @@ def to_uint8(images) -> np.ndarray:
   return np.round(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def reconstruction_fid(tokenizer, images: Any, *, extractor: FeatureFn | None = None,
-                       batch_size: int = 64, prefix: int | None = None,
-                       method: str = "sqrtm") -> dict[str, Any]:
-  """rFID: FID between `images` and `tokenizer.decode(tokenizer.encode(images))`.
+def reconstruction_stats(tokenizer, images: Any, *, extractor: FeatureFn | None = None,
+                         batch_size: int = 64, prefix: int | None = None
+                         ) -> tuple[FeatureStats, FeatureStats]:
+  """Feature sums of `images` and of their reconstructions, summed over hosts.
 
-  Reconstructions are rounded to uint8, as when they are saved to PNG and read back by
-  pytorch-fid. With `prefix`, only the first `prefix` tokens are decoded.
-
-  Returns:
-    `{"rfid": float, "num_images": int}`.
+  Reconstructions `tokenizer.decode(tokenizer.encode(x)[:, :prefix])` are rounded to uint8,
+  as when they are saved to PNG and read back by pytorch-fid.
   """
   fn = _feature_fn(extractor, batch_size)
   real, fake = None, None
@@ -280,13 +269,24 @@ def reconstruction_fid(tokenizer, images: Any, *, extractor: FeatureFn | None = 
       tokens = tokens[:, :prefix]
     recon = to_uint8(tokenizer.decode(tokens))
     fr, ff = np.asarray(fn(batch)), np.asarray(fn(recon))
-    real = real or FeatureStats(fr.shape[-1])
-    fake = fake or FeatureStats(ff.shape[-1])
+    if real is None:
+      real, fake = FeatureStats(fr.shape[-1]), FeatureStats(ff.shape[-1])
     real.update(fr)
     fake.update(ff)
   if real is None:
     raise ValueError("images: expected at least one image, got none")
-  real.allreduce()
-  fake.allreduce()
+  return real.allreduce(), fake.allreduce()
+
+
+def reconstruction_fid(tokenizer, images: Any, *, extractor: FeatureFn | None = None,
+                       batch_size: int = 64, prefix: int | None = None,
+                       method: str = "sqrtm") -> dict[str, Any]:
+  """rFID: FID between `images` and `tokenizer.decode(tokenizer.encode(images))`.
+
+  Returns:
+    `{"rfid": float, "num_images": int}`.
+  """
+  real, fake = reconstruction_stats(tokenizer, images, extractor=extractor,
+                                    batch_size=batch_size, prefix=prefix)
   return {"rfid": frechet_distance(*real.mean_cov(), *fake.mean_cov(), method=method),
           "num_images": real.n}

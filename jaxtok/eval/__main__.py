@@ -1,0 +1,195 @@
+"""Evaluation CLI: writes `metrics.json` (and plots) for a tokenizer or between image sources.
+
+Tokenizer metrics (checkpoint directory or variant name, random init for a variant):
+
+  python -m jaxtok.eval --checkpoint DIR|VARIANT --data SOURCE \
+      --metrics fid,psnr,ssim,codebook,rd --out DIR [--resolution R --max-images N \
+      --batch-size B --fid-method sqrtm|eigh --lpips-weights FILE ...]
+
+Without a tokenizer, FID (plus PSNR/SSIM/bytes for codecs) between sources:
+
+  python -m jaxtok.eval --data bundled --compare jpeg:75 --out DIR      # vs its JPEG copies
+  python -m jaxtok.eval --data folder:A --reference folder:B --out DIR  # two sources
+  python -m jaxtok.eval --data folder:A --reference-stats ref.npz --out DIR
+  python -m jaxtok.eval --data folder:A --save-stats a.npz --out DIR    # mu/sigma file
+  python -m jaxtok.eval --data bundled --metrics rd --out DIR           # JPEG/WebP curves only
+
+SOURCE is what `jaxtok.trainers.data.eval_images` takes: `bundled` (the held-out photos),
+`folder:PATH`, `tfds:NAME[:split]`. `--tiles T` loads each image at T*R and cuts it into
+T x T tiles of R x R, to get more (distinct) images out of a few photos.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+_LOG = logging.getLogger("jaxtok.eval")
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(prog="python -m jaxtok.eval", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--checkpoint", help="checkpoint directory or variant (e.g. one_d_piece:tiny)")
+  p.add_argument("--data", required=True, help="bundled | folder:PATH | tfds:NAME[:split]")
+  p.add_argument("--out", required=True, help="output directory (metrics.json, plots)")
+  p.add_argument("--metrics", default=None,
+                 help="comma list of fid,psnr,ssim,mse,l1,lpips,codebook,rd (default: "
+                      "psnr,ssim,codebook with a tokenizer, fid without)")
+  p.add_argument("--resolution", type=int, default=None,
+                 help="image side (default: the tokenizer's, else 256)")
+  p.add_argument("--max-images", type=int, default=None)
+  p.add_argument("--batch-size", type=int, default=32)
+  p.add_argument("--tiles", type=int, default=1, help="T: T x T tiles per loaded image")
+  p.add_argument("--reference", help="second source for FID (no tokenizer)")
+  p.add_argument("--reference-stats", help=".npz with mu/sigma to compare against")
+  p.add_argument("--compare", help="CODEC:QUALITY, e.g. jpeg:75 or webp:50 (no tokenizer)")
+  p.add_argument("--save-stats", help="write the data's Inception mu/sigma to this .npz")
+  p.add_argument("--fid-method", default="sqrtm", choices=("sqrtm", "eigh"),
+                 help="sqrtm: pytorch-fid numerics; eigh: same trace, much faster")
+  p.add_argument("--lpips-weights", nargs="+", default=None)
+  p.add_argument("--prefix", type=int, default=None, help="decode only the first N tokens")
+  p.add_argument("--rd-lengths", default="all", help="'all' or comma list of prefix lengths")
+  p.add_argument("--qualities", default=None, help="comma list of JPEG/WebP qualities")
+  args = p.parse_args(argv)
+  if args.tiles < 1:
+    p.error(f"--tiles: expected >= 1, got {args.tiles}")
+  if args.checkpoint and (args.reference or args.compare):
+    p.error("--reference/--compare compare image sources; drop --checkpoint")
+  return args
+
+
+def load_images(source: str, resolution: int, *, max_images: int | None = None,
+                tiles: int = 1) -> np.ndarray:
+  """uint8 `[N, R, R, 3]` from `eval_images`, optionally cut into `tiles x tiles` crops."""
+  from jaxtok.trainers import data  # pylint: disable=g-import-not-at-top
+  if tiles == 1:
+    return data.eval_images(source, resolution, max_images=max_images)
+  big = data.eval_images(source, resolution * tiles)
+  n, r = big.shape[0], resolution
+  out = big.reshape(n, tiles, r, tiles, r, 3).transpose(0, 1, 3, 2, 4, 5).reshape(-1, r, r, 3)
+  return out[:max_images] if max_images else out
+
+
+def _jsonable(x: Any) -> Any:
+  if isinstance(x, dict):
+    return {k: _jsonable(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_jsonable(v) for v in x]
+  if isinstance(x, np.ndarray):
+    return x.tolist()
+  if isinstance(x, np.generic):
+    return x.item()
+  return x
+
+
+def _compare_sources(args, images: np.ndarray, metrics: list[str], out: Path) -> dict:
+  from jaxtok.eval import fid, rate_distortion, recon  # pylint: disable=g-import-not-at-top
+  results: dict[str, Any] = {}
+  other = None
+  if args.compare:
+    codec, _, quality = args.compare.partition(":")
+    if codec not in rate_distortion.CODECS or not quality.isdigit():
+      raise ValueError(f"--compare: expected CODEC:QUALITY with CODEC in "
+                       f"{sorted(rate_distortion.CODECS)}, got {args.compare!r}")
+    other, nbytes = rate_distortion.codec_images(images, codec, int(quality))
+    results.update({f"{codec}/bytes_per_image": nbytes,
+                    f"{codec}/psnr": float(np.mean(recon.psnr(images, other))),
+                    f"{codec}/ssim": float(np.mean(recon.ssim(images, other)))})
+  elif args.reference:
+    other = load_images(args.reference, images.shape[1], max_images=args.max_images,
+                        tiles=args.tiles)
+  if "fid" in metrics:
+    stats = fid.compute_statistics(images, batch_size=args.batch_size)
+    if args.save_stats:
+      fid.save_statistics(args.save_stats, *stats)
+    for name, ref in (("fid", other), ("fid_vs_reference_stats", args.reference_stats)):
+      if ref is not None:
+        results[name] = fid.compute_fid(stats, ref, batch_size=args.batch_size,
+                                        method=args.fid_method)
+    results["fid/num_images"] = int(images.shape[0])
+  if "rd" in metrics:
+    qualities = (tuple(int(q) for q in args.qualities.split(","))
+                 if args.qualities else rate_distortion.DEFAULT_QUALITIES)
+    rd = rate_distortion.rate_distortion(None, images, qualities=qualities,
+                                         batch_size=args.batch_size, fid_method=args.fid_method)
+    rate_distortion.write_json(rd, out / "rate_distortion.json")
+    rate_distortion.plot(rd, out / "rate_distortion.png")
+    results["rd"] = rd["curves"]
+  return results
+
+
+def evaluate(argv: Sequence[str] | None = None) -> dict:
+  """Runs the CLI on `argv`; returns the record written to `metrics.json`."""
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+  args = _parse(argv)
+  out = Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  t0 = time.time()
+  tok = None
+  if args.checkpoint:
+    import jaxtok  # pylint: disable=g-import-not-at-top
+    tok = jaxtok.load(args.checkpoint)
+  resolution = args.resolution or (tok.image_size if tok is not None else 256)
+  if tok is not None and resolution != tok.image_size:
+    raise ValueError(f"--resolution: the tokenizer takes {tok.image_size}x{tok.image_size} "
+                     f"images, got {resolution}")
+  images = load_images(args.data, resolution, max_images=args.max_images, tiles=args.tiles)
+  _LOG.info("%d images %dx%d from %s", len(images), resolution, resolution, args.data)
+  default = "psnr,ssim,codebook" if tok is not None else "fid"
+  metrics = [m.strip() for m in (args.metrics or default).split(",") if m.strip()]
+  if tok is None:
+    if not (args.compare or args.reference or args.reference_stats or args.save_stats) and (
+        "fid" in metrics):
+      raise ValueError("--metrics fid without --checkpoint needs --compare, --reference, "
+                       "--reference-stats or --save-stats")
+    unsupported = sorted(set(metrics) - {"fid", "rd"})
+    if unsupported:
+      raise ValueError(f"--metrics: {unsupported} need a --checkpoint")
+    results = _compare_sources(args, images, metrics, out)
+  else:
+    from jaxtok.eval import common  # pylint: disable=g-import-not-at-top
+    lengths = (None if args.rd_lengths == "all"
+               else [int(k) for k in args.rd_lengths.split(",")])
+    kwargs = dict(batch_size=args.batch_size, prefix=args.prefix, method=args.fid_method,
+                  lpips_weights=args.lpips_weights, out_dir=str(out), lengths=lengths,
+                  reference_stats=args.reference_stats)
+    if args.qualities:
+      kwargs["qualities"] = tuple(int(q) for q in args.qualities.split(","))
+    evaluators = common.build_evaluators(metrics, **kwargs)
+    results = {}
+    for ev in evaluators:
+      t = time.time()
+      for name, value in ev.run(tok, images):
+        results[f"{ev.name}/{name}"] = value
+      _LOG.info("%s done in %.1fs", ev.name, time.time() - t)
+    if args.save_stats:
+      from jaxtok.eval import fid  # pylint: disable=g-import-not-at-top
+      fid.save_statistics(args.save_stats, *fid.compute_statistics(
+          images, batch_size=args.batch_size))
+  record = {"args": vars(args), "num_images": int(len(images)), "resolution": resolution,
+            "seconds": round(time.time() - t0, 2), "metrics": _jsonable(results)}
+  (out / "metrics.json").write_text(json.dumps(record, indent=2))
+  scalars = {k: v for k, v in record["metrics"].items() if isinstance(v, (int, float))}
+  print(json.dumps(scalars, indent=1))
+  return record
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Console entry point (`jaxtok-eval`): exit status 0, or 2 on bad arguments/data."""
+  try:
+    evaluate(argv)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

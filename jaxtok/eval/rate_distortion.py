@@ -1,0 +1,211 @@
+"""Rate–distortion: reconstruction quality against bytes per image, tokenizer vs JPEG/WebP.
+
+The comparison One-D-Piece (arXiv 2501.10064) makes. For a tokenizer the rate of a prefix of
+K tokens is `K · F · log2(V) / 8` bytes per image (V = codebook size, F = ids per token, 1 unless
+the quantizer is factorized): the cost of the ids with a fixed-length code, no entropy coding.
+Every usable K is measured: all of 1..K_max when the tokenizer decodes prefixes
+(`tokenizer.supports_prefix`), else only K_max. The same images are compressed with Pillow's
+JPEG and WebP encoders over a quality sweep; their rate is the full file size (headers
+included, as a stored image costs), and their quality is measured on the decoded file.
+
+Quality per point: mean per-image PSNR (dB) and SSIM (`recon.ssim`, Gaussian window) over
+the images, plus rFID when the set has at least `MIN_FID_IMAGES` images. The threshold is
+2048 because the 2048x2048 feature covariance is singular below 2049 samples and FID's
+small-sample bias dominates differences between points well before that.
+
+Outputs: a JSON with every curve (`write_json`) and one PNG with all curves (`plot`).
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from PIL import Image
+
+from jaxtok.eval import common, fid, inception, recon
+
+MIN_FID_IMAGES = 2048
+DEFAULT_QUALITIES = (5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95)
+CODECS = {"jpeg": "JPEG", "webp": "WEBP"}
+
+
+def token_bytes(num_tokens: int, codebook_size: int, ids_per_token: int = 1) -> float:
+  """Bytes per image of `num_tokens` ids from a `codebook_size` codebook (fixed-length)."""
+  return num_tokens * ids_per_token * math.log2(codebook_size) / 8.0
+
+
+def usable_lengths(tokenizer) -> list[int]:
+  """All prefix lengths 1..K for prefix-capable tokenizers, else [K]."""
+  k = int(tokenizer.num_tokens)
+  return list(range(1, k + 1)) if getattr(tokenizer, "supports_prefix", False) else [k]
+
+
+_quality_fns = jax.jit(lambda a, b: (recon.psnr(a, b), recon.ssim(a, b)))
+
+
+def _quality(real: np.ndarray, fake: np.ndarray, batch_size: int) -> tuple[float, float]:
+  psnrs, ssims = [], []
+  for s in range(0, len(real), batch_size):
+    p, q = _quality_fns(real[s:s + batch_size], np.asarray(fake[s:s + batch_size], np.float32))
+    psnrs.append(np.asarray(p, np.float64))
+    ssims.append(np.asarray(q, np.float64))
+  return float(np.concatenate(psnrs).mean()), float(np.concatenate(ssims).mean())
+
+
+def _fid(real_stats, fake: np.ndarray, extractor, batch_size, method) -> float:
+  fake_stats = fid.accumulate(fake, extractor=extractor, batch_size=batch_size).mean_cov()
+  return fid.frechet_distance(*real_stats, *fake_stats, method=method)
+
+
+def codec_roundtrip(image: np.ndarray, codec: str, quality: int) -> tuple[np.ndarray, int]:
+  """Encodes one uint8 `[H, W, 3]` image with Pillow; returns (decoded uint8, file bytes)."""
+  if codec not in CODECS:
+    raise ValueError(f"codec: expected one of {sorted(CODECS)}, got {codec!r}")
+  buf = io.BytesIO()
+  Image.fromarray(image).save(buf, format=CODECS[codec], quality=int(quality))
+  size = buf.tell()
+  buf.seek(0)
+  return np.asarray(Image.open(buf).convert("RGB")), size
+
+
+def codec_images(images: np.ndarray, codec: str, quality: int) -> tuple[np.ndarray, float]:
+  """`[N, H, W, 3]` uint8 through a codec: (decoded images, mean bytes per image)."""
+  out, sizes = zip(*(codec_roundtrip(im, codec, quality) for im in images))
+  return np.stack(out), float(np.mean(sizes))
+
+
+def rate_distortion(tokenizer, images: np.ndarray, *, lengths: Sequence[int] | None = None,
+                    codecs: Sequence[str] = ("jpeg", "webp"),
+                    qualities: Sequence[int] = DEFAULT_QUALITIES, batch_size: int = 32,
+                    with_fid: bool | None = None, extractor=None,
+                    fid_method: str = "sqrtm") -> dict[str, Any]:
+  """Every curve for `images` (uint8 `[N, R, R, 3]`, R = the tokenizer's image size).
+
+  Args:
+    tokenizer: the Tokenizer interface, or None for codecs only.
+    lengths: prefix lengths to measure (default `usable_lengths(tokenizer)`).
+    with_fid: add rFID per point; default when N >= MIN_FID_IMAGES.
+
+  Returns:
+    `{"num_images", "image_size", "min_fid_images", "curves": {name: [point, ...]}}`, each
+    point `{"bytes_per_image", "bits_per_pixel", "psnr", "ssim", ["rfid"], "tokens" or
+    "quality"}`, sorted by rate.
+  """
+  images = inception.check_images(images)
+  if images.dtype != np.uint8:
+    images = fid.to_uint8(images)
+  n, h, w, _ = images.shape
+  if with_fid is None:
+    with_fid = n >= MIN_FID_IMAGES
+  real_stats = (fid.accumulate(images, extractor=extractor, batch_size=batch_size).mean_cov()
+                if with_fid else None)
+  curves: dict[str, list[dict[str, Any]]] = {}
+
+  def point(fake, nbytes, **extra):
+    p, s = _quality(images, fake, batch_size)
+    pt = {"bytes_per_image": nbytes, "bits_per_pixel": 8 * nbytes / (h * w), "psnr": p,
+          "ssim": s, **extra}
+    if with_fid:
+      pt["rfid"] = _fid(real_stats, fid.to_uint8(fake), extractor, batch_size, fid_method)
+    return pt
+
+  if tokenizer is not None:
+    ids = np.concatenate([tokenizer.encode(images[s:s + batch_size])
+                          for s in range(0, n, batch_size)])
+    f = ids.shape[2] if ids.ndim == 3 else 1
+    lengths = list(lengths) if lengths is not None else usable_lengths(tokenizer)
+    pts = []
+    for k in lengths:
+      fake = np.concatenate([tokenizer.decode(ids[s:s + batch_size, :k])
+                             for s in range(0, n, batch_size)])
+      pts.append(point(fake, token_bytes(k, int(tokenizer.codebook_size), f), tokens=int(k)))
+    curves["tokenizer"] = pts
+  for codec in codecs:
+    pts = []
+    for q in qualities:
+      fake, nbytes = codec_images(images, codec, q)
+      pts.append(point(fake.astype(np.float32) / 255.0, nbytes, quality=int(q)))
+    curves[codec] = sorted(pts, key=lambda p: p["bytes_per_image"])
+  return {"num_images": int(n), "image_size": [int(h), int(w)],
+          "min_fid_images": MIN_FID_IMAGES, "curves": curves}
+
+
+def write_json(result: dict, path: str | os.PathLike) -> Path:
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(result, indent=2))
+  return path
+
+
+def plot(result: dict, path: str | os.PathLike, *, title: str | None = None,
+         tokenizer_label: str = "tokenizer") -> Path:
+  """One PNG: PSNR and SSIM (and rFID if measured) against bytes per image, all curves."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  curves = result["curves"]
+  keys = ["psnr", "ssim"] + (["rfid"] if any("rfid" in p for c in curves.values()
+                                             for p in c) else [])
+  fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4))
+  styles = {"tokenizer": "o-", "jpeg": "s--", "webp": "^--"}
+  for ax, key in zip(axes, keys):
+    for name, pts in curves.items():
+      label = tokenizer_label if name == "tokenizer" else name.upper()
+      ax.plot([p["bytes_per_image"] for p in pts], [p[key] for p in pts],
+              styles.get(name, ".-"), label=label, markersize=3)
+    ax.set_xscale("log")
+    ax.set_xlabel("bytes per image")
+    ax.set_ylabel({"psnr": "PSNR (dB)", "ssim": "SSIM", "rfid": "rFID"}[key])
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+  fig.suptitle(title or f"rate–distortion, {result['num_images']} images "
+               f"{result['image_size'][0]}x{result['image_size'][1]}")
+  fig.tight_layout()
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+class RateDistortionEvaluator(common.Evaluator):
+  """Evaluator form: yields `k<K>/{bytes,psnr,ssim}` (and `<codec>/q<Q>/...`); with `out_dir`
+  also writes `rate_distortion.json` and `rate_distortion.png` there.
+
+  `data` must be an array (all images are kept for the sweep).
+  """
+
+  name = "rd"
+
+  def __init__(self, *, batch_size: int = 32, lengths: Sequence[int] | None = None,
+               codecs: Sequence[str] = ("jpeg", "webp"),
+               qualities: Sequence[int] = DEFAULT_QUALITIES, out_dir: str | None = None,
+               with_fid: bool | None = None, method: str = "sqrtm"):
+    super().__init__(batch_size=batch_size)
+    self.lengths, self.codecs, self.qualities = lengths, tuple(codecs), tuple(qualities)
+    self.out_dir, self.with_fid, self.method = out_dir, with_fid, method
+
+  def run(self, tokenizer, data):
+    images = data if isinstance(data, np.ndarray) else np.concatenate(list(self.batches(data)))
+    result = rate_distortion(tokenizer, images, lengths=self.lengths, codecs=self.codecs,
+                             qualities=self.qualities, batch_size=self.batch_size,
+                             with_fid=self.with_fid, fid_method=self.method)
+    if self.out_dir:
+      write_json(result, Path(self.out_dir) / "rate_distortion.json")
+      plot(result, Path(self.out_dir) / "rate_distortion.png",
+           tokenizer_label=getattr(tokenizer, "family", "tokenizer"))
+    for name, pts in result["curves"].items():
+      for p in pts:
+        tag = f"k{p['tokens']}" if name == "tokenizer" else f"{name}/q{p['quality']}"
+        for key in ("bytes_per_image", "psnr", "ssim", "rfid"):
+          if key in p:
+            yield f"{tag}/{key}", p[key]
+
+
+common.register("rd", RateDistortionEvaluator)

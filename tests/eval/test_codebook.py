@@ -1,0 +1,46 @@
+"""Codebook statistics over a whole set."""
+import numpy as np
+import pytest
+
+from jaxtok.eval import codebook
+
+
+def test_counts_accumulate_across_batches():
+  rng = np.random.default_rng(0)
+  ids = rng.integers(0, 6, (50, 4))
+  ids[:, 3] = 2  # Position 3 always uses code 2.
+  c = codebook.CodebookCounter(8)
+  for s in range(0, 50, 7):
+    c.update(ids[s:s + 7])
+  r = c.results()
+  counts = np.bincount(ids.ravel(), minlength=8)
+  p = counts / counts.sum()
+  h = -(p[p > 0] * np.log2(p[p > 0])).sum()
+  assert r["entropy_bits"] == pytest.approx(h)
+  assert r["perplexity"] == pytest.approx(2 ** h)
+  assert r["dead_codes"] == 2 and r["usage"] == pytest.approx(6 / 8)
+  assert r["num_tokens"] == 200 and r["max_entropy_bits"] == 3.0
+  assert r["position/entropy_bits"].shape == (4,)
+  assert r["position/entropy_bits"][3] == 0.0 and r["position/perplexity"][3] == 1.0
+  assert r["position/dead_codes"][3] == 7
+
+
+def test_uniform_codes_and_sub_codebooks():
+  ids = np.stack([np.arange(16) % 4, np.zeros(16, int)], -1)[:, None, :]  # [16, 1, 2]
+  r = codebook.CodebookCounter(4).update(ids).results()
+  np.testing.assert_allclose(r["factor/entropy_bits"], [2.0, 0.0])
+  np.testing.assert_allclose(r["factor/usage"], [1.0, 0.25])
+  np.testing.assert_allclose(r["factor/perplexity"], [4.0, 1.0])
+
+
+def test_bad_ids():
+  c = codebook.CodebookCounter(4)
+  with pytest.raises(ValueError, match=r"\[0, 3\]"):
+    c.update(np.array([[0, 4]]))
+  with pytest.raises(ValueError, match="integer"):
+    c.update(np.zeros((2, 3), np.float32))
+  c.update(np.zeros((2, 3), np.int32))
+  with pytest.raises(ValueError, match="like earlier"):
+    c.update(np.zeros((2, 4), np.int32))
+  with pytest.raises(ValueError, match="no tokens"):
+    codebook.CodebookCounter(4).results()
