@@ -1,0 +1,56 @@
+"""End-to-end runs of `python -m jaxtok.eval` (in-process through `evaluate`)."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxtok.eval import __main__ as cli
+
+
+@pytest.fixture
+def folder(tmp_path):
+  rng = np.random.default_rng(0)
+  d = tmp_path / "imgs"
+  d.mkdir()
+  for i in range(6):
+    yy, xx = np.mgrid[:80, :96]
+    img = (127 + 100 * np.sin(xx / (5 + i) + yy / 9)[..., None] * rng.random(3)).clip(0, 255)
+    Image.fromarray(img.astype(np.uint8)).save(d / f"{i}.png")
+  return d
+
+
+def test_one_d_piece_metrics_and_rate_distortion(folder, tmp_path):
+  out = tmp_path / "out"
+  record = cli.evaluate(["--checkpoint", "one_d_piece:tiny", "--data", f"folder:{folder}",
+                         "--metrics", "psnr,ssim,codebook,rd", "--out", str(out),
+                         "--rd-lengths", "1,16,32", "--qualities", "20,80",
+                         "--batch-size", "6"])
+  m = json.loads((out / "metrics.json").read_text())["metrics"]
+  assert record["num_images"] == 6 and record["resolution"] == 64
+  assert np.isfinite(m["recon/psnr"]) and m["codebook/num_tokens"] == 6 * 32
+  assert len(m["codebook/position/usage"]) == 32
+  assert m["rd/k1/bytes_per_image"] == pytest.approx(1 * 10 / 8)
+  assert m["rd/k32/bytes_per_image"] == pytest.approx(32 * 10 / 8)
+  rd = json.loads((out / "rate_distortion.json").read_text())
+  assert [p["tokens"] for p in rd["curves"]["tokenizer"]] == [1, 16, 32]
+  assert (out / "rate_distortion.png").stat().st_size > 1000
+
+
+def test_fid_between_photos_and_their_jpeg_copies(tmp_path):
+  out = tmp_path / "cmp"
+  record = cli.evaluate(["--data", "bundled", "--compare", "jpeg:30", "--resolution", "32",
+                         "--tiles", "2", "--out", str(out), "--fid-method", "eigh",
+                         "--batch-size", "8", "--save-stats", str(tmp_path / "s.npz")])
+  m = record["metrics"]
+  assert m["fid/num_images"] == record["num_images"] >= 8
+  assert m["fid"] > 0 and 0 < m["jpeg/ssim"] < 1 and m["jpeg/bytes_per_image"] > 0
+  with np.load(tmp_path / "s.npz") as f:
+    assert f["mu"].shape == (2048,) and f["sigma"].shape == (2048, 2048)
+  assert json.loads((out / "metrics.json").read_text())["metrics"]["fid"] == m["fid"]
+
+
+def test_bad_arguments_exit_2(tmp_path, capsys):
+  assert cli.main(["--data", "bundled", "--out", str(tmp_path), "--compare", "png:3"]) == 2
+  assert "--compare" in capsys.readouterr().err
+  assert cli.main(["--data", "bundled", "--out", str(tmp_path), "--metrics", "psnr"]) == 2
