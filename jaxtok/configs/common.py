@@ -9,8 +9,7 @@ overrides any (nested) field from the command line:
 
 The `arg` after the colon is parsed by `parse_arg` ("variant=S-128,smoke" style).
 """
-from __future__ import annotations
-
+# No `from __future__ import annotations`: config_flags reads the field types at runtime.
 import dataclasses
 import json
 from typing import Any

@@ -1,0 +1,160 @@
+"""The trainer end to end: CLI, kill -9 + restart (bit-exact), SIGTERM, NaN stop, export."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+import jaxtok
+from jaxtok.trainers import state as state_lib
+from jaxtok.trainers import train
+from tests.trainers.common import small_config
+
+REPO = Path(__file__).resolve().parents[2]
+STEPS = 60
+FLAGS = [f"--config.total_steps={STEPS}", "--config.checkpoint_every=3",
+         "--config.log_every=1", "--config.grid_every=0", "--config.keep_checkpoints=3"]
+
+
+def _env(cache: Path) -> dict:
+  return dict(os.environ, JAX_PLATFORMS="cpu",
+              XLA_FLAGS="--xla_force_host_platform_device_count=2",
+              JAX_COMPILATION_CACHE_DIR=str(cache),
+              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", PYTHONPATH=str(REPO))
+
+
+def _start(workdir: Path, cache: Path) -> subprocess.Popen:
+  cmd = [sys.executable, "-m", "jaxtok.trainers.train",
+         "--config", str(REPO / "jaxtok/configs/titok.py") + ":tiny,smoke",
+         "--workdir", str(workdir), *FLAGS]
+  return subprocess.Popen(cmd, env=_env(cache), cwd=REPO, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 400) -> str:
+  try:
+    out = proc.communicate(timeout=timeout)[0]
+  except subprocess.TimeoutExpired:
+    proc.kill()
+    raise
+  assert proc.returncode == 0, out[-4000:]
+  return out
+
+
+def _last_logged_step(workdir: Path) -> int:
+  path = workdir / "metrics.jsonl"
+  if not path.exists():
+    return -1
+  steps = [json.loads(line)["step"] for line in path.read_text().splitlines() if line.strip()]
+  return max(steps, default=-1)
+
+
+def _wait_for_step(proc, workdir: Path, step: int, timeout: float = 400) -> None:
+  t0 = time.time()
+  while _last_logged_step(workdir) < step:
+    assert proc.poll() is None, f"trainer exited early:\n{proc.communicate()[0][-3000:]}"
+    assert time.time() - t0 < timeout, "trainer too slow"
+    time.sleep(0.02)
+
+
+def _final_state(workdir: Path, step: int = STEPS) -> dict:
+  restored = ocp.StandardCheckpointer().restore(workdir / "checkpoints" / str(step) / "state")
+  return {jax.tree_util.keystr(p): np.asarray(v)
+          for p, v in jax.tree_util.tree_leaves_with_path(restored)}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  """An uninterrupted CLI run of titok.py:tiny,smoke (the reference for restarts)."""
+  root = tmp_path_factory.mktemp("train")
+  cache = root / "xla_cache"
+  out = _finish(_start(root / "ref", cache))
+  return root, cache, out
+
+
+def test_cli_run_reports_psnr_grid_and_exports(reference):
+  root, _, out = reference
+  workdir = root / "ref"
+  assert "held-out PSNR before training" in out, out[-2000:]
+  assert f"reconstruction grid" in out and (workdir / "recon_grid.png").exists()
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert summary["status"] == "done" and summary["step"] == STEPS
+  assert summary["psnr_after"] > summary["psnr_before"]  # 60 steps already help.
+  rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert any("codebook/perplexity" in r for r in rows)
+  assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+  assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()
+                if p.name.isdigit()) == [54, 57, 60]  # keep-N = 3
+  tok = jaxtok.load(workdir / "export")
+  images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+  tokens = tok.encode(images)
+  assert tokens.shape == (2, tok.num_tokens) and tokens.dtype == np.int32
+  recon = tok.decode(tokens)
+  assert recon.shape == (2, 32, 32, 3)
+
+
+def test_kill9_then_restart_is_bit_exact(reference):
+  root, cache, _ = reference
+  workdir = root / "killed"
+  proc = _start(workdir, cache)
+  _wait_for_step(proc, workdir, 10)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert proc.returncode == -signal.SIGKILL
+  assert _last_logged_step(workdir) < STEPS  # Killed mid-run.
+  out = _finish(_start(workdir, cache))
+  assert "resumed from" in out
+  ref, got = _final_state(root / "ref"), _final_state(workdir)
+  assert ref.keys() == got.keys()
+  for k in ref:
+    np.testing.assert_array_equal(got[k], ref[k], err_msg=k)
+
+
+def test_sigterm_saves_and_resume_continues(reference):
+  root, cache, _ = reference
+  workdir = root / "sigterm"
+  proc = _start(workdir, cache)
+  _wait_for_step(proc, workdir, 7)
+  proc.send_signal(signal.SIGTERM)
+  _finish(proc)  # Exit code 0: a clean stop.
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert summary["status"] == "preempted"
+  stopped = summary["step"]
+  assert 7 <= stopped < STEPS
+  assert (workdir / "checkpoints" / str(stopped) / "state").is_dir()
+  out = _finish(_start(workdir, cache))
+  assert f"checkpoints/{stopped}" in out
+  ref, got = _final_state(root / "ref"), _final_state(workdir)
+  for k in ref:
+    np.testing.assert_array_equal(got[k], ref[k], err_msg=k)
+
+
+def test_nan_loss_stops_after_last_good_checkpoint(tmp_path, monkeypatch):
+  original = state_lib.forward_losses
+
+  def poisoned(parts, params, model_state, images, key, step, frozen, disc=None):
+    total, (terms, recon, aux, ms) = original(parts, params, model_state, images, key, step,
+                                              frozen, disc)
+    bad = jnp.where(step >= 3, jnp.nan, 0.0)  # The 4th step's loss becomes NaN.
+    terms = dict(terms, reconstruction_loss=terms["reconstruction_loss"] + bad)
+    return total + bad, (terms, recon, aux, ms)
+
+  monkeypatch.setattr(state_lib, "forward_losses", poisoned)
+  config = small_config(total_steps=8, checkpoint_every=2, export=False)
+  with pytest.raises(train.NonFiniteLossError,
+                     match=r"step 4: .*reconstruction_loss=nan.*checkpoints/2"):
+    train.train_and_evaluate(config, tmp_path)
+  steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()
+                 if p.name.isdigit())
+  assert steps == [2]
+  state = _final_state(tmp_path, 2)
+  assert all(np.all(np.isfinite(v)) for v in state.values() if v.dtype.kind == "f")
