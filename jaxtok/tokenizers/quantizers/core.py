@@ -7,7 +7,8 @@ losses, usage statistics, the EMA codebook update and dead-code restart. Modules
 `factorized.py` and `fsq.py` are thin wrappers; none re-implements any of this.
 
 Rules that keep the results identical on one device and on a sharded batch:
-  * lookups and counts are one-hot matmuls / sums (no gathers from the codebook, no psum);
+  * lookups and counts are one-hot matmuls / sums on TPU (MXU) and gathers / scatter-adds
+    elsewhere (identical results, `resolve_lookup`); never a psum;
   * every reduction is over the global token axis inside `jax.jit`, so GSPMD reduces globally;
   * all math is float32 whatever the input dtype (bf16 training included).
 """
@@ -23,9 +24,10 @@ import numpy as np
 HIGHEST = jax.lax.Precision.HIGHEST
 
 # Largest number of [token, code] distance entries computed in one piece when chunking is
-# automatic: 2**26 float32 = 256 MiB. A 65536-token batch against a 16384-code codebook
-# (4 GiB unchunked) then runs in 16 chunks of 4096 tokens.
-DEFAULT_MAX_DISTANCE_ELEMENTS = 2**26
+# automatic: 2**23 float32 = 32 MiB. A 65536-token batch against a 16384-code codebook
+# (4 GiB unchunked) then runs in 128 chunks of 512 tokens. On CPU small chunks were also the
+# fastest (cache-resident; benchmarks/quantizers.py); pass chunk_tokens to override.
+DEFAULT_MAX_DISTANCE_ELEMENTS = 2**23
 
 
 # ----------------------------------------------------------------------------------------
@@ -206,17 +208,39 @@ def num_chunks(num_tokens: int, num_codes: int, chunk_tokens: int | None,
   return num_tokens
 
 
-def _assign_chunk(z, codebook, *, entropy_temperature, with_sums, precision):
+LOOKUPS = ("auto", "onehot", "gather")
+
+
+def resolve_lookup(lookup: str) -> str:
+  """"auto" -> "onehot" on TPU (MXU matmuls, DESIGN.md §4), "gather" elsewhere.
+
+  Both give identical ids, codes and counts; on CPU the `[N, K]` one-hot costs as much as the
+  distance matrix itself (see benchmarks/quantizers.py), while a gather / scatter-add is O(N).
+  """
+  if lookup not in LOOKUPS:
+    raise ValueError(f"lookup must be one of {LOOKUPS}, got {lookup!r}")
+  if lookup == "auto":
+    return "onehot" if jax.default_backend() == "tpu" else "gather"
+  return lookup
+
+
+def _assign_chunk(z, codebook, *, entropy_temperature, with_sums, precision, lookup):
   """assign_codes for one chunk: z `[n, d]`, codebook `[K, d]` -> per-chunk partial results."""
   num_codes = codebook.shape[0]
   dist = pairwise_sq_distances(z, codebook, precision=precision)
   ids = jnp.argmin(dist, axis=-1).astype(jnp.int32)
-  one_hot = jax.nn.one_hot(ids, num_codes, dtype=jnp.float32)
-  codes = jnp.dot(one_hot, codebook, precision=precision)
-  counts = jnp.sum(one_hot, axis=0)
   sums = None
-  if with_sums:
-    sums = jnp.dot(one_hot.T, jax.lax.stop_gradient(z), precision=precision)
+  if lookup == "onehot":
+    one_hot = jax.nn.one_hot(ids, num_codes, dtype=jnp.float32)
+    codes = jnp.dot(one_hot, codebook, precision=precision)
+    counts = jnp.sum(one_hot, axis=0)
+    if with_sums:
+      sums = jnp.dot(one_hot.T, jax.lax.stop_gradient(z), precision=precision)
+  else:
+    codes = jnp.take(codebook, ids, axis=0)
+    counts = jnp.zeros((num_codes,), jnp.float32).at[ids].add(1.0)
+    if with_sums:
+      sums = jnp.zeros(codebook.shape, jnp.float32).at[ids].add(jax.lax.stop_gradient(z))
   entropy_sum = prob_sum = None
   if entropy_temperature is not None:
     # Affinity a = -d / T; softmax over codes (FQGAN / LlamaGen entropy loss, 2411.16681).
@@ -230,12 +254,13 @@ def _assign_chunk(z, codebook, *, entropy_temperature, with_sums, precision):
 
 def assign_codes(z: jax.Array, codebook: jax.Array, *, chunk_tokens: int | None = None,
                  entropy_temperature: float | None = None, with_sums: bool = False,
-                 precision=HIGHEST,
+                 precision=HIGHEST, lookup: str = "auto",
                  max_elements: int = DEFAULT_MAX_DISTANCE_ELEMENTS) -> Assignment:
   """Nearest code for every token, with one-hot lookup, counts and optional extras.
 
   The token axis is split into m equal chunks (m from `num_chunks`) processed by `lax.scan`
-  under `jax.checkpoint`, so forward and backward hold one `[N/m, K]` distance block at a time.
+  (under `jax.checkpoint` when the entropy term needs the softmax in the backward pass), so
+  forward and backward hold one `[N/m, K]` distance block at a time.
   Chunks are strided (token i*m + j goes to chunk j) so that a token axis sharded across
   devices stays sharded inside every chunk. Per-token results do not depend on m.
 
@@ -246,6 +271,8 @@ def assign_codes(z: jax.Array, codebook: jax.Array, *, chunk_tokens: int | None 
     entropy_temperature: if set, also return the softmax(-d / T) entropy sums.
     with_sums: also return the per-code sums of assigned tokens (for the EMA update).
     precision: matmul precision.
+    lookup: "onehot" (one-hot matmul lookup and one-hot sums), "gather" (take and
+      scatter-add) or "auto" (see `resolve_lookup`); results are identical.
     max_elements: automatic chunk budget.
 
   Returns:
@@ -254,9 +281,10 @@ def assign_codes(z: jax.Array, codebook: jax.Array, *, chunk_tokens: int | None 
   n, d = z.shape
   num_codes = codebook.shape[0]
   m = num_chunks(n, num_codes, chunk_tokens, max_elements)
+  lookup = resolve_lookup(lookup)
   chunk_fn = lambda zc: _assign_chunk(  # noqa: E731
       zc, codebook, entropy_temperature=entropy_temperature, with_sums=with_sums,
-      precision=precision)
+      precision=precision, lookup=lookup)
   if m == 1:
     ids, codes, counts, sums, ent, psum = chunk_fn(z)
     return Assignment(ids, codes, counts, sums, ent, psum)
@@ -270,7 +298,6 @@ def assign_codes(z: jax.Array, codebook: jax.Array, *, chunk_tokens: int | None 
           zero(()) if has_ent else None,
           zero((num_codes,)) if has_ent else None)
 
-  @jax.checkpoint
   def body(carry, zc):
     counts, sums, ent, psum = carry
     ids, codes, c_counts, c_sums, c_ent, c_psum = chunk_fn(zc)
@@ -280,6 +307,11 @@ def assign_codes(z: jax.Array, codebook: jax.Array, *, chunk_tokens: int | None 
              psum + c_psum if has_ent else None)
     return carry, (ids, codes)
 
+  if has_ent:
+    # The entropy gradient needs the chunk's softmax; recompute it in the backward pass
+    # instead of saving N x K probabilities. Without entropy the backward needs only the ids
+    # and codes, so nothing [n, K]-sized is saved and no recomputation is needed.
+    body = jax.checkpoint(body)
   (counts, sums, ent, psum), (ids, codes) = jax.lax.scan(body, init, zs)
   ids = ids.swapaxes(0, 1).reshape(n)
   codes = codes.swapaxes(0, 1).reshape(n, d)

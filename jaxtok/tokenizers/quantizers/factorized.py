@@ -35,7 +35,7 @@ class FactorizedVectorQuantizer(nnx.Module):
                disentangle_weight: float = 0.1, update: str = "grad", ema_decay: float = 0.99,
                ema_eps: float = 1e-5, rotation_trick: bool = False,
                dead_code_threshold: float = 0.0, norm_eps: float = 1e-12,
-               chunk_tokens: int | None = None, rngs: nnx.Rngs):
+               chunk_tokens: int | None = None, lookup: str = "auto", rngs: nnx.Rngs):
     """Builds the quantizer.
 
     Args:
@@ -44,7 +44,7 @@ class FactorizedVectorQuantizer(nnx.Module):
       num_factors: k >= 1 (FQGAN dual = 2, triple = 3).
       code_dim: sub-code size (8 in FQGAN).
       distance, beta, update, ema_decay, ema_eps, rotation_trick, dead_code_threshold,
-        norm_eps, chunk_tokens: passed to every `VectorQuantizer`.
+        norm_eps, chunk_tokens, lookup: passed to every `VectorQuantizer`.
       entropy_loss_weight: FQGAN entropy loss weight per factor (0.03 in the training
         scripts; 0 disables).
       entropy_temperature: its softmax temperature (0.01).
@@ -73,7 +73,7 @@ class FactorizedVectorQuantizer(nnx.Module):
                         dead_code_threshold=dead_code_threshold,
                         entropy_loss_weight=entropy_loss_weight,
                         entropy_temperature=entropy_temperature, norm_eps=norm_eps,
-                        chunk_tokens=chunk_tokens, rngs=rngs)
+                        chunk_tokens=chunk_tokens, lookup=lookup, rngs=rngs)
         for k in num_codes])
 
   @property

@@ -49,7 +49,7 @@ class VectorQuantizer(nnx.Module):
                rotation_trick: bool = False, dead_code_threshold: float = 0.0,
                entropy_loss_weight: float = 0.0, entropy_temperature: float = 0.01,
                norm_eps: float = 1e-12, chunk_tokens: int | None = None,
-               rngs: nnx.Rngs):
+               lookup: str = "auto", rngs: nnx.Rngs):
     """Builds the quantizer.
 
     Args:
@@ -72,6 +72,8 @@ class VectorQuantizer(nnx.Module):
       entropy_temperature: softmax temperature of the entropy loss (0.01 as LlamaGen).
       norm_eps: floor of every l2 normalisation (1e-12 = torch F.normalize, TiTok, FQGAN).
       chunk_tokens: token chunking of the distance computation (see `core.num_chunks`).
+      lookup: "onehot", "gather" or "auto" (one-hot on TPU, gather elsewhere); identical
+        results (see `core.resolve_lookup`).
       rngs: initialisation randomness; a stream is kept for dead-code restarts.
     """
     if num_codes < 1:
@@ -94,6 +96,7 @@ class VectorQuantizer(nnx.Module):
       raise ValueError(f"code_dim must be >= 1, got {code_dim}")
     if not 0.0 <= ema_decay < 1.0:
       raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+    core.resolve_lookup(lookup)  # validates
     if entropy_loss_weight and entropy_temperature <= 0:
       raise ValueError(f"entropy_temperature must be > 0, got {entropy_temperature}")
 
@@ -112,6 +115,7 @@ class VectorQuantizer(nnx.Module):
     self.entropy_temperature = float(entropy_temperature)
     self.norm_eps = norm_eps
     self.chunk_tokens = chunk_tokens
+    self.lookup_impl = lookup
 
     inner = num_heads * code_dim
     if inner != dim:
@@ -200,7 +204,7 @@ class VectorQuantizer(nnx.Module):
     assign = jax.vmap(lambda t, c: core.assign_codes(
         t, c, chunk_tokens=self.chunk_tokens,
         entropy_temperature=self.entropy_temperature if use_entropy else None,
-        with_sums=need_sums))(xh, cb)
+        with_sums=need_sums, lookup=self.lookup_impl))(xh, cb)
 
     codes = assign.codes  # [H, N, d]
     commitment, codebook_loss = core.vq_losses(xh, codes, self.beta)

@@ -13,8 +13,8 @@ from jaxtok.tokenizers.quantizers import (FactorizedVectorQuantizer, FiniteScala
 B, T = 8, 32  # 256 tokens; chunk_tokens=64 gives 4 chunks of 64 (8 per device).
 
 CASES = {
-    "vq_l2_grad_restart": lambda: VectorQuantizer(
-        64, 8, dead_code_threshold=0.9, chunk_tokens=64, rngs=nnx.Rngs(0)),
+    "vq_l2_grad_restart_onehot": lambda: VectorQuantizer(
+        64, 8, dead_code_threshold=0.9, chunk_tokens=64, lookup="onehot", rngs=nnx.Rngs(0)),
     "vq_cosine_ema_heads_proj_rot": lambda: VectorQuantizer(
         32, 16, code_dim=4, num_heads=2, distance="cosine", update="ema", ema_decay=0.9,
         rotation_trick=True, dead_code_threshold=0.5, entropy_loss_weight=0.1,

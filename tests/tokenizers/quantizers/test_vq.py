@@ -102,7 +102,7 @@ def test_chunked_equals_unchunked_with_entropy_and_grads():
 
 
 def test_num_chunks_picks_divisors_within_budget():
-  assert core.num_chunks(65536, 16384, None) == 16  # 4096 x 16384 = 2**26 entries per chunk.
+  assert core.num_chunks(65536, 16384, None) == 128  # 512 x 16384 = 2**23 entries per chunk.
   assert core.num_chunks(100, 10, 0) == 1
   m = core.num_chunks(96, 10, 7)
   assert 96 % m == 0 and 96 // m <= 7
@@ -215,3 +215,35 @@ def test_bf16_input_keeps_dtype_and_float32_losses():
   _, aux32 = _call(vq, z.astype(jnp.float32))
   np.testing.assert_array_equal(aux["ids"], aux32["ids"])
   np.testing.assert_allclose(aux["loss"], aux32["loss"], rtol=1e-6)
+
+
+def test_onehot_and_gather_lookups_agree_including_ema_and_grads():
+  def make(lookup):
+    return VectorQuantizer(32, 4, update="ema", ema_decay=0.8, chunk_tokens=16, lookup=lookup,
+                           rngs=nnx.Rngs(0))
+
+  z = _z((4, 16, 4))
+  results = []
+  for lookup in ("onehot", "gather"):
+    vq = make(lookup)
+    graphdef, state = nnx.split(vq)
+
+    @jax.jit
+    def step(state, z):
+      m = nnx.merge(graphdef, state)
+      out, aux = m(z, train=True)  # EMA update of the merged copy.
+      gz = jax.grad(lambda z: jnp.sum(nnx.merge(graphdef, state)(z)[0] ** 2))(z)
+      return out, aux, gz, nnx.state(m)
+
+    results.append(step(state, z))
+  (o1, a1, g1, s1), (o2, a2, g2, s2) = results
+  np.testing.assert_array_equal(a1["ids"], a2["ids"])
+  np.testing.assert_array_equal(o1, o2)
+  np.testing.assert_allclose(g1, g2, atol=1e-6)
+  for k in a1["stats"]:
+    np.testing.assert_array_equal(a1["stats"][k], a2["stats"][k])
+  for (p1, v1), (p2, v2) in zip(nnx.to_flat_state(s1), nnx.to_flat_state(s2)):
+    if "restart" not in str(p1):
+      np.testing.assert_allclose(np.asarray(v1[...]), np.asarray(v2[...]), atol=1e-6)
+  with pytest.raises(ValueError, match=r"lookup must be one of"):
+    make("scatter")
