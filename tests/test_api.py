@@ -275,3 +275,18 @@ def test_key_variables_roundtrip(tmp_path):
   rebuilt = api.model_from_arrays("titok", model.config, params_only, model_class=WithRngs)
   np.testing.assert_array_equal(np.asarray(rebuilt.encoder.ln_pre.scale[...]),
                                 np.asarray(model.encoder.ln_pre.scale[...]))
+
+
+def test_variant_names():
+  # Building a variant is exercised end to end by the notebook test ("one_d_piece:tiny").
+  variants = jaxtok.available_variants()
+  assert {"S-128", "B-64", "L-32", "tiny"} <= set(variants["titok"])
+  assert {"S-256", "B-256", "L-256"} <= set(variants["one_d_piece"])
+  assert api._parse_variant("S-128") == ("titok", "S-128")
+  assert api._parse_variant("one_d_piece:tiny") == ("one_d_piece", "tiny")
+  with pytest.raises(ValueError, match=r"titok has no variant 'S-999'; expected one of"):
+    jaxtok.load("titok:S-999")
+  with pytest.raises(ValueError, match=r"family: expected one of"):
+    jaxtok.load("nofamily:S-128")
+  with pytest.raises(ValueError, match=r"path_or_variant: expected a directory path"):
+    jaxtok.load(123)
