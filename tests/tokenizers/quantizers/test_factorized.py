@@ -11,18 +11,22 @@ def test_shared_input_concat_ids_stats_and_losses():
   fq = FactorizedVectorQuantizer((32, 16), 12, num_factors=2, code_dim=4,
                                  entropy_loss_weight=0.03, rngs=nnx.Rngs(0))
   z = jax.random.normal(jax.random.key(0), (2, 6, 12))
-  zq, aux = nnx.jit(lambda m, z: m(z, train=True))(fq, z)
+  @nnx.jit
+  def run(m, z):
+    zq, aux = m(z, train=True)
+    zq0, aux0 = m.quantizers[0](m.projections[0](z))  # sub-quantizer 0 alone
+    dis = core.disentanglement_loss([zq[..., :4].reshape(-1, 4), zq[..., 4:].reshape(-1, 4)])
+    return zq, aux, m.lookup(aux["ids"]), zq0, aux0["ids"], dis
+
+  zq, aux, looked, zq0, ids0, dis = run(fq, z)
   assert zq.shape == (2, 6, 8) and fq.out_dim == 8
   assert aux["ids"].shape == (2, 6, 2) and aux["ids"].dtype == jnp.int32
   assert int(aux["ids"][..., 1].max()) < 16
-  np.testing.assert_allclose(fq.lookup(aux["ids"]), zq, atol=1e-6)
+  np.testing.assert_allclose(looked, zq, atol=1e-6)
   # Sub-quantizer i only sees projection i.
-  zq0, aux0 = fq.quantizers[0](fq.projections[0](z))
-  np.testing.assert_array_equal(aux0["ids"], aux["ids"][..., 0])
+  np.testing.assert_array_equal(ids0, aux["ids"][..., 0])
   np.testing.assert_allclose(zq0, zq[..., :4], atol=1e-6)
-  want_dis = 0.1 * core.disentanglement_loss(
-      [zq[..., :4].reshape(-1, 4), zq[..., 4:].reshape(-1, 4)])
-  np.testing.assert_allclose(aux["disentangle_loss"], want_dis, rtol=1e-5)
+  np.testing.assert_allclose(aux["disentangle_loss"], 0.1 * dis, rtol=1e-5)
   parts = sum(d["loss"] for d in aux["factor_losses"])
   np.testing.assert_allclose(aux["loss"], parts + aux["disentangle_loss"], rtol=1e-6)
   for k in ("usage", "perplexity", "entropy_bits", "dead_codes"):

@@ -43,6 +43,9 @@ def _vq_from_ctor(ctor: dict) -> VectorQuantizer:
       norm_eps=_VQP_L2NORM_EPS, rngs=nnx.Rngs(0))
 
 
+_lookup = nnx.jit(lambda m, ids: m.lookup(ids))
+
+
 def _close(name, got, want, atol, rtol=0.0):
   np.testing.assert_allclose(np.asarray(got), want, atol=atol, rtol=rtol, err_msg=name)
 
@@ -88,17 +91,21 @@ def _check_train_case(f, p, meta):
     else:
       _close(f"{p}quantize_train_rot", zq, f[f"{p}quantize_train_rot"], 5e-6)
       _close(f"{p}grad_x_rot", grad, f[f"{p}grad_x_rot"], 2e-5)
-  ids = jnp.asarray(f[f"{p}indices"])
-  _close(f"{p}codes_from_indices", vq.lookup(ids), f[f"{p}codes_from_indices"], 1e-6)
-  _close(f"{p}output_from_indices", vq.lookup(ids), f[f"{p}output_from_indices"], 1e-6)
+  looked = _lookup(vq, jnp.asarray(f[f"{p}indices"]))
+  _close(f"{p}codes_from_indices", looked, f[f"{p}codes_from_indices"], 1e-6)
+  _close(f"{p}output_from_indices", looked, f[f"{p}output_from_indices"], 1e-6)
   # Distances from the core: lucidrains reports -sqrt(max(d2, 1e-8)) (Euclidean) or the cosine
   # similarity, which for unit vectors is 1 - d2 / 2.
-  flat = x.reshape(-1, x.shape[-1])
-  if cosine:
-    flat = core.l2_normalize(flat, _VQP_L2NORM_EPS)
-  cb = vq._codebook_heads()[0]
-  d2 = core.pairwise_sq_distances(flat, cb)
-  dist = 1.0 - d2 / 2.0 if cosine else -jnp.sqrt(jnp.maximum(d2, 1e-8))
+  @jax.jit
+  def distances(x, cb):
+    flat = x.reshape(-1, x.shape[-1])
+    if cosine:
+      flat = core.l2_normalize(flat, _VQP_L2NORM_EPS)
+      cb = core.l2_normalize(cb, _VQP_L2NORM_EPS)
+    d2 = core.pairwise_sq_distances(flat, cb)
+    return 1.0 - d2 / 2.0 if cosine else -jnp.sqrt(jnp.maximum(d2, 1e-8))
+
+  dist = distances(x, jnp.asarray(f[f"{p}codebook"]))
   _close(f"{p}dist", dist.reshape(f[f"{p}dist"].shape), f[f"{p}dist"], 1e-5)
 
 
@@ -158,7 +165,7 @@ def _check_eval_case(f, p, meta):
   _equal(f"{p}indices", aux["ids"], f[f"{p}indices"])
   _close(f"{p}quantize_eval", aux["codes"], f[f"{p}quantize_eval"], 1e-6)
   _close(f"{p}quantize_eval (STE value)", zq, f[f"{p}quantize_eval"], 1e-5)
-  looked = vq.lookup(jnp.asarray(f[f"{p}indices"]))
+  looked = _lookup(vq, jnp.asarray(f[f"{p}indices"]))
   _close(f"{p}lookup", looked, f[f"{p}quantize_eval"], 1e-6)
   if f"{p}codes_from_indices" in f.files:
     _close(f"{p}codes_from_indices", looked, f[f"{p}codes_from_indices"], 1e-6)
@@ -187,12 +194,18 @@ def _check_fsq_case(f, p, meta):
   _equal(f"{p}indices", aux["ids"], f[f"{p}indices"])
   _close(f"{p}grad_z", grad, f[f"{p}grad_z"], 2e-5)
   ids = jnp.asarray(f[f"{p}indices"])
-  _close(f"{p}codes_from_indices", fsq.lookup(ids), f[f"{p}codes_from_indices"], 1e-6)
-  _equal(f"{p}level_indices", fsq.level_indices(ids), f[f"{p}level_indices"])
-  implicit = fsq.implicit_codebook()
+
+  @nnx.jit
+  def inverse(m, ids):
+    implicit = m.implicit_codebook()
+    return (m.lookup(ids), m.level_indices(ids), implicit,
+            fsq_codes_to_ids(implicit, jnp.asarray(m.levels), m.basis))
+
+  from_ids, level_indices, implicit, round_trip = inverse(fsq, ids)
+  _close(f"{p}codes_from_indices", from_ids, f[f"{p}codes_from_indices"], 1e-6)
+  _equal(f"{p}level_indices", level_indices, f[f"{p}level_indices"])
   _close(f"{p}implicit_codebook", implicit, f[f"{p}implicit_codebook"], 1e-6)
-  _equal(f"{p}round trip", fsq_codes_to_ids(implicit, jnp.asarray(levels), fsq.basis),
-         np.arange(fsq.num_codes))
+  _equal(f"{p}round trip", round_trip, np.arange(fsq.num_codes))
 
 
 def _kind(meta):
