@@ -3,6 +3,12 @@
 Covers the TiTok quantizer (cosine, gradient-learned codebook, arXiv 2406.07550), the
 lucidrains-style VQ (Euclidean / cosine, EMA codebook, dead-code restart, rotation trick,
 projections, heads) and the LlamaGen/FQGAN sub-quantizer (entropy loss).
+
+In train mode the quantizer updates variables in place (`code_stats`, `cluster_size`, the EMA
+state, and, with dead-code restart, `codebook`). In a functional step either merge once and use
+`nnx.value_and_grad(loss_fn)(model)`, or merge inside the differentiated function with
+`nnx.merge(graphdef, params, rest, copy=True)` and return `nnx.state(model, nnx.Not(nnx.Param))`
+as aux (without copy=True, flax raises TraceContextError for the mutation).
 """
 from __future__ import annotations
 
