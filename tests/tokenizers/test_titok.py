@@ -317,3 +317,54 @@ def test_legacy_projection_is_a_raw_reshape():
   np.testing.assert_allclose(np.asarray(enc.project(lat)), want, atol=1e-5)
   cfg.legacy_projection = False
   np.testing.assert_allclose(np.asarray(enc.project(lat)), np.asarray(lat) @ w + b, atol=1e-5)
+
+
+def _small(**kw):
+  base = dict(image_size=32, enc_patch_size=8, dec_patch_size=8, enc_width=32, enc_depth=1,
+              enc_heads=2, dec_width=32, dec_depth=1, dec_heads=2, num_latent_tokens=4,
+              token_size=8, codebook_size=32, use_l2_norm=False, legacy_projection=False,
+              head="pixel", finetune_decoder=False)
+  base.update(kw)
+  return TiTokConfig(**base)
+
+
+def test_vae_and_factorized_variants():
+  x = _images(2, 32)
+  # Continuous (VAE) tokens: 2C encoder channels -> mean/logvar; KL; mean as "encode".
+  vae = TiTok(_small(quantize_mode="vae"), rngs=nnx.Rngs(0))
+  assert vae.quantize is None and vae.encoder.conv_out.kernel[...].shape == (32, 16)
+
+  @nnx.jit
+  def run_vae(m, x, key):
+    mean = m.encode(x)
+    return dict(mean=mean, sample=m.encode_latents(x, sample=True, rngs=key),
+                train=m(x, train=True, rngs=key), eval=m(x, train=False)[0],
+                from_mean=m.decode_tokens(mean))
+
+  out = run_vae(vae, x, jax.random.key(0))
+  mean = out["mean"]
+  assert mean.shape == (2, 4, 8) and mean.dtype == jnp.float32
+  assert float(jnp.abs(out["sample"] - mean).max()) > 0
+  recon, aux = out["train"]
+  z = np.asarray(aux["posterior_mean"]), np.asarray(aux["posterior_logvar"])
+  want_kl = np.mean(0.5 * np.sum(z[0] ** 2 + np.exp(z[1]) - 1 - z[1], axis=(1, 2)))
+  np.testing.assert_allclose(float(aux["kl_loss"]), want_kl, rtol=1e-5)
+  assert recon.shape == (2, 32, 32, 3)
+  np.testing.assert_allclose(np.asarray(out["from_mean"]), np.asarray(out["eval"]), atol=1e-5)
+  with pytest.raises(ValueError, match="rngs"):
+    vae(x, train=True)
+
+  # Factorized VQ: k sub-codebooks, ids [B, K, k], token_size/k channels each.
+  fac = TiTok(_small(quantizer="factorized_vq", num_sub_codebooks=2, use_l2_norm=True),
+              rngs=nnx.Rngs(0))
+
+  @nnx.jit
+  def run_fac(m, x):
+    ids = m.encode(x)
+    return ids, m.decode_tokens(ids), m(x)[0]
+
+  ids, img, recon = run_fac(fac, x)
+  assert ids.shape == (2, 4, 2) and ids.dtype == jnp.int32
+  np.testing.assert_allclose(np.asarray(img), np.asarray(recon), atol=1e-5)
+  with pytest.raises(ValueError, match="ids"):
+    fac.decode_tokens(ids[..., 0])
