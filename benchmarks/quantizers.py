@@ -19,6 +19,7 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
 
 import jax
@@ -119,7 +120,7 @@ def main():
                                  if name.startswith(("vq", "factorized")) else None),
              "temp_bytes": _temp_bytes(fn, fargs), **t}
     result["throughput"].append(entry)
-    print(f"# {name}: {entry['tokens_per_s']} tokens/s", flush=True)
+    print(f"# {name}: {entry['tokens_per_s']} tokens/s", file=sys.stderr, flush=True)
 
   for k in args.memory_codebooks:
     row = {"codebook_size": k, "code_dim": 8,
@@ -131,7 +132,7 @@ def main():
     fn, fargs = _naive_step(k, 8, z8)
     row["naive_broadcast_temp_bytes"] = _temp_bytes(fn, fargs)
     result["distance_memory"].append(row)
-    print(f"# memory K={k}: {row}", flush=True)
+    print(f"# memory K={k}: {row}", file=sys.stderr, flush=True)
 
   k = args.baseline_codebook
   for label, (fn, fargs) in (
@@ -142,7 +143,7 @@ def main():
     result["baseline_timing"].append({"impl": label, "codebook_size": k,
                                       "tokens_per_s": round(n_tokens / t["median_step_s"], 1),
                                       **t})
-    print(f"# baseline {label} K={k}: {t['median_step_s']:.3f} s/step", flush=True)
+    print(f"# baseline {label} K={k}: {t['median_step_s']:.3f} s/step", file=sys.stderr, flush=True)
 
   print(json.dumps(result, indent=1))
 
