@@ -31,7 +31,7 @@ def get_config(arg: str | None = None) -> TrainConfig:
     config = titok.tiny(config)
     config.name = "one_d_piece_tiny"
     config.model.overrides["tail_token_drop"] = True
-    config.model.family, config.model.variant = "titok", "tiny"
+    config.model.family, config.model.variant = "one_d_piece", "tiny"
   else:
     config.name = f"one_d_piece_{a['variant']}_{a['recipe']}"
     config.model.family, config.model.variant = "one_d_piece", a["variant"]

@@ -72,11 +72,17 @@ def decay_mask(params: PyTree, no_decay: tuple[str, ...]) -> PyTree:
 
 
 def lr_schedule(optim: OptimConfig, total_steps: int) -> optax.Schedule:
-  """Linear warmup 0 -> lr over `warmup_steps`, then cosine to `end_lr` at `total_steps`."""
+  """Learning rate of the update with 0-based index `count`.
+
+  Linear warmup reaching `lr` at update `warmup_steps - 1` (the first update already uses
+  lr / warmup_steps, never 0), then cosine decay reaching `end_lr` at the last update
+  (`count = total_steps - 1`).
+  """
   warmup = max(0, min(optim.warmup_steps, total_steps))
-  return optax.warmup_cosine_decay_schedule(
+  base = optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=optim.lr, warmup_steps=warmup,
       decay_steps=max(total_steps, warmup + 1), end_value=optim.end_lr)
+  return lambda count: base(count + 1)
 
 
 def make_optimizer(optim: OptimConfig, total_steps: int, params: PyTree
@@ -105,15 +111,14 @@ def make_optimizer(optim: OptimConfig, total_steps: int, params: PyTree
 
 
 def make_disc_optimizer(optim: OptimConfig, total_steps: int) -> optax.GradientTransformation:
-  """The discriminator's own AdamW (same betas/warmup, its own lr)."""
-  sched = optax.warmup_cosine_decay_schedule(
-      0.0, optim.disc_lr, max(0, min(optim.warmup_steps, total_steps)),
-      max(total_steps, optim.warmup_steps + 1), optim.end_lr * optim.disc_lr / optim.lr)
+  """The discriminator's own AdamW (same betas and schedule shape, its own lr)."""
+  scale = optim.disc_lr / optim.lr
+  sched = lr_schedule(optim, total_steps)
   chain = []
   if optim.grad_clip and optim.grad_clip > 0:
     chain.append(optax.clip_by_global_norm(optim.grad_clip))
-  chain.append(optax.adamw(sched, b1=optim.b1, b2=optim.b2, eps=optim.eps,
-                           weight_decay=optim.disc_weight_decay,
+  chain.append(optax.adamw(lambda c: scale * sched(c), b1=optim.b1, b2=optim.b2,
+                           eps=optim.eps, weight_decay=optim.disc_weight_decay,
                            mask=lambda p: decay_mask(p, optim.no_decay)))
   return optax.chain(*chain)
 

@@ -499,8 +499,10 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
                                async_save=config.async_checkpoints)
   state, origin = _restore(config, exp, ckpt, it, workdir)
   start = int(jax.device_get(state.step))
-  _LOG.info("%s at step %d; %d params; mesh %s", origin, start,
-            state_lib.count_params(state.params), dict(exp.mesh.shape))
+  if primary:
+    print(f"[jaxtok] {origin} at step {start}; {state_lib.count_params(state.params):,} "
+          f"params; mesh {dict(exp.mesh.shape)}; {config.total_steps} steps of "
+          f"{config.batch_size} images", flush=True)
   writer = MetricWriter(workdir, enabled=primary)
 
   # Held-out PSNR of the untrained model, kept across restarts.
@@ -521,6 +523,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
     from tqdm import tqdm  # pylint: disable=g-import-not-at-top
     bar = tqdm(total=config.total_steps, initial=start, dynamic_ncols=True, desc="train")
   status, step, grid_path = "done", start, None
+  lr_fn = state_lib.lr_schedule(config.optim, config.total_steps)
   t_last, n_last = time.perf_counter(), start
   try:
     for step in range(start + 1, config.total_steps + 1):
@@ -544,8 +547,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
       if step % config.log_every == 0 or step == config.total_steps:
         now = time.perf_counter()
         metrics["train/steps_per_sec"] = (step - n_last) / max(now - t_last, 1e-9)
-        metrics["train/lr"] = float(state_lib.lr_schedule(config.optim,
-                                                          config.total_steps)(step - 1))
+        metrics["train/lr"] = float(lr_fn(step - 1))
         metrics.update({f"data/{k}": v for k, v in it.stats.items()})
         t_last, n_last = now, step
         writer.write(step, metrics)
@@ -629,7 +631,8 @@ def main(argv=None) -> None:
   flags.mark_flags_as_required(["config", "workdir"])
 
   def _main(_):
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+    absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every save at INFO.
     distributed.initialize(coord.value, nproc.value, pid.value)
     try:
       summary = train_and_evaluate(cfg_flag.value, workdir_flag.value)
