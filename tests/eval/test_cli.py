@@ -39,7 +39,7 @@ def test_one_d_piece_metrics_and_rate_distortion(folder, tmp_path):
 
 def test_fid_between_photos_and_their_jpeg_copies(tmp_path):
   out = tmp_path / "cmp"
-  record = cli.evaluate(["--data", "bundled", "--compare", "jpeg:30", "--resolution", "32",
+  record = cli.evaluate(["--data", "bundled", "--compare", "jpeg:30", "--resolution", "64",
                          "--tiles", "2", "--out", str(out), "--fid-method", "eigh",
                          "--batch-size", "8", "--save-stats", str(tmp_path / "s.npz")])
   m = record["metrics"]
