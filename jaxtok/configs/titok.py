@@ -114,7 +114,7 @@ def tiny(config: TrainConfig) -> TrainConfig:
   config.data.num_eval_images = 8
   config.data.min_crop_scale = 0.3
   config.batch_size = 16
-  config.total_steps = 2000
+  config.total_steps = 1500
   config.optim.lr, config.optim.end_lr = 1e-3, 1e-4
   config.optim.warmup_steps = 100
   config.optim.b2 = 0.99

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 
 import jax
 
@@ -105,3 +106,30 @@ def sync_flag(flag: bool) -> bool:
   from jax.experimental import multihost_utils
   flags = multihost_utils.process_allgather(np.asarray([int(flag)], np.int32))
   return bool(np.any(flags))
+
+
+class StopSignal:
+  """Records SIGTERM/SIGINT (preemption) so the training loop can save and exit cleanly.
+
+  `install()` replaces the handlers (main thread only; elsewhere it is a no-op) and
+  `uninstall()` restores them; `signum` is the last signal received, or None.
+  """
+
+  def __init__(self):
+    self.signum = None
+    self._old = {}
+
+  def install(self) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._old[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # Not the main thread (e.g. a worker thread of a test runner).
+        pass
+
+  def uninstall(self) -> None:
+    for sig, old in self._old.items():
+      signal.signal(sig, old)
+    self._old = {}
+
+  def _handle(self, signum, frame):  # noqa: ARG002
+    self.signum = signum

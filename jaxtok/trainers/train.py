@@ -21,7 +21,6 @@ import json
 import logging
 import math
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -396,45 +395,21 @@ def heldout_psnr(originals: np.ndarray, recons: np.ndarray) -> float:
   return float(np.mean(10.0 * np.log10(1.0 / np.maximum(mse, 1e-10))))
 
 
-def run_evaluators(config: TrainConfig, exp: Experiment, state: TrainState):
-  """Yields (name, value) from the evaluators named in `config.evaluators`."""
+def run_evaluators(config: TrainConfig, exp: Experiment, state: TrainState
+                   ) -> dict[str, float]:
+  """`{"eval/<evaluator>/<metric>": value}` of `config.evaluators` (jaxtok.eval) on the
+  EMA weights, over `config.data.eval_source` (numeric metrics only)."""
   if not config.evaluators:
-    return
-  from jaxtok import eval as eval_lib  # pylint: disable=g-import-not-at-top
+    return {}
   from jaxtok.api import Tokenizer  # pylint: disable=g-import-not-at-top
-  tok = Tokenizer(exp.export_model(state), family=config.model.family)
+  from jaxtok.eval import common as eval_common  # pylint: disable=g-import-not-at-top
   from jaxtok.trainers import data as data_lib  # pylint: disable=g-import-not-at-top
+  tok = Tokenizer(exp.export_model(state), family=_family_name(config))
   images = data_lib.eval_images(config.data.eval_source, config.data.resolution)
-  for name in config.evaluators:
-    evaluator = eval_lib.make_evaluator(name)
-    for metric, value in evaluator.run(tok, images):
-      yield f"eval/{name}/{metric}", float(value)
-
-
-# ==========================================================================================
-# Preemption.
-# ==========================================================================================
-class _StopFlag:
-  """Set by SIGTERM/SIGINT; the loop saves a checkpoint and exits cleanly."""
-
-  def __init__(self):
-    self.signum = None
-    self._old = {}
-
-  def install(self):
-    for sig in (signal.SIGTERM, signal.SIGINT):
-      try:
-        self._old[sig] = signal.signal(sig, self._handle)
-      except ValueError:  # Not the main thread (e.g. a test runner thread).
-        pass
-
-  def uninstall(self):
-    for sig, old in self._old.items():
-      signal.signal(sig, old)
-    self._old = {}
-
-  def _handle(self, signum, frame):  # noqa: ARG002
-    self.signum = signum
+  evaluators = eval_common.build_evaluators(list(config.evaluators))
+  results = eval_common.run_evaluators(evaluators, tok, images)
+  return {f"eval/{k}": float(v) for k, v in results.items()
+          if isinstance(v, (int, float, np.floating, np.integer))}
 
 
 # ==========================================================================================
@@ -513,10 +488,11 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
     psnr_before = heldout_psnr(eval_imgs, exp.reconstruct(state, eval_imgs))
     if primary:
       before_file.write_text(json.dumps({"step": start, "psnr": psnr_before}))
-  writer.write(start, {"eval/heldout/psnr": psnr_before}) if start == 0 else None
+  if start == 0:
+    writer.write(start, {"eval/heldout/psnr": psnr_before})
 
   # ---- loop ----
-  stop = _StopFlag()
+  stop = distributed.StopSignal()
   stop.install()
   bar = None
   if config.progress_bar and primary:
@@ -557,7 +533,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
         writer.image(step, "heldout/recon_grid", grid_image(eval_imgs, recon))
         writer.write(step, {"eval/heldout/psnr": heldout_psnr(eval_imgs, recon)})
       if config.eval_every and step % config.eval_every == 0:
-        writer.write(step, dict(run_evaluators(config, exp, state)))
+        writer.write(step, run_evaluators(config, exp, state))
       preempt = distributed.sync_flag(stop.signum is not None) or ckpt.reached_preemption(step)
       if step % config.checkpoint_every == 0 or step == config.total_steps or preempt:
         ckpt.save(step, state, data_iterator=it, config_json=config_json, force=preempt)
@@ -584,7 +560,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
     summary["grid"] = str(grid_path) if grid_path else None
     writer.write(step, {"eval/heldout/psnr": summary["psnr_after"]})
     if config.evaluators:
-      writer.write(step, dict(run_evaluators(config, exp, state)))
+      writer.write(step, run_evaluators(config, exp, state))
     if config.export:
       model = exp.export_model(state)
       if primary:
