@@ -26,6 +26,7 @@ INSTALL_REQUIRES = [
     "tqdm>=4.66",
     "tensorboardX>=2.6.2",
     "absl-py>=2.0",
+    "pyyaml>=6.0",  # official 1d-tokenizer configs are YAML
 ]
 
 EXTRAS = {
