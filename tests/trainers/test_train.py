@@ -108,20 +108,24 @@ def test_kill9_then_sigterm_then_finish_is_bit_exact(reference):
   workdir = root / "interrupted"
   proc = _start(workdir, cache)
   _wait_for_step(proc, workdir, 8)
+  t0 = time.time()  # Saves are async: wait until checkpoint 5 is complete (renamed).
+  while not (workdir / "checkpoints" / "5").is_dir():
+    assert time.time() - t0 < 300 and proc.poll() is None, "checkpoint 5 never completed"
+    time.sleep(0.02)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert proc.returncode == -signal.SIGKILL
   assert _last_logged_step(workdir) < STEPS  # Killed mid-run.
 
-  proc = _start(workdir, cache)  # Resumes from the newest complete checkpoint (5).
-  _wait_for_step(proc, workdir, 14)
+  proc = _start(workdir, cache)  # Resumes from the newest complete checkpoint (>= 5).
+  _wait_for_step(proc, workdir, max(14, _last_logged_step(workdir) + 3))
   proc.send_signal(signal.SIGTERM)
   out = _finish(proc)  # Exit code 0: a clean stop.
-  assert "resumed from" in out and "checkpoints/5" in out, out[-2000:]
+  assert "resumed from" in out and "/checkpoints/" in out, out[-2000:]
   summary = json.loads((workdir / "summary.json").read_text())
   assert summary["status"] == "preempted"
   stopped = summary["step"]
-  assert 14 <= stopped < STEPS
+  assert 5 < stopped < STEPS
   assert (workdir / "checkpoints" / str(stopped) / "state").is_dir()
 
   out = _finish(_start(workdir, cache))
