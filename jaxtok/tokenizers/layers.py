@@ -27,7 +27,23 @@ GROUP_NORM_EPS = 1e-6
 GROUP_NORM_GROUPS = 32
 
 # TiTok initializes every Linear/Conv of the ViT with trunc_normal(std=0.02) and zero bias.
-VIT_KERNEL_INIT = nnx.initializers.truncated_normal(stddev=0.02)
+VIT_INIT_STD = 0.02
+VIT_KERNEL_INIT = nnx.initializers.truncated_normal(stddev=VIT_INIT_STD)
+
+
+def vit_kernel_init(init_std: float | None = VIT_INIT_STD):
+  """Kernel initializer of the ViT Linear/Conv layers.
+
+  `init_std`: a float -> trunc-normal with that std (TiTok's 0.02, tuned for widths >= 512);
+  None -> LeCun (fan-in scaled) trunc-normal, std ~ 1/sqrt(fan_in), which small widths need:
+  with 0.02 at width 64-128 the image -> latent and latent -> image paths start ~1e-3 strong
+  and a short run never leaves the mean-image solution.
+  """
+  if init_std is None:
+    return nnx.initializers.lecun_normal()
+  if init_std == VIT_INIT_STD:
+    return VIT_KERNEL_INIT
+  return nnx.initializers.truncated_normal(stddev=init_std)
 
 
 def gelu(x: jax.Array) -> jax.Array:
@@ -50,9 +66,11 @@ def group_norm(channels: int, *, rngs: nnx.Rngs,
                        rngs=rngs)
 
 
-def vit_linear(din: int, dout: int, *, rngs: nnx.Rngs, use_bias: bool = True) -> nnx.Linear:
-  """Linear layer with TiTok's ViT init (trunc-normal 0.02, zero bias)."""
-  return nnx.Linear(din, dout, use_bias=use_bias, kernel_init=VIT_KERNEL_INIT,
+def vit_linear(din: int, dout: int, *, rngs: nnx.Rngs, use_bias: bool = True,
+               init_std: float | None = VIT_INIT_STD) -> nnx.Linear:
+  """Linear layer with TiTok's ViT init (trunc-normal `init_std`, zero bias; see
+  `vit_kernel_init`)."""
+  return nnx.Linear(din, dout, use_bias=use_bias, kernel_init=vit_kernel_init(init_std),
                     bias_init=nnx.initializers.zeros_init(), rngs=rngs)
 
 
@@ -65,14 +83,15 @@ class MultiHeadAttention(nnx.Module):
     out: `nnx.Linear` W -> W.
   """
 
-  def __init__(self, width: int, num_heads: int, *, rngs: nnx.Rngs):
+  def __init__(self, width: int, num_heads: int, *, rngs: nnx.Rngs,
+               init_std: float | None = VIT_INIT_STD):
     if width % num_heads:
       raise ValueError(f"num_heads: expected a divisor of width={width}, got {num_heads}")
     self.width = width
     self.num_heads = num_heads
     self.head_dim = width // num_heads
-    self.qkv = vit_linear(width, 3 * width, rngs=rngs)
-    self.out = vit_linear(width, width, rngs=rngs)
+    self.qkv = vit_linear(width, 3 * width, rngs=rngs, init_std=init_std)
+    self.out = vit_linear(width, width, rngs=rngs, init_std=init_std)
 
   def __call__(self, x: jax.Array, key_mask: jax.Array | None = None) -> jax.Array:
     """Self-attention.
@@ -95,9 +114,10 @@ class MultiHeadAttention(nnx.Module):
 class MLP(nnx.Module):
   """c_proj(GELU(c_fc(x))) with hidden width `mlp_ratio * W`."""
 
-  def __init__(self, width: int, hidden: int, *, rngs: nnx.Rngs):
-    self.c_fc = vit_linear(width, hidden, rngs=rngs)
-    self.c_proj = vit_linear(hidden, width, rngs=rngs)
+  def __init__(self, width: int, hidden: int, *, rngs: nnx.Rngs,
+               init_std: float | None = VIT_INIT_STD):
+    self.c_fc = vit_linear(width, hidden, rngs=rngs, init_std=init_std)
+    self.c_proj = vit_linear(hidden, width, rngs=rngs, init_std=init_std)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return self.c_proj(gelu(self.c_fc(x)))
@@ -106,11 +126,12 @@ class MLP(nnx.Module):
 class ResidualAttentionBlock(nnx.Module):
   """Pre-LN transformer block: attention then MLP, each with a residual."""
 
-  def __init__(self, width: int, num_heads: int, *, mlp_ratio: float = 4.0, rngs: nnx.Rngs):
+  def __init__(self, width: int, num_heads: int, *, mlp_ratio: float = 4.0, rngs: nnx.Rngs,
+               init_std: float | None = VIT_INIT_STD):
     self.ln_1 = layer_norm(width, rngs=rngs)
-    self.attn = MultiHeadAttention(width, num_heads, rngs=rngs)
+    self.attn = MultiHeadAttention(width, num_heads, rngs=rngs, init_std=init_std)
     self.ln_2 = layer_norm(width, rngs=rngs)
-    self.mlp = MLP(width, int(width * mlp_ratio), rngs=rngs)
+    self.mlp = MLP(width, int(width * mlp_ratio), rngs=rngs, init_std=init_std)
 
   def __call__(self, x: jax.Array, key_mask: jax.Array | None = None) -> jax.Array:
     x = x + self.attn(self.ln_1(x), key_mask)
@@ -127,7 +148,7 @@ class Transformer(nnx.Module):
   """
 
   def __init__(self, width: int, depth: int, num_heads: int, *, mlp_ratio: float = 4.0,
-               unroll: int = 1, rngs: nnx.Rngs):
+               unroll: int = 1, rngs: nnx.Rngs, init_std: float | None = VIT_INIT_STD):
     if depth < 1:
       raise ValueError(f"depth: expected >= 1, got {depth}")
     self.depth = depth
@@ -136,7 +157,8 @@ class Transformer(nnx.Module):
     @nnx.split_rngs(splits=depth)
     @nnx.vmap(in_axes=(0,), out_axes=0)
     def make(r):
-      return ResidualAttentionBlock(width, num_heads, mlp_ratio=mlp_ratio, rngs=r)
+      return ResidualAttentionBlock(width, num_heads, mlp_ratio=mlp_ratio, rngs=r,
+                                    init_std=init_std)
 
     self.blocks = make(rngs)
 
@@ -158,11 +180,12 @@ class PatchEmbed(nnx.Module):
   strided conv computes and is faster on CPU.
   """
 
-  def __init__(self, patch_size: int, in_channels: int, width: int, *, rngs: nnx.Rngs):
+  def __init__(self, patch_size: int, in_channels: int, width: int, *, rngs: nnx.Rngs,
+               init_std: float | None = VIT_INIT_STD):
     self.patch_size = patch_size
     self.proj = nnx.Conv(in_channels, width, (patch_size, patch_size),
                          strides=(patch_size, patch_size), padding="VALID",
-                         kernel_init=VIT_KERNEL_INIT, bias_init=nnx.initializers.zeros_init(),
+                         kernel_init=vit_kernel_init(init_std), bias_init=nnx.initializers.zeros_init(),
                          rngs=rngs)
 
   def __call__(self, images: jax.Array) -> jax.Array:

@@ -82,6 +82,11 @@ class TiTokConfig:
     tail_token_drop_mode: "per_step" (one kept length per call, as One-D-Piece) or
       "per_example" (one length per image).
     scan_unroll: `lax.scan` unroll of the ViT layer loop (speed knob; same numbers).
+    init_std: initialisation only (no effect on loaded weights or the forward pass): std of
+      the trunc-normal init of the ViT Linear/Conv kernels, 0.02 as the official code; None
+      -> LeCun fan-in scaling (1/sqrt(fan_in)) for the patch embedding, transformers, latent
+      projection and decoder embedding (the decoder's output head keeps 0.02), which small
+      widths (the `tiny` variant) need to leave the mean-image solution in a short run.
   """
   image_size: int = 256
   enc_patch_size: int = 16
@@ -110,6 +115,7 @@ class TiTokConfig:
   tail_token_drop: bool = False
   tail_token_drop_mode: str = "per_step"
   scan_unroll: int = 1
+  init_std: float | None = layers.VIT_INIT_STD
 
   def __post_init__(self):
     if isinstance(self.pixel_decoder, dict):
@@ -139,6 +145,7 @@ class TiTokConfig:
     need(self.num_latent_tokens >= 1, "num_latent_tokens", ">= 1")
     need(self.token_size >= 1, "token_size", ">= 1")
     need(self.num_sub_codebooks >= 1, "num_sub_codebooks", ">= 1")
+    need(self.init_std is None or self.init_std > 0, "init_std", "None or > 0")
     if self.quantizer == "factorized_vq":
       need(self.token_size % self.num_sub_codebooks == 0, "num_sub_codebooks",
            f"a divisor of token_size={self.token_size}")
@@ -252,7 +259,8 @@ class TiTokEncoder(nnx.Module):
     w, k = config.enc_width, config.num_latent_tokens
     self.config = config
     scale = w ** -0.5
-    self.patch_embed = layers.PatchEmbed(config.enc_patch_size, 3, w, rngs=rngs)
+    init = config.init_std
+    self.patch_embed = layers.PatchEmbed(config.enc_patch_size, 3, w, rngs=rngs, init_std=init)
     self.class_embedding = layers.normal_param((1, w), scale, rngs)
     self.positional_embedding = layers.normal_param((config.enc_grid ** 2 + 1, w), scale, rngs)
     self.latent_tokens = layers.normal_param((k, w), scale, rngs)
@@ -260,9 +268,9 @@ class TiTokEncoder(nnx.Module):
     self.ln_pre = layers.layer_norm(w, rngs=rngs)
     self.transformer = layers.Transformer(w, config.enc_depth, config.enc_heads,
                                           mlp_ratio=config.mlp_ratio,
-                                          unroll=config.scan_unroll, rngs=rngs)
+                                          unroll=config.scan_unroll, rngs=rngs, init_std=init)
     self.ln_post = layers.layer_norm(w, rngs=rngs)
-    self.conv_out = layers.vit_linear(w, config.latent_channels, rngs=rngs)
+    self.conv_out = layers.vit_linear(w, config.latent_channels, rngs=rngs, init_std=init)
 
   def latents(self, images: jax.Array) -> jax.Array:
     """`[B, S, S, 3]` -> hidden states of the K latent positions after ln_post, `[B, K, W]`."""
@@ -302,7 +310,11 @@ class TiTokDecoder(nnx.Module):
     w, k = config.dec_width, config.num_latent_tokens
     self.config = config
     scale = w ** -0.5
-    self.decoder_embed = layers.vit_linear(config.token_size, w, rngs=rngs)
+    init = config.init_std
+    # The output head keeps a small init either way: LeCun there makes the untrained model
+    # emit unit-variance pixel noise that a short run spends its steps unlearning.
+    head_init = layers.VIT_INIT_STD if init is None else init
+    self.decoder_embed = layers.vit_linear(config.token_size, w, rngs=rngs, init_std=init)
     self.class_embedding = layers.normal_param((1, w), scale, rngs)
     self.positional_embedding = layers.normal_param((config.dec_grid ** 2 + 1, w), scale, rngs)
     self.mask_token = layers.normal_param((1, 1, w), scale, rngs)
@@ -310,17 +322,19 @@ class TiTokDecoder(nnx.Module):
     self.ln_pre = layers.layer_norm(w, rngs=rngs)
     self.transformer = layers.Transformer(w, config.dec_depth, config.dec_heads,
                                           mlp_ratio=config.mlp_ratio,
-                                          unroll=config.scan_unroll, rngs=rngs)
+                                          unroll=config.scan_unroll, rngs=rngs, init_std=init)
     self.ln_post = layers.layer_norm(w, rngs=rngs)
     if config.head == "two_stage":
-      self.ffn_0 = layers.vit_linear(w, 2 * w, rngs=rngs)
-      self.ffn_2 = layers.vit_linear(2 * w, config.pixel_codebook_size, rngs=rngs)
+      self.ffn_0 = layers.vit_linear(w, 2 * w, rngs=rngs, init_std=head_init)
+      self.ffn_2 = layers.vit_linear(2 * w, config.pixel_codebook_size, rngs=rngs,
+                                     init_std=head_init)
       self.conv_out = None
     else:
       p = config.dec_patch_size
-      self.ffn_0 = layers.vit_linear(w, p * p * 3, rngs=rngs)
+      self.ffn_0 = layers.vit_linear(w, p * p * 3, rngs=rngs, init_std=head_init)
       self.ffn_2 = None
-      self.conv_out = nnx.Conv(3, 3, (3, 3), padding="SAME", kernel_init=layers.VIT_KERNEL_INIT,
+      self.conv_out = nnx.Conv(3, 3, (3, 3), padding="SAME",
+                               kernel_init=layers.vit_kernel_init(head_init),
                                bias_init=nnx.initializers.zeros_init(), rngs=rngs)
 
   def hidden(self, z: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
@@ -611,13 +625,16 @@ VARIANTS: dict[str, TiTokConfig] = {
     "BL-64-VAE": _vae("base", "large", 64),
     "BL-128-VAE": _vae("base", "large", 128),
     # Sized to train on 2 CPU cores: 64x64 images, 8x8 patches (8x8 grid), 32 tokens of a
-    # 1024 x 16 cosine codebook, width-128 ViTs, single-stage pixel head.
+    # 1024 x 16 cosine codebook, width-128 ViTs, single-stage pixel head. Not the official
+    # init: LeCun-scaled kernels (the 0.02 of the wide models leaves a width-128 ViT at the
+    # mean-image saddle) and the FQGAN/LlamaGen entropy loss against codebook collapse.
     "tiny": TiTokConfig(image_size=64, enc_patch_size=8, dec_patch_size=8,
                         enc_width=128, enc_depth=2, enc_heads=4,
                         dec_width=128, dec_depth=2, dec_heads=4,
                         num_latent_tokens=32, token_size=16, codebook_size=1024,
                         use_l2_norm=True, legacy_projection=False, head="pixel",
-                        finetune_decoder=False),
+                        finetune_decoder=False, init_std=None,
+                        quantizer_kwargs={"entropy_loss_weight": 0.1}),
 }
 
 # Parameter counts published with the released models (TiTok arXiv 2406.07550, Table 6 /

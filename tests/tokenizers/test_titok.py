@@ -235,6 +235,29 @@ def test_variants_are_consistent():
     assert TiTokConfig.from_dict(json.loads(c.to_json())) == c
 
 
+def test_init_std_option():
+  """`init_std` only changes the init: 0.02 (official default) vs LeCun (None, `tiny`)."""
+  assert all(c.init_std == 0.02 for n, c in titok.VARIANTS.items() if n != "tiny")
+  assert titok.VARIANTS["tiny"].init_std is None
+  small = dict(image_size=32, enc_patch_size=8, dec_patch_size=8, enc_width=64, enc_depth=1,
+               enc_heads=2, dec_width=64, dec_depth=1, dec_heads=2, num_latent_tokens=4,
+               token_size=8, codebook_size=16, legacy_projection=False, head="pixel")
+  official = TiTok(TiTokConfig(**small), rngs=nnx.Rngs(0))
+  lecun = TiTok(TiTokConfig(**small, init_std=None), rngs=nnx.Rngs(0))
+  qkv = lambda m: np.asarray(m.encoder.transformer.blocks.attn.qkv.kernel[...])
+  assert abs(qkv(official).std() - 0.02 * 0.88) < 0.003  # trunc-normal(2 sigma) shrinks std
+  assert abs(qkv(lecun).std() - 64 ** -0.5) < 0.02
+  emb = lambda m: np.asarray(m.decoder.decoder_embed.kernel[...]).std()
+  assert emb(lecun) > 10 * emb(official)
+  # The output head keeps the small init either way; other init_std values are honoured.
+  np.testing.assert_array_equal(official.decoder.ffn_0.kernel[...],
+                                lecun.decoder.ffn_0.kernel[...])
+  custom = TiTok(TiTokConfig(**small, init_std=0.1), rngs=nnx.Rngs(0))
+  assert abs(qkv(custom).std() - 0.1 * 0.88) < 0.01
+  with pytest.raises(ValueError, match="init_std"):
+    TiTokConfig(**small, init_std=0.0)
+
+
 @pytest.fixture(scope="module")
 def tiny_model():
   return TiTok(titok.get_config("tiny"), rngs=nnx.Rngs(0))
