@@ -287,11 +287,8 @@ def _read_source(path: Path) -> dict[str, np.ndarray]:
 
 
 def _sha1(path: Path) -> str:
-  h = hashlib.sha1()
   with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      h.update(chunk)
-  return h.hexdigest()
+    return hashlib.file_digest(f, "sha1").hexdigest()
 
 
 def convert(src: str | os.PathLike, dst: str | os.PathLike) -> Path:

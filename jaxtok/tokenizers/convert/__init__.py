@@ -101,11 +101,8 @@ def merge_maskgit_params(params: Mapping[str, np.ndarray], maskgit: Mapping[str,
 
 
 def _sha256(path: Path) -> str:
-  h = hashlib.sha256()
   with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      h.update(chunk)
-  return h.hexdigest()
+    return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def convert_titok(checkpoint: str | os.PathLike,
