@@ -114,21 +114,28 @@ class ResnetBlock(nnx.Module):
     return h + residual
 
 
+def _resnet_stack(cin: int, cout: int, num_blocks: int, rngs: nnx.Rngs) -> nnx.List:
+  """`num_blocks` ResnetBlocks, the first cin -> cout, the rest cout -> cout."""
+  return nnx.List([ResnetBlock(cin if i == 0 else cout, cout, rngs=rngs)
+                   for i in range(num_blocks)])
+
+
+def _apply_stack(blocks: nnx.List, x: jax.Array) -> jax.Array:
+  for blk in blocks:
+    x = blk(x)
+  return x
+
+
 class UpBlock(nnx.Module):
   """Level of the decoder: `num_res_blocks` ResnetBlocks, then (optionally) x2 up + conv."""
 
   def __init__(self, cin: int, cout: int, num_res_blocks: int, upsample: bool, *,
                rngs: nnx.Rngs):
-    blocks = []
-    for _ in range(num_res_blocks):
-      blocks.append(ResnetBlock(cin, cout, rngs=rngs))
-      cin = cout
-    self.block = nnx.List(blocks)
+    self.block = _resnet_stack(cin, cout, num_res_blocks, rngs)
     self.upsample_conv = _conv(cout, cout, 3, use_bias=True, rngs=rngs) if upsample else None
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    for blk in self.block:
-      x = blk(x)
+    x = _apply_stack(self.block, x)
     if self.upsample_conv is not None:
       x = self.upsample_conv(upsample_nearest_2x(x))
     return x
@@ -139,16 +146,11 @@ class DownBlock(nnx.Module):
 
   def __init__(self, cin: int, cout: int, num_res_blocks: int, downsample: bool, *,
                rngs: nnx.Rngs):
-    blocks = []
-    for _ in range(num_res_blocks):
-      blocks.append(ResnetBlock(cin, cout, rngs=rngs))
-      cin = cout
-    self.block = nnx.List(blocks)
+    self.block = _resnet_stack(cin, cout, num_res_blocks, rngs)
     self.downsample = downsample
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    for blk in self.block:
-      x = blk(x)
+    x = _apply_stack(self.block, x)
     return avg_pool_2x(x) if self.downsample else x
 
 
