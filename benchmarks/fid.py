@@ -34,7 +34,7 @@ def main():
   p.add_argument("--batch-sizes", default="16,64")
   p.add_argument("--precision", default="highest", choices=("highest", "high", "default"))
   args = p.parse_args()
-  from jaxtok.eval import inception, inception_weights
+  from jaxtok.nets import inception, inception_weights
   import torch  # The baseline.
 
   weights = inception_weights._fid_helper_file() or inception_weights.resolve_weights()

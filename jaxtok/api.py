@@ -15,7 +15,7 @@ A checkpoint directory holds exactly two files:
   `/`-joined path (e.g. `encoder/transformer/0/attn/qkv/kernel`). PRNG key variables are stored
   as their raw key data (uint32) and re-wrapped on load.
 
-Safetensors is read and written with numpy (`jaxtok.tokenizers.convert.readers`), so a
+Safetensors is read and written with numpy (`jaxtok.io.readers`), so a
 checkpoint loads without torch, orbax or the network.
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxtok.tokenizers.convert import readers
+from jaxtok.io import readers
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -70,7 +70,7 @@ _FALLBACK_CLASSES = {
 def _registry() -> dict[str, type]:
   """`{family: model class}`: jaxtok.tokenizers.TOKENIZERS, completed by the fallbacks."""
   from jaxtok import tokenizers  # pylint: disable=g-import-not-at-top  (avoids an import cycle)
-  registry = dict(getattr(tokenizers, "TOKENIZERS", {}))
+  registry = {k: f.model_class for k, f in tokenizers.TOKENIZERS.items()}
   for family, (module, name) in _FALLBACK_CLASSES.items():
     if family not in registry:
       registry[family] = getattr(importlib.import_module(module), name)
@@ -497,9 +497,8 @@ def _config_class(family: str) -> type:
   """The config dataclass the family's model takes (its `config_class`, else the annotation
   of its constructor's `config` argument)."""
   from jaxtok import tokenizers  # pylint: disable=g-import-not-at-top
-  configs = getattr(tokenizers, "CONFIGS", {})
-  if family in configs:
-    return configs[family]
+  if family in tokenizers.TOKENIZERS:
+    return tokenizers.TOKENIZERS[family].config_class
   cls = _model_class(family)
   explicit = getattr(cls, "config_class", None)
   if explicit is not None:

@@ -9,7 +9,7 @@ from flax import nnx
 
 import jaxtok
 from jaxtok import api
-from jaxtok.tokenizers.convert import readers
+from jaxtok.io import readers
 from jaxtok.tokenizers.titok import TiTok, TiTokConfig
 
 # Small but complete models: both heads, legacy projection, cosine VQ, and One-D-Piece.

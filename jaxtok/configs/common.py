@@ -34,7 +34,7 @@ class DataSpec:
   """Training and evaluation images.
 
   Attributes:
-    source: "bundled", "folder:PATH" or "tfds:NAME[:split]" (see `jaxtok.trainers.data`).
+    source: "bundled", "folder:PATH" or "tfds:NAME[:split]" (see `jaxtok.data`).
     eval_source: held-out images for PSNR, grids and evaluators (same syntax).
     resolution: square training/eval resolution in pixels.
     num_eval_images: how many held-out images the trainer evaluates and draws.

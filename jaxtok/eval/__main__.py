@@ -14,7 +14,7 @@ Without a tokenizer, FID (plus PSNR/SSIM/bytes for codecs) between sources:
   python -m jaxtok.eval --data folder:A --save-stats a.npz --out DIR    # mu/sigma file
   python -m jaxtok.eval --data bundled --metrics rd --out DIR           # JPEG/WebP curves only
 
-SOURCE is what `jaxtok.trainers.data.eval_images` takes: `bundled` (the held-out photos),
+SOURCE is what `jaxtok.data.eval_images` takes: `bundled` (the held-out photos),
 `folder:PATH`, `tfds:NAME[:split]`. `--tiles T` loads each image at T*R and cuts it into
 T x T tiles of R x R, to get more (distinct) images out of a few photos.
 """
@@ -68,7 +68,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def load_images(source: str, resolution: int, *, max_images: int | None = None,
                 tiles: int = 1) -> np.ndarray:
   """uint8 `[N, R, R, 3]` from `eval_images`, optionally cut into `tiles x tiles` crops."""
-  from jaxtok.trainers import data  # pylint: disable=g-import-not-at-top
+  from jaxtok import data  # pylint: disable=g-import-not-at-top
   if tiles == 1:
     return data.eval_images(source, resolution, max_images=max_images)
   big = data.eval_images(source, resolution * tiles)

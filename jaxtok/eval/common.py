@@ -58,7 +58,7 @@ class ReconEvaluator(Evaluator):
 
   Args:
     metrics: any of `RECON_METRICS`; "lpips" needs `lpips_weights` (paths for
-      `jaxtok.trainers.perceptual.LPIPS.from_file`).
+      `jaxtok.nets.perceptual.LPIPS.from_file`).
     ssim_gaussian: SSIM window, see `recon.ssim`.
   """
 
@@ -72,7 +72,7 @@ class ReconEvaluator(Evaluator):
     if unknown or not metrics:
       raise ValueError(f"metrics: expected a non-empty subset of {RECON_METRICS}, got {metrics}")
     if "lpips" in metrics and lpips_weights is None:
-      raise ValueError("lpips_weights: LPIPS needs weight files (see jaxtok.trainers.perceptual)"
+      raise ValueError("lpips_weights: LPIPS needs weight files (see jaxtok.nets.perceptual)"
                        ", got None")
     self.metrics = metrics
     fns = {m: recon.METRICS[m] for m in metrics if m != "lpips"}

@@ -25,7 +25,8 @@ import jax
 import numpy as np
 import scipy.linalg
 
-from jaxtok.eval import inception, reduce
+from jaxtok.eval import reduce
+from jaxtok.nets import inception
 
 _LOG = logging.getLogger(__name__)
 

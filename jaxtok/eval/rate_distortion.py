@@ -28,7 +28,8 @@ import jax
 import numpy as np
 from PIL import Image
 
-from jaxtok.eval import common, fid, inception, recon
+from jaxtok.eval import common, fid, recon
+from jaxtok.nets import inception
 
 MIN_FID_IMAGES = 2048
 DEFAULT_QUALITIES = (5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95)

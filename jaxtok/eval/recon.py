@@ -128,8 +128,8 @@ METRICS = {"mse": mse, "l1": l1, "psnr": psnr, "ssim": ssim}
 
 
 def make_lpips(weights):
-  """`fn(a, b) -> [B]` LPIPS from `jaxtok.trainers.perceptual.LPIPS` weights (file paths)."""
-  from jaxtok.trainers import perceptual  # pylint: disable=g-import-not-at-top
+  """`fn(a, b) -> [B]` LPIPS from `jaxtok.nets.perceptual.LPIPS` weights (file paths)."""
+  from jaxtok.nets import perceptual  # pylint: disable=g-import-not-at-top
   paths = (weights,) if isinstance(weights, (str, bytes)) or not hasattr(
       weights, "__iter__") else tuple(weights)
   model = perceptual.LPIPS.from_file(*paths)

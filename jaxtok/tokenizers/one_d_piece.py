@@ -21,8 +21,8 @@ from jaxtok.tokenizers.titok import (MODEL_SIZES, TiTok, TiTokConfig, tail_drop_
 
 __all__ = ["OneDPiece", "VARIANTS", "one_d_piece_config", "get_config", "tail_drop_lengths"]
 
-# One-D-Piece models are TiTok models; the alias names the family in registries.
-OneDPiece = TiTok
+class OneDPiece(TiTok):
+  """A TiTok trained with tail-token-drop; its own class so the registry can tell it apart."""
 
 
 def one_d_piece_config(size: str, num_latent_tokens: int = 256, **overrides) -> TiTokConfig:

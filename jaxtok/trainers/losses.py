@@ -296,7 +296,7 @@ def generator_loss(cfg: LossConfig, images: Array, recon: Array, aux: Mapping[st
   if cfg.perceptual_weight > 0:
     if perceptual_fn is None:
       raise ValueError("perceptual_fn: required when perceptual_weight > 0 (e.g. "
-                       "jaxtok.trainers.perceptual.LPIPS.from_file(...)), got None")
+                       "jaxtok.nets.perceptual.LPIPS.from_file(...)), got None")
     terms["perceptual_loss"] = cfg.perceptual_weight * jnp.mean(
         _f32(perceptual_fn(images, recon)))
   else:

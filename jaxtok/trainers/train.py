@@ -61,7 +61,7 @@ def model_class_and_config(spec) -> tuple[type, Any]:
     cls = getattr(module, cls_name)
   else:
     from jaxtok import tokenizers  # pylint: disable=g-import-not-at-top
-    registry = dict(getattr(tokenizers, "TOKENIZERS", {}))
+    registry = {k: f.model_class for k, f in tokenizers.TOKENIZERS.items()}
     if "titok" not in registry:  # The registry is filled by jaxtok.tokenizers/__init__.
       from jaxtok.tokenizers.titok import TiTok  # pylint: disable=g-import-not-at-top
       registry["titok"] = TiTok
@@ -97,7 +97,8 @@ def _teacher(config: TrainConfig, model_config: Any):
   if config.teacher == "random":  # Smoke tests only: no released weights offline.
     teacher = maskgit_vqgan.MaskGITVQGAN(mg_cfg, rngs=nnx.Rngs(config.seed + 1))
   elif config.teacher:
-    from jaxtok.tokenizers.convert import readers, titok_mapping  # pylint: disable=g-import-not-at-top
+    from jaxtok.io import readers
+    from jaxtok.tokenizers.convert import titok_mapping  # pylint: disable=g-import-not-at-top
     teacher = titok_mapping.maskgit_from_official(readers.read_checkpoint(config.teacher),
                                                   mg_cfg)
   else:
@@ -110,7 +111,7 @@ def _discriminator(config: TrainConfig):
   """(graphdef, params, state) of TiTok's GAN discriminator, or None when the GAN is off."""
   if config.loss.gan_weight <= 0 or config.recipe == "stage1":
     return None
-  from jaxtok.trainers import discriminator  # pylint: disable=g-import-not-at-top
+  from jaxtok.nets import discriminator  # pylint: disable=g-import-not-at-top
   disc = discriminator.NLayerDiscriminator(rngs=nnx.Rngs(config.seed + 2))
   return _split_pure(disc)
 
@@ -124,7 +125,7 @@ def _perceptual(config: TrainConfig):
   spec = config.loss.perceptual
   if not spec or config.loss.perceptual_weight <= 0 or config.recipe == "stage1":
     return None
-  from jaxtok.trainers import perceptual  # pylint: disable=g-import-not-at-top
+  from jaxtok.nets import perceptual  # pylint: disable=g-import-not-at-top
   kind, _, arg = spec.partition(":")
   if kind == "lpips":
     if not arg:
@@ -320,7 +321,8 @@ def load_init_weights(path: str, model_config: Any) -> nnx.Module:
     import jaxtok  # pylint: disable=g-import-not-at-top
     return jaxtok.load(p).model
   if p.is_file():
-    from jaxtok.tokenizers.convert import readers, titok_mapping  # pylint: disable=g-import-not-at-top
+    from jaxtok.io import readers
+    from jaxtok.tokenizers.convert import titok_mapping  # pylint: disable=g-import-not-at-top
     return titok_mapping.titok_from_params(model_config, readers.read_checkpoint(p))
   raise ValueError(f"init_from: expected a jaxtok checkpoint directory or a checkpoint file, "
                    f"got {path!r}")
@@ -403,7 +405,7 @@ def run_evaluators(config: TrainConfig, exp: Experiment, state: TrainState
     return {}
   from jaxtok.api import Tokenizer  # pylint: disable=g-import-not-at-top
   from jaxtok.eval import common as eval_common  # pylint: disable=g-import-not-at-top
-  from jaxtok.trainers import data as data_lib  # pylint: disable=g-import-not-at-top
+  from jaxtok import data as data_lib  # pylint: disable=g-import-not-at-top
   tok = Tokenizer(exp.export_model(state), family=_family_name(config))
   images = data_lib.eval_images(config.data.eval_source, config.data.resolution)
   evaluators = eval_common.build_evaluators(list(config.evaluators))
@@ -416,7 +418,7 @@ def run_evaluators(config: TrainConfig, exp: Experiment, state: TrainState
 # The loop.
 # ==========================================================================================
 def _data_config(config: TrainConfig):
-  from jaxtok.trainers import data as data_lib  # pylint: disable=g-import-not-at-top
+  from jaxtok import data as data_lib  # pylint: disable=g-import-not-at-top
   return data_lib.DataConfig(source=config.data.source, resolution=config.data.resolution,
                              crop_scale=(config.data.min_crop_scale, 1.0),
                              num_workers=config.data.num_workers, seed=config.seed)
@@ -455,7 +457,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
   Raises:
     NonFiniteLossError: a loss term became NaN/Inf (the last good checkpoint is on disk).
   """
-  from jaxtok.trainers import data as data_lib  # pylint: disable=g-import-not-at-top
+  from jaxtok import data as data_lib  # pylint: disable=g-import-not-at-top
   workdir = Path(workdir).absolute()
   workdir.mkdir(parents=True, exist_ok=True)
   primary = distributed.is_primary()

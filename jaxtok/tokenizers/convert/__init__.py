@@ -29,8 +29,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from jaxtok.tokenizers.convert import readers
-from jaxtok.tokenizers.convert.readers import (read_checkpoint, read_safetensors,
+from jaxtok.io import readers
+from jaxtok.io.readers import (read_checkpoint, read_safetensors,
                                                read_torch_zip, write_safetensors)
 
 __all__ = ["convert_titok", "read_official_config", "merge_maskgit_params",

@@ -19,12 +19,13 @@ import jaxtok
 from jaxtok import api
 from jaxtok.testing import fixture_params
 from jaxtok.tokenizers import convert
-from jaxtok.tokenizers.convert import readers, titok_mapping
+from jaxtok.io import readers
+from jaxtok.tokenizers.convert import titok_mapping
 from jaxtok.tokenizers.convert.__main__ import main as convert_main
 
 FIXTURES = pathlib.Path(__file__).parents[2] / "fixtures" / "titok"
 _spec = importlib.util.spec_from_file_location(
-    "jaxtok_tests_torch_format", pathlib.Path(__file__).with_name("torch_format.py"))
+    "jaxtok_tests_torch_format", pathlib.Path(__file__).parents[2] / "io" / "torch_format.py")
 torch_format = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(torch_format)
 

@@ -1,4 +1,4 @@
-"""Tests of jaxtok.trainers.discriminator against an independent numpy forward pass."""
+"""Tests of jaxtok.nets.discriminator against an independent numpy forward pass."""
 import math
 
 import jax
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxtok.trainers import discriminator as D
+from jaxtok.nets import discriminator as D
 
 
 def _np_same_conv(x, w, b):

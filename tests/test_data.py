@@ -1,4 +1,4 @@
-"""Tests of jaxtok.trainers.data: sources, held-out photos, resume, sharding, bad files."""
+"""Tests of jaxtok.data: sources, held-out photos, resume, sharding, bad files."""
 import io
 import json
 import threading
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxtok.trainers import data
+from jaxtok import data
 
 
 def _take(it, n):

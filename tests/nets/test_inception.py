@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from jaxtok import testing
-from jaxtok.eval import inception, inception_weights
+from jaxtok.nets import inception, inception_weights
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 

@@ -1,11 +1,11 @@
-"""Tests of jaxtok.trainers.perceptual: LPIPS architecture and weight loading, Inception."""
+"""Tests of jaxtok.nets.perceptual: LPIPS architecture and weight loading, Inception."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-from jaxtok.trainers import perceptual as P
+from jaxtok.nets import perceptual as P
 
 # torchvision vgg16 feature indices of the convs, with (in, out) channels.
 _CONVS = [(0, 3, 64), (2, 64, 64), (5, 64, 128), (7, 128, 128), (10, 128, 256),
@@ -147,7 +147,7 @@ def test_lpips_weight_file_errors(tmp_path):
 
 
 def test_inception_perceptual_random_network():
-  from jaxtok.eval import inception
+  from jaxtok.nets import inception
   net = inception.InceptionV3FID(rngs=nnx.Rngs(0))
   model = P.InceptionPerceptual(network=net, size=75, taps=("mixed_2", "mixed_7"))
   fn = nnx.jit(lambda m, a, b: m(a, b))

@@ -10,7 +10,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from jaxtok.tokenizers.convert import readers
+from jaxtok.io import readers
 
 _spec = importlib.util.spec_from_file_location(
     "jaxtok_tests_torch_format", pathlib.Path(__file__).with_name("torch_format.py"))

@@ -14,10 +14,10 @@ No weights are bundled (no network access here): `LPIPS.from_file(path)` loads
   together with torchvision's `vgg16-397923af.pth` (features), or one full `lpips.LPIPS`
   state dict. `convert_torch_lpips(*state_dicts)` does the same from numpy dicts, so a
   conversion can run once on a machine with torch:
-    python -m jaxtok.trainers.perceptual vgg.pth vgg16-397923af.pth lpips_vgg.npz
+    python -m jaxtok.nets.perceptual vgg.pth vgg16-397923af.pth lpips_vgg.npz
 
 `InceptionPerceptual` needs no extra file beyond the FID Inception weights jaxtok's FID
-already uses (`jaxtok.eval.inception`): an LPIPS-style distance (uniform weights) over
+already uses (`jaxtok.nets.inception`): an LPIPS-style distance (uniform weights) over
 intermediate Inception maps plus the pool3 features.
 """
 from __future__ import annotations
@@ -244,7 +244,7 @@ def _torch_state_dict(path: str) -> dict[str, np.ndarray]:
     raise ValueError(
         f"path: {path!r} is a PyTorch file; reading it needs torch (pip install "
         f"'jaxtok[torch]'), or convert it once elsewhere with "
-        f"`python -m jaxtok.trainers.perceptual ...` and pass the .npz") from e
+        f"`python -m jaxtok.nets.perceptual ...` and pass the .npz") from e
   sd = torch.load(path, map_location="cpu", weights_only=True)
   if hasattr(sd, "state_dict"):
     sd = sd.state_dict()
@@ -288,7 +288,7 @@ class InceptionPerceptual(nnx.Module):
   def __init__(self, weights: Mapping[str, np.ndarray] | str | None = None, *,
                size: int = 299, taps: Sequence[str] = INCEPTION_TAPS,
                pool_weight: float = 1.0, network=None):
-    from jaxtok.eval import inception, inception_weights
+    from jaxtok.nets import inception, inception_weights
     if size < 75:
       raise ValueError(f"size: expected >= 75 (Inception's smallest input), got {size}")
     unknown = [t for t in taps if t not in _INCEPTION_BLOCKS]
@@ -305,7 +305,7 @@ class InceptionPerceptual(nnx.Module):
     self.net = network
 
   def _features(self, x: jax.Array) -> tuple[list[jax.Array], jax.Array]:
-    from jaxtok.eval import inception
+    from jaxtok.nets import inception
     net = self.net
     x = inception.preprocess(x, size=self.size)
     x = net.conv_2(net.conv_1(net.conv(x)))
@@ -336,9 +336,9 @@ _INCEPTION_BLOCKS = ("mixed", "mixed_1", "mixed_2", "mixed_3", "mixed_4", "mixed
 
 
 def main(argv: Sequence[str]) -> None:
-  """`python -m jaxtok.trainers.perceptual IN.pth [IN2.pth ...] OUT.npz` (needs torch)."""
+  """`python -m jaxtok.nets.perceptual IN.pth [IN2.pth ...] OUT.npz` (needs torch)."""
   if len(argv) < 2 or not argv[-1].endswith(".npz"):
-    raise SystemExit("usage: python -m jaxtok.trainers.perceptual vgg.pth "
+    raise SystemExit("usage: python -m jaxtok.nets.perceptual vgg.pth "
                      "vgg16-397923af.pth out.npz")
   save_lpips_weights(argv[-1], load_lpips_weights(*argv[:-1]))
   print(f"wrote {argv[-1]}")

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxtok.eval import inception_weights
+from jaxtok.nets import inception_weights
 
 FEATURE_DIM = 2048
 INPUT_SIZE = 299

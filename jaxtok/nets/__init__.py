@@ -1,0 +1,5 @@
+"""Frozen auxiliary networks shared by evaluation and training (DESIGN.md §1).
+
+`inception` (the TF-2015 FID Inception), `perceptual` (LPIPS/VGG and an Inception feature
+distance), `discriminator` (TiTok's GAN discriminator).
+"""
