@@ -33,6 +33,7 @@ EXTRAS = {
     "test": [
         "pytest>=8.0",
         "pytest-xdist>=3.5",
+        "ruff>=0.6",
         "nbmake>=1.5",
         "ipykernel>=6.0",
         "safetensors>=0.4",
