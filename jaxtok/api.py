@@ -15,7 +15,7 @@ A checkpoint directory holds exactly two files:
   `/`-joined path (e.g. `encoder/transformer/0/attn/qkv/kernel`). PRNG key variables are stored
   as their raw key data (uint32) and re-wrapped on load.
 
-Safetensors is read and written with numpy (`jaxtok.io.readers`), so a
+Safetensors is read and written with numpy (`jaxtok.io.safetensors`), so a
 checkpoint loads without torch, orbax or the network.
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxtok.io import readers
+from jaxtok.io import safetensors
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -539,8 +539,8 @@ def load(path_or_variant: str | os.PathLike, *, seed: int = 0) -> Tokenizer:
     weights = path / WEIGHTS_FILE
     if not weights.is_file():
       raise ValueError(f"path_or_variant: directory {str(path)!r} has no {WEIGHTS_FILE}")
-    arrays = readers.read_safetensors(weights)
-    key_impls = json.loads(readers.read_safetensors_metadata(weights).get("key_impls", "{}"))
+    arrays = safetensors.read_safetensors(weights)
+    key_impls = json.loads(safetensors.read_safetensors_metadata(weights).get("key_impls", "{}"))
     model = model_from_arrays(family, config, arrays, source=str(weights), key_impls=key_impls)
     return Tokenizer(model, family=family)
   name = os.fspath(path_or_variant)
@@ -598,7 +598,7 @@ def save(tok_or_model: Tokenizer | nnx.Module, directory: str | os.PathLike, *,
     meta["source"] = dict(source)
   tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
   try:
-    readers.write_safetensors(tmp / WEIGHTS_FILE, arrays, metadata)
+    safetensors.write_safetensors(tmp / WEIGHTS_FILE, arrays, metadata)
     (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     if target.exists():
       old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))

@@ -9,7 +9,7 @@ from flax import nnx
 
 import jaxtok
 from jaxtok import api
-from jaxtok.io import readers
+from jaxtok.io import safetensors
 from jaxtok.tokenizers.titok import TiTok, TiTokConfig
 
 # Small but complete models: both heads, legacy projection, cosine VQ, and One-D-Piece.
@@ -202,7 +202,7 @@ def test_save_failure_leaves_old_checkpoint(tmp_path, pixel_tok, monkeypatch):
 
   def boom(*args, **kwargs):
     raise OSError("disk full")
-  monkeypatch.setattr(readers, "write_safetensors", boom)
+  monkeypatch.setattr(safetensors, "write_safetensors", boom)
   with pytest.raises(OSError, match="disk full"):
     jaxtok.save(pixel_tok, target)
   assert (target / "weights.safetensors").read_bytes() == before
@@ -219,26 +219,26 @@ def test_load_rejects_bad_checkpoints(tmp_path, pixel_tok):
   with pytest.raises(ValueError, match="has no config.json"):
     jaxtok.load(empty)
   out = jaxtok.save(pixel_tok, tmp_path / "ckpt")
-  arrays = readers.read_safetensors(out / "weights.safetensors")
+  arrays = safetensors.read_safetensors(out / "weights.safetensors")
   # Wrong shape.
   bad = dict(arrays)
   key = next(k for k in bad if k.endswith("kernel"))
   bad[key] = np.zeros((3, 3), np.float32)
-  readers.write_safetensors(out / "weights.safetensors", bad)
+  safetensors.write_safetensors(out / "weights.safetensors", bad)
   with pytest.raises(ValueError, match=rf"variable '{key}' has shape \(3, 3\)"):
     jaxtok.load(out)
   # Missing parameter.
   bad = dict(arrays)
   del bad[key]
-  readers.write_safetensors(out / "weights.safetensors", bad)
+  safetensors.write_safetensors(out / "weights.safetensors", bad)
   with pytest.raises(ValueError, match=r"expected every parameter of the model, missing 1"):
     jaxtok.load(out)
   # Extra entry.
-  readers.write_safetensors(out / "weights.safetensors", {**arrays, "bogus": np.zeros(2)})
+  safetensors.write_safetensors(out / "weights.safetensors", {**arrays, "bogus": np.zeros(2)})
   with pytest.raises(ValueError, match=r"1 entries the model does not have: \['bogus'\]"):
     jaxtok.load(out)
   # Unknown config field.
-  readers.write_safetensors(out / "weights.safetensors", arrays)
+  safetensors.write_safetensors(out / "weights.safetensors", arrays)
   meta = json.loads((out / "config.json").read_text())
   meta["config"]["no_such_field"] = 1
   (out / "config.json").write_text(json.dumps(meta))

@@ -97,9 +97,9 @@ def _teacher(config: TrainConfig, model_config: Any):
   if config.teacher == "random":  # Smoke tests only: no released weights offline.
     teacher = maskgit_vqgan.MaskGITVQGAN(mg_cfg, rngs=nnx.Rngs(config.seed + 1))
   elif config.teacher:
-    from jaxtok.io import readers
+    from jaxtok.io import torch_pickle
     from jaxtok.tokenizers.convert import titok_mapping  # pylint: disable=g-import-not-at-top
-    teacher = titok_mapping.maskgit_from_official(readers.read_checkpoint(config.teacher),
+    teacher = titok_mapping.maskgit_from_official(torch_pickle.read_checkpoint(config.teacher),
                                                   mg_cfg)
   else:
     raise ValueError("teacher: recipe 'stage1' needs the MaskGIT-VQGAN weights file "
@@ -321,9 +321,9 @@ def load_init_weights(path: str, model_config: Any) -> nnx.Module:
     import jaxtok  # pylint: disable=g-import-not-at-top
     return jaxtok.load(p).model
   if p.is_file():
-    from jaxtok.io import readers
+    from jaxtok.io import torch_pickle
     from jaxtok.tokenizers.convert import titok_mapping  # pylint: disable=g-import-not-at-top
-    return titok_mapping.titok_from_params(model_config, readers.read_checkpoint(p))
+    return titok_mapping.titok_from_params(model_config, torch_pickle.read_checkpoint(p))
   raise ValueError(f"init_from: expected a jaxtok checkpoint directory or a checkpoint file, "
                    f"got {path!r}")
 

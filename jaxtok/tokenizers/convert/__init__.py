@@ -15,7 +15,7 @@ turingmotors/One-D-Piece (arXiv 2501.10064): `model.safetensors` or `pytorch_mod
 two-stage models whose checkpoint lacks them, the MaskGIT VQGAN
 (`maskgit-vqgan-imagenet-f16-256.bin`) whose `decoder.*` / `quantize.embedding.weight` become
 the TiTok `pixel_decoder.*` / `pixel_quantize.embedding.weight` (the official code loads them
-the same way). No torch is needed: `readers` parses both file formats with numpy.
+the same way). No torch is needed: `jaxtok.io` parses both file formats with numpy.
 
 The name mapping lives in `titok_mapping` (official key -> NNX path and layout).
 """
@@ -29,13 +29,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from jaxtok.io import readers
-from jaxtok.io.readers import (read_checkpoint, read_safetensors,
-                                               read_torch_zip, write_safetensors)
+from jaxtok.io.safetensors import read_safetensors, write_safetensors
+from jaxtok.io.torch_pickle import read_checkpoint, read_torch_zip
 
 __all__ = ["convert_titok", "read_official_config", "merge_maskgit_params",
-           "read_checkpoint", "read_safetensors", "read_torch_zip", "write_safetensors",
-           "readers"]
+           "read_checkpoint", "read_safetensors", "read_torch_zip", "write_safetensors"]
 
 # MaskGIT VQGAN state-dict prefixes -> TiTok's names for the same modules.
 _MASKGIT_TO_TITOK = {"decoder.": "pixel_decoder.",
@@ -125,7 +123,7 @@ def convert_titok(checkpoint: str | os.PathLike,
       `pixel_quantize.embedding.weight` where `checkpoint` lacks them (legacy models).
     maskgit_override: take those from `maskgit_vqgan` even where `checkpoint` has them.
     one_d_piece: force the One-D-Piece family on/off (None: detect from the config).
-    use_torch: reader choice for torch files (see `readers.read_checkpoint`).
+    use_torch: reader choice for torch files (see `jaxtok.io.torch_pickle.read_checkpoint`).
     overwrite: replace an existing jaxtok checkpoint at `out`.
 
   Returns:

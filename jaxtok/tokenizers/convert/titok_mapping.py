@@ -1,7 +1,7 @@
 """Official PyTorch state_dict names -> jaxtok NNX state, for TiTok, One-D-Piece and MaskGIT.
 
 Numpy in, no torch needed: `params` is a flat `{official_key: np.ndarray}` (as read from
-`model.safetensors` / `pytorch_model.bin` by `jaxtok.io.readers`).
+`model.safetensors` / `pytorch_model.bin` by `jaxtok.io.torch_pickle`).
 
 Layout rules (DESIGN.md §3): Linear (out, in) -> kernel (in, out); Conv (O, I, kh, kw) ->
 (kh, kw, I, O); 1x1 convs used as Dense -> `w[:, :, 0, 0].T`; norm weight -> scale; PyTorch's

@@ -17,9 +17,9 @@ import pytest
 
 import jaxtok
 from jaxtok import api
+from jaxtok.io import safetensors
 from jaxtok.testing import fixture_params
 from jaxtok.tokenizers import convert
-from jaxtok.io import readers
 from jaxtok.tokenizers.convert import titok_mapping
 from jaxtok.tokenizers.convert.__main__ import main as convert_main
 
@@ -61,7 +61,7 @@ def test_convert_safetensors_and_bin_then_load(path, tmp_path):
   params = _params(fx)
   cfg = json.loads(str(fx["config_json"]))
   (tmp_path / "config.json").write_text(json.dumps(cfg))
-  readers.write_safetensors(tmp_path / "model.safetensors", params)
+  safetensors.write_safetensors(tmp_path / "model.safetensors", params)
   _write_bin(params, tmp_path / "pytorch_model.bin")
 
   assert convert_main(["titok", "--checkpoint", str(tmp_path / "model.safetensors"),
@@ -71,8 +71,8 @@ def test_convert_safetensors_and_bin_then_load(path, tmp_path):
   assert convert_main(["titok", "--checkpoint", str(tmp_path / "pytorch_model.bin"),
                        "--out", str(tmp_path / "from_bin")]) == 0
   # Both file formats give the same jaxtok checkpoint.
-  a = readers.read_safetensors(tmp_path / "from_st" / "weights.safetensors")
-  b = readers.read_safetensors(tmp_path / "from_bin" / "weights.safetensors")
+  a = safetensors.read_safetensors(tmp_path / "from_st" / "weights.safetensors")
+  b = safetensors.read_safetensors(tmp_path / "from_bin" / "weights.safetensors")
   assert a.keys() == b.keys()
   for k in a:
     np.testing.assert_array_equal(a[k], b[k], err_msg=k)
@@ -121,7 +121,7 @@ def test_legacy_pixel_decoder_from_maskgit_vqgan(path, tmp_path):
   maskgit["quantize.embedding.weight"] = params["pixel_quantize.embedding.weight"]
   # The VQGAN's encoder is not part of TiTok; it must be ignored.
   maskgit["encoder.conv_in.weight"] = np.zeros((4, 3, 3, 3), np.float32)
-  readers.write_safetensors(tmp_path / "titok.safetensors", titok_only)
+  safetensors.write_safetensors(tmp_path / "titok.safetensors", titok_only)
   torch_format.save_state_dict(maskgit, tmp_path / "maskgit.bin")
 
   with pytest.raises(ValueError, match=r"--maskgit-vqgan"):
@@ -134,10 +134,10 @@ def test_legacy_pixel_decoder_from_maskgit_vqgan(path, tmp_path):
   meta = json.loads((out / "config.json").read_text())
   assert meta["source"]["keys_from_maskgit_vqgan"] == len(maskgit) - 1
   # Same weights as converting the complete checkpoint.
-  readers.write_safetensors(tmp_path / "full.safetensors", params)
+  safetensors.write_safetensors(tmp_path / "full.safetensors", params)
   full = convert.convert_titok(tmp_path / "full.safetensors", cfg, tmp_path / "full")
-  a = readers.read_safetensors(out / "weights.safetensors")
-  b = readers.read_safetensors(full / "weights.safetensors")
+  a = safetensors.read_safetensors(out / "weights.safetensors")
+  b = safetensors.read_safetensors(full / "weights.safetensors")
   for k in b:
     np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 

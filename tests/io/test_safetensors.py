@@ -1,0 +1,89 @@
+"""Torch-free safetensors reader and writer (`jaxtok.io.safetensors`)."""
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from jaxtok.io import safetensors
+
+
+def _arrays():
+  rng = np.random.default_rng(0)
+  return {
+      "w": rng.standard_normal((3, 4)).astype(np.float32),
+      "b": rng.standard_normal(4).astype(np.float64),
+      "h": rng.standard_normal((2, 2)).astype(np.float16),
+      "ids": np.arange(-3, 3, dtype=np.int64),
+      "i32": np.array([[1, 2]], np.int32),
+      "u8": np.array([0, 255], np.uint8),
+      "mask": np.array([True, False]),
+      "scalar": np.array(7, np.int32),
+      "empty": np.zeros((0, 3), np.float32),
+  }
+
+
+def _bf16_bits(x):
+  return (np.asarray(x, np.float32).view(np.uint32) >> 16).astype(np.uint16)
+
+
+def test_safetensors_roundtrip_every_dtype(tmp_path):
+  arrays = _arrays()
+  safetensors.write_safetensors(tmp_path / "a.safetensors", arrays, {"note": "x"})
+  back = safetensors.read_safetensors(tmp_path / "a.safetensors")
+  assert back.keys() == arrays.keys()
+  for k, v in arrays.items():
+    assert back[k].dtype == v.dtype and back[k].shape == v.shape, k
+    np.testing.assert_array_equal(back[k], v)
+  assert safetensors.read_safetensors_metadata(tmp_path / "a.safetensors") == {"note": "x"}
+  # The header is 8-byte aligned, as the format asks.
+  (n,) = struct.unpack("<Q", (tmp_path / "a.safetensors").read_bytes()[:8])
+  assert n % 8 == 0
+
+
+def test_safetensors_interop_with_reference_library(tmp_path):
+  st = pytest.importorskip("safetensors.numpy")
+  arrays = {k: v for k, v in _arrays().items()}
+  st.save_file(arrays, str(tmp_path / "ref.safetensors"))
+  back = safetensors.read_safetensors(tmp_path / "ref.safetensors")
+  for k, v in arrays.items():
+    np.testing.assert_array_equal(back[k], v)
+  safetensors.write_safetensors(tmp_path / "ours.safetensors", arrays)
+  ref = st.load_file(str(tmp_path / "ours.safetensors"))
+  for k, v in arrays.items():
+    assert ref[k].dtype == v.dtype
+    np.testing.assert_array_equal(ref[k], v)
+
+
+def _raw_safetensors(path, header, data=b""):
+  head = json.dumps(header).encode()
+  path.write_bytes(struct.pack("<Q", len(head)) + head + data)
+  return path
+
+
+def test_safetensors_bf16_is_widened(tmp_path):
+  values = np.array([[1.5, -2.25], [3.0e-3, 1e4]], np.float32)
+  bits = _bf16_bits(values)
+  path = _raw_safetensors(tmp_path / "bf.safetensors",
+                          {"x": {"dtype": "BF16", "shape": [2, 2], "data_offsets": [0, 8]}},
+                          bits.tobytes())
+  out = safetensors.read_safetensors(path)["x"]
+  assert out.dtype == np.float32
+  np.testing.assert_array_equal(out, (bits.astype(np.uint32) << 16).view(np.float32))
+  np.testing.assert_allclose(out, values, rtol=1e-2)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda p: p.write_bytes(b"\x01\x02"), r"path: expected a safetensors file"),
+    (lambda p: p.write_bytes(struct.pack("<Q", 10 ** 6) + b"{}"), r"does not fit"),
+    (lambda p: p.write_bytes(struct.pack("<Q", 4) + b"nope"), r"unreadable safetensors JSON"),
+    (lambda p: _raw_safetensors(p, {"x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 8]}},
+                                b"\0" * 8), r"data_offsets \[0, 8\] that do not hold \[4\]"),
+    (lambda p: _raw_safetensors(p, {"x": {"dtype": "C64", "shape": [1], "data_offsets": [0, 8]}},
+                                b"\0" * 8), r"has dtype 'C64'"),
+])
+def test_safetensors_malformed_files_raise(tmp_path, make, match):
+  path = tmp_path / "bad.safetensors"
+  make(path)
+  with pytest.raises(ValueError, match=match):
+    safetensors.read_safetensors(path)
