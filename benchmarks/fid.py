@@ -37,7 +37,7 @@ def main():
   from jaxtok.nets import inception, inception_weights
   import torch  # The baseline.
 
-  weights = inception_weights._fid_helper_file() or inception_weights.resolve_weights()
+  weights = inception_weights.fid_helper_file() or inception_weights.resolve_weights()
   script = torch.jit.load(str(weights), map_location="cpu").eval()
   results = {"device": str(jax.devices()[0].platform), "cpu_count": os.cpu_count(),
              "processor": platform.processor() or platform.machine(),

@@ -8,6 +8,12 @@ unpickle it with an `Unpickler` whose `find_class` only resolves an allow-list o
 (tensor rebuild functions, storage types, `OrderedDict`), so arbitrary code in a
 checkpoint is never executed.
 
+TorchScript archives (`torch.jit.save`) have the same layout: `<root>/data.pkl` pickles the
+module tree (`__torch__.*` objects whose attributes are tensors, submodules and plain values;
+read here as `ScriptObject`s) with storages under `<root>/data/`, and `<root>/constants.pkl`
+the code's tensor constants with storages under `<root>/constants/`. `read_torchscript`
+flattens the module tree into dotted names, as `torch.jit.load(...).state_dict()` does.
+
 bfloat16 tensors are widened to float32 (numpy has no bfloat16 of its own); every other
 dtype is kept.
 """
@@ -91,6 +97,19 @@ def _rebuild_device_tensor_from_numpy(data, dtype, device, requires_grad):
   return np.asarray(data)
 
 
+class ScriptObject:
+  """Stand-in for a pickled TorchScript `__torch__.*` object: its attributes land in
+  `__dict__` (pickle's BUILD); no code of the archive is ever run."""
+
+  def __init__(self, *args):
+    del args
+
+
+def _identity(value, *unused_args):
+  """`torch.jit._pickle.build_intlist` & co. and `restore_type_tag`: plain values."""
+  return value
+
+
 def _np_scalar(dtype, data=None):
   """Rebuilds a pickled numpy scalar (numpy's own `multiarray.scalar`, without importing it
   under a path that moved between numpy 1 and 2)."""
@@ -119,9 +138,9 @@ class _TorchUnpickler(pickle.Unpickler):
       ("numpy", "dtype"): np.dtype,
   }
 
-  def __init__(self, file, archive: zipfile.ZipFile, root: str, byteorder: str):
+  def __init__(self, file, archive: zipfile.ZipFile, storage_dir: str, byteorder: str):
     super().__init__(file)
-    self._archive, self._root, self._byteorder = archive, root, byteorder
+    self._archive, self._storage_dir, self._byteorder = archive, storage_dir, byteorder
     self._storages: dict[str, _Storage] = {}
 
   def find_class(self, module, name):
@@ -132,6 +151,11 @@ class _TorchUnpickler(pickle.Unpickler):
       return name  # dtype objects only appear as metadata we ignore.
     if (module, name) in self._ALLOWED:
       return self._ALLOWED[(module, name)]
+    if module == "__torch__" or module.startswith("__torch__."):
+      return ScriptObject
+    if module == "torch.jit._pickle" and (name.startswith("build_") or
+                                          name == "restore_type_tag"):
+      return _identity
     raise pickle.UnpicklingError(
         f"checkpoint: refusing to load {module}.{name} from the pickle (only tensors, storages "
         f"and plain containers are read without torch; install torch==2.13.0 for others)")
@@ -143,7 +167,7 @@ class _TorchUnpickler(pickle.Unpickler):
     if not isinstance(storage_type, _StorageType):
       raise pickle.UnpicklingError(f"checkpoint: storage of unknown type {storage_type!r}")
     if key not in self._storages:
-      raw = self._archive.read(f"{self._root}data/{key}")
+      raw = self._archive.read(f"{self._storage_dir}{key}")
       dtype = storage_type.dtype
       if self._byteorder == "big" and dtype.itemsize > 1:
         dtype = dtype.newbyteorder(">")
@@ -156,40 +180,79 @@ class _TorchUnpickler(pickle.Unpickler):
     return self._storages[key]
 
 
-def read_torch_zip(path: str | os.PathLike) -> Any:
-  """Loads a `torch.save` zip archive without torch; tensors come back as numpy arrays.
+def read_torch_zip(path: str | os.PathLike, *, record: str = "data") -> Any:
+  """Loads a `torch.save` (or `torch.jit.save`) zip archive without torch.
 
   Args:
-    path: a `.bin`/`.pt`/`.pth` file written by `torch.save` (PyTorch >= 1.6).
+    path: a `.bin`/`.pt`/`.pth` file written by `torch.save` (PyTorch >= 1.6), or a
+      TorchScript archive.
+    record: which pickle of the archive: "data" (the saved object / module tree) or, for
+      TorchScript, "constants" (the code's tensor constants, a tuple).
 
   Returns:
-    The pickled object with every tensor replaced by an owned `np.ndarray`.
+    The pickled object with every tensor replaced by an owned `np.ndarray` (TorchScript
+    modules as `ScriptObject`s).
 
   Raises:
     ValueError: not a zip-format torch file (e.g. the pre-1.6 legacy format) or it names
       classes outside the allow-list.
   """
   path = os.fspath(path)
+  if record not in ("data", "constants"):
+    raise ValueError(f"record: expected 'data' or 'constants', got {record!r}")
   if not zipfile.is_zipfile(path):
     raise ValueError(f"path: expected a zip-format torch checkpoint (torch.save of PyTorch "
                      f">= 1.6), got a non-zip file {path!r}; re-save it with a recent torch")
   with zipfile.ZipFile(path) as archive:
-    pkls = [n for n in archive.namelist() if n.endswith("data.pkl")]
+    names = archive.namelist()
+    pkls = [n for n in names if n.rpartition("/")[2] == f"{record}.pkl"]
     if len(pkls) != 1:
-      raise ValueError(f"path: expected exactly one data.pkl in {path!r}, found {pkls}")
-    root = pkls[0][:-len("data.pkl")]
+      raise ValueError(f"path: expected exactly one {record}.pkl in {path!r}, found {pkls}")
+    root = pkls[0][:-len(f"{record}.pkl")]
     byteorder = "little"
-    if f"{root}byteorder" in archive.namelist():
+    if f"{root}byteorder" in names:
       byteorder = archive.read(f"{root}byteorder").decode().strip()
-    unpickler = _TorchUnpickler(io.BytesIO(archive.read(pkls[0])), archive, root, byteorder)
+    unpickler = _TorchUnpickler(io.BytesIO(archive.read(pkls[0])), archive, f"{root}{record}/",
+                                byteorder)
     try:
       return unpickler.load()
     except pickle.UnpicklingError as e:
       raise ValueError(str(e)) from e
 
 
+def read_torchscript(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+  """Tensors and plain attributes of a TorchScript archive's module tree, without torch.
+
+  Args:
+    path: a `torch.jit.save` archive.
+
+  Returns:
+    (tensors, attrs): `{dotted name: np.ndarray}` (the names and values of
+    `torch.jit.load(path).state_dict()`) and `{dotted name: value}` for every other
+    attribute that is not a submodule (e.g. a conv's `stride`, `padding`, `training`).
+  """
+  root = read_torch_zip(path)
+  if not isinstance(root, ScriptObject):
+    raise ValueError(f"path: expected a TorchScript archive (a pickled __torch__ module), got "
+                     f"{type(root).__name__} in {os.fspath(path)!r}")
+  tensors: dict[str, np.ndarray] = {}
+  attrs: dict[str, Any] = {}
+  stack = [("", root)]
+  while stack:
+    prefix, obj = stack.pop()
+    for key, value in vars(obj).items():
+      name = f"{prefix}{key}"
+      if isinstance(value, np.ndarray):
+        tensors[name] = value
+      elif isinstance(value, ScriptObject):
+        stack.append((name + ".", value))
+      else:
+        attrs[name] = value
+  return tensors, attrs
+
+
 def _read_torch_with_torch(path: str) -> Any:
-  import torch  # pylint: disable=g-import-not-at-top  (optional dependency)
+  import torch  # noqa: PLC0415  (optional dependency)
   obj = torch.load(path, map_location="cpu", weights_only=True)
 
   def to_np(x):
@@ -258,7 +321,7 @@ def read_checkpoint(path: str | os.PathLike, *, use_torch: bool | None = False
   except ValueError:
     if use_torch is None:
       try:
-        import torch  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+        import torch  # noqa: F401, PLC0415  (optional dependency)
       except ImportError:
         raise
       return _find_state_dict(_read_torch_with_torch(path), path)

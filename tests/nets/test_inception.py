@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from jaxtok import testing
+from jaxtok.io import torch_pickle
 from jaxtok.nets import inception, inception_weights
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -44,8 +45,8 @@ def test_odd_batch_is_padded_not_recompiled(extractor):
 
 
 def test_architecture_matches_torchscript_strides_and_paddings():
-  tensors, attrs = inception_weights.read_torchscript(inception_weights.resolve_weights(
-      inception_weights._fid_helper_file()))
+  tensors, attrs = torch_pickle.read_torchscript(inception_weights.resolve_weights(
+      inception_weights.fid_helper_file()))
   assert len(tensors) == 376
   model = inception.InceptionV3FID()
   names = inception_weights.conv_names()
@@ -62,8 +63,8 @@ def test_architecture_matches_torchscript_strides_and_paddings():
 
 def test_torch_free_reader_equals_torch_jit_load():
   torch = pytest.importorskip("torch", reason="cross-check of the torch-free reader")
-  path = inception_weights._fid_helper_file()
-  tensors, _ = inception_weights.read_torchscript(path)
+  path = inception_weights.fid_helper_file()
+  tensors, _ = torch_pickle.read_torchscript(path)
   state = torch.jit.load(str(path), map_location="cpu").state_dict()
   assert set(state) == set(tensors)
   for k, v in state.items():
