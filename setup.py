@@ -13,7 +13,6 @@ INSTALL_REQUIRES = [
     "flax>=0.11.0",
     "optax>=0.2.4",
     "orbax-checkpoint>=0.11.0",
-    "einops>=0.8.0",
     "grain>=0.2.10",
     "tensorflow-datasets>=4.9.7",
     "ml-collections>=1.0.0",

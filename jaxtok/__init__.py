@@ -1,7 +1,7 @@
 """jaxtok: discrete 1D image tokenizers in JAX/Flax NNX.
 
     import jaxtok
-    tok = jaxtok.load("S-128")          # or a checkpoint directory
+    tok = jaxtok.load("titok:S-128")    # or a checkpoint directory
     tokens = tok.encode(images)         # [B, H, W, 3] uint8 / float [0, 1] -> int32 [B, K]
     recon = tok.decode(tokens)          # float32 [B, H, W, 3] in [0, 1]
 """

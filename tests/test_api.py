@@ -9,7 +9,8 @@ from flax import nnx
 
 import jaxtok
 from jaxtok import api
-from jaxtok.io import safetensors
+from jaxtok.io import checkpoint, safetensors
+from jaxtok.tokenizers.one_d_piece import OneDPiece
 from jaxtok.tokenizers.titok import TiTok, TiTokConfig
 
 # Small but complete models: both heads, legacy projection, cosine VQ, and One-D-Piece.
@@ -40,8 +41,8 @@ def pixel_tok():
 def prefix_tok():
   # One-D-Piece style (tail-token-drop on); the pixel head keeps compiles cheap. The two-stage
   # head goes through this API in tests/tokenizers/convert/ (legacy and One-D-Piece fixtures).
-  return jaxtok.Tokenizer(TiTok(_pixel_config(image_size=16, tail_token_drop=True),
-                                rngs=nnx.Rngs(1)))
+  return jaxtok.Tokenizer(OneDPiece(_pixel_config(image_size=16, tail_token_drop=True),
+                                    rngs=nnx.Rngs(1)))
 
 
 def _images(n, size, seed=0):
@@ -168,8 +169,8 @@ def test_save_load_roundtrip(tmp_path, prefix_tok):
   np.testing.assert_array_equal(tok2.encode(x), ids)
   np.testing.assert_array_equal(tok2.decode(ids[:, :3]), prefix_tok.decode(ids[:, :3]))
   # Every variable round-trips bit-exactly (parameters and non-parameter state alike).
-  a, _ = api.state_to_arrays(prefix_tok.model)
-  b, _ = api.state_to_arrays(tok2.model)
+  a, _ = checkpoint.state_to_arrays(prefix_tok.model)
+  b, _ = checkpoint.state_to_arrays(tok2.model)
   assert a.keys() == b.keys()
   for k in a:
     np.testing.assert_array_equal(a[k], b[k], err_msg=k)
@@ -248,9 +249,9 @@ def test_load_rejects_bad_checkpoints(tmp_path, pixel_tok):
 
 def test_config_dict_roundtrip():
   for cfg in (_pixel_config(), _two_stage_config(tail_token_drop=True, codebook_size=64)):
-    d = api.config_to_dict(cfg)
+    d = checkpoint.config_to_dict(cfg)
     json.dumps(d)  # JSON-ready.
-    assert api.config_from_dict(TiTokConfig, d) == cfg
+    assert checkpoint.config_from_dict(TiTokConfig, d) == cfg
 
 
 def test_key_variables_roundtrip(tmp_path):
@@ -262,17 +263,17 @@ def test_key_variables_roundtrip(tmp_path):
       self.rngs = nnx.Rngs(dropout=7)
 
   model = WithRngs(_pixel_config(), rngs=nnx.Rngs(0))
-  arrays, meta = api.state_to_arrays(model)
+  arrays, meta = checkpoint.state_to_arrays(model)
   assert any(k.endswith(".__key_data__") for k in arrays)
   assert json.loads(meta["key_impls"]) == {"rngs/dropout/key": "threefry2x32"}
-  rebuilt = api.model_from_arrays("titok", model.config, arrays, model_class=WithRngs,
-                                  key_impls=json.loads(meta["key_impls"]))
+  rebuilt = checkpoint.model_from_arrays(WithRngs, model.config, arrays,
+                                         key_impls=json.loads(meta["key_impls"]))
   a = jax.random.key_data(model.rngs.dropout.key[...])
   b = jax.random.key_data(rebuilt.rngs.dropout.key[...])
   np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   # A file without the key data still loads: non-parameter variables come from a real init.
   params_only = {k: v for k, v in arrays.items() if not k.startswith("rngs/")}
-  rebuilt = api.model_from_arrays("titok", model.config, params_only, model_class=WithRngs)
+  rebuilt = checkpoint.model_from_arrays(WithRngs, model.config, params_only)
   np.testing.assert_array_equal(np.asarray(rebuilt.encoder.ln_pre.scale[...]),
                                 np.asarray(model.encoder.ln_pre.scale[...]))
 
@@ -290,3 +291,64 @@ def test_variant_names():
     jaxtok.load("nofamily:S-128")
   with pytest.raises(ValueError, match=r"path_or_variant: expected a directory path"):
     jaxtok.load(123)
+
+
+def test_dead_code_restart_model_exports(tmp_path):
+  """A VQ with dead-code restart holds a typed PRNG key; save/load keeps it and the tokens."""
+  # cluster_size starts at 1 and decays towards the counts: unused codes restart at step 1.
+  model = TiTok(_pixel_config(quantizer_kwargs={"dead_code_threshold": 0.995}),
+                rngs=nnx.Rngs(0))
+  x = _images(4, 32, seed=13)
+  before = np.asarray(model.quantize.codebook[...])
+  step = nnx.jit(lambda m, x: m(x, train=True)[1]["quantizer_loss"])
+  for _ in range(2):  # Restarts move the key and the codebook.
+    step(model, jnp.asarray(x))
+  assert not np.array_equal(before, np.asarray(model.quantize.codebook[...]))
+  key_path = ("quantize", "restart_rngs", "restart", "key")
+  flat = dict(nnx.to_flat_state(nnx.state(model)))
+  assert checkpoint.is_key_array(flat[key_path].get_value())
+  out = jaxtok.save(model, tmp_path / "ckpt")
+  tok = jaxtok.load(out)
+  np.testing.assert_array_equal(tok.encode(x), jaxtok.Tokenizer(model).encode(x))
+  loaded = dict(nnx.to_flat_state(nnx.state(tok.model)))
+  np.testing.assert_array_equal(np.asarray(jax.random.key_data(loaded[key_path].get_value())),
+                                np.asarray(jax.random.key_data(flat[key_path].get_value())))
+  # Host copies keep keys typed (np.asarray alone cannot convert them).
+  host = jax.tree_util.tree_map(checkpoint.host_array, nnx.state(model))
+  merged = nnx.merge(nnx.graphdef(model), host)
+  np.testing.assert_array_equal(jaxtok.Tokenizer(merged).encode(x), tok.encode(x))
+  # Raw uint32 key data stored under the plain variable name loads too.
+  arrays, meta = checkpoint.state_to_arrays(model)
+  name = "/".join(key_path)
+  arrays[name] = arrays.pop(name + checkpoint.KEY_DATA_SUFFIX)
+  rebuilt = checkpoint.model_from_arrays(TiTok, model.config, arrays,
+                                         key_impls=json.loads(meta["key_impls"]))
+  np.testing.assert_array_equal(jaxtok.Tokenizer(rebuilt).encode(x), tok.encode(x))
+
+
+def test_token_spec_drives_the_tokenizer(pixel_tok, prefix_tok):
+  spec = pixel_tok.model.token_spec
+  assert (spec.num_tokens, spec.image_size, spec.vocab_size, spec.ids_per_token,
+          spec.channels, spec.prefix) == (6, 32, 32, 1, None, False)
+  assert prefix_tok.model.token_spec.prefix and prefix_tok.family == "one_d_piece"
+  vae = jaxtok.Tokenizer(TiTok(_pixel_config(quantizer="gaussian"), rngs=nnx.Rngs(0)))
+  assert vae.continuous and vae.codebook_size is None and vae.token_spec.channels == 4
+  latents = vae.encode(_images(1, 32))
+  assert latents.shape == (1, 6, 4) and latents.dtype == np.float32
+  assert vae.decode(latents).shape == (1, 32, 32, 3)
+  with pytest.raises(ValueError, match=r"tokens: expected float latents \[B, 6, 4\]"):
+    vae.decode(np.zeros((1, 6, 4), np.int32))
+
+
+def test_old_quantize_mode_key_loads():
+  d = _pixel_config().to_dict()
+  d.pop("quantizer")
+  assert TiTokConfig.from_dict({**d, "quantize_mode": "vae"}).quantizer == "gaussian"
+  assert TiTokConfig.from_dict({**d, "quantize_mode": "vq"}).quantizer == "vq"
+  with pytest.raises(ValueError, match="quantize_mode"):
+    TiTokConfig.from_dict({**d, "quantize_mode": "nope"})
+
+
+def test_ambiguous_bare_variant_names_raise():
+  with pytest.raises(ValueError, match=r"several families.*'titok:tiny', 'one_d_piece:tiny'"):
+    jaxtok.load("tiny")

@@ -60,10 +60,11 @@ def parse_variant(name: str) -> tuple[Family, str]:
 
 
 def family_of(model: Any) -> Family:
-  """The family whose model class is exactly `type(model)`."""
-  for fam in TOKENIZERS.values():
-    if type(model) is fam.model_class:  # pylint: disable=unidiomatic-typecheck
-      return fam
+  """The family of `model`: the registered class nearest in its MRO (OneDPiece before TiTok)."""
+  by_class = {fam.model_class: fam for fam in TOKENIZERS.values()}
+  for cls in type(model).__mro__:
+    if cls in by_class:
+      return by_class[cls]
   raise ValueError(f"model: expected an instance of one of "
                    f"{sorted(f.model_class.__name__ for f in TOKENIZERS.values())}, got "
                    f"{type(model).__name__}")

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxtok.tokenizers import one_d_piece, titok
+from jaxtok.tokenizers import one_d_piece, titok, token_drop
+from jaxtok.tokenizers.convert.titok_config import official_family, official_titok_config
 from jaxtok.tokenizers.titok import TiTok, TiTokConfig
 
 
@@ -41,7 +42,11 @@ def test_variants():
       "vit_enc_model_size": "small", "vit_dec_model_size": "small", "vit_enc_patch_size": 16,
       "vit_dec_patch_size": 16, "num_latent_tokens": 256, "finetune_decoder": True,
       "strict_length_assertion": False}}, "dataset": {"preprocessing": {"crop_size": 256}}}
-  assert TiTokConfig.from_official(official) == vs["S-256"]
+  assert official_titok_config(official) == vs["S-256"]
+  assert official_family(official) == "one_d_piece"
+  # tiny / smoke are TiTok's with tail-token-drop on (one definition).
+  for name in ("tiny", "smoke"):
+    assert vs[name] == TiTokConfig(**{**titok.VARIANTS[name].to_dict(), "tail_token_drop": True})
 
 
 def test_prefix_decode_every_length(model):
@@ -91,10 +96,10 @@ def test_tail_token_drop_training(model):
   with pytest.raises(ValueError, match="rngs"):
     model(x, train=True)
 
-  lengths = titok.tail_drop_lengths(jax.random.key(0), 4096, k, "per_example")
+  lengths = token_drop.keep_lengths(jax.random.key(0), 4096, k, "per_example")
   counts = np.bincount(np.asarray(lengths), minlength=k + 1)
   assert counts[0] == 0 and (counts[1:] > 4096 / k * 0.7).all()  # roughly uniform on 1..K
-  pooled = titok.tail_drop_lengths(jax.random.key(1), 5, k, "per_step")
+  pooled = token_drop.keep_lengths(jax.random.key(1), 5, k, "per_step")
   assert len(set(np.asarray(pooled).tolist())) == 1
 
 

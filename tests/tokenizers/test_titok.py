@@ -9,8 +9,10 @@ import pytest
 from flax import nnx
 
 from jaxtok import testing
-from jaxtok.tokenizers import layers, titok
+from jaxtok.tokenizers import get_family, layers, titok
 from jaxtok.tokenizers.convert import titok_mapping
+from jaxtok.tokenizers.convert.titok_config import official_titok_config
+from jaxtok.tokenizers.quantizers import GaussianQuantizer
 from jaxtok.tokenizers.titok import TiTok, TiTokConfig
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "titok"
@@ -130,7 +132,8 @@ def test_parity_with_official(path):
   f = dict(np.load(path, allow_pickle=False))
   params = {k[len("param/"):]: v for k, v in f.items() if k.startswith("param/")}
   config_dict = json.loads(str(f["config_json"]))
-  model = titok_mapping.from_official(config_dict, params)
+  size_table = json.loads(str(f["meta_json"]))["size_table"]
+  model = titok_mapping.from_official(config_dict, params, size_table=size_table)
   cfg = model.config
   if str(f["fixture_kind"]) == "one_d_piece":
     assert cfg.tail_token_drop, "One-D-Piece configs must turn on tail-token-drop"
@@ -182,7 +185,7 @@ def _all_layer_norms(module):
 
 def test_layer_norm_eps_and_exact_gelu():
   """eps=1e-5 (PyTorch) on every TiTok LayerNorm and erf GELU: tolerances cannot see these."""
-  cfg = titok.get_config("tiny")
+  cfg = get_family("titok").variant("tiny")
   model = nnx.eval_shape(lambda: TiTok(cfg, rngs=nnx.Rngs(0)))
   norms = _all_layer_norms(model)
   # ln_pre, ln_post and the (depth-stacked) ln_1, ln_2 of encoder and decoder.
@@ -228,7 +231,7 @@ def test_variants_are_consistent():
     c = vs[name]
     assert (c.head, c.codebook_size, c.token_size, c.use_l2_norm) == ("pixel", 8192, 64, False)
   for name in ("LL-32-VAE", "BL-64-VAE", "BL-128-VAE"):
-    assert vs[name].quantize_mode == "vae" and vs[name].token_size == 16
+    assert vs[name].quantizer == "gaussian" and vs[name].token_size == 16
   assert [vs[n].num_latent_tokens for n in ("S-128", "B-64", "L-32")] == [128, 64, 32]
   # Configs round-trip through JSON.
   for c in vs.values():
@@ -237,7 +240,8 @@ def test_variants_are_consistent():
 
 def test_init_std_option():
   """`init_std` only changes the init: 0.02 (official default) vs LeCun (None, `tiny`)."""
-  assert all(c.init_std == 0.02 for n, c in titok.VARIANTS.items() if n != "tiny")
+  # `smoke` is the tiny model at 32 px, so it shares its init.
+  assert all(c.init_std == 0.02 for n, c in titok.VARIANTS.items() if n not in ("tiny", "smoke"))
   assert titok.VARIANTS["tiny"].init_std is None
   small = dict(image_size=32, enc_patch_size=8, dec_patch_size=8, enc_width=64, enc_depth=1,
                enc_heads=2, dec_width=64, dec_depth=1, dec_heads=2, num_latent_tokens=4,
@@ -260,7 +264,7 @@ def test_init_std_option():
 
 @pytest.fixture(scope="module")
 def tiny_model():
-  return TiTok(titok.get_config("tiny"), rngs=nnx.Rngs(0))
+  return TiTok(get_family("titok").variant("tiny"), rngs=nnx.Rngs(0))
 
 
 def _images(n=2, s=64, seed=0):
@@ -307,7 +311,7 @@ def test_bad_inputs_raise_value_error(tiny_model):
   with pytest.raises(ValueError, match="enc_patch_size"):
     TiTokConfig(image_size=64, enc_patch_size=7)
   with pytest.raises(ValueError, match="vit_enc_model_size"):
-    TiTokConfig.from_official({"model": {"vq_model": {
+    official_titok_config({"model": {"vq_model": {
         "vit_enc_model_size": "huge", "num_latent_tokens": 4, "token_size": 4}}})
 
 
@@ -315,15 +319,16 @@ def test_from_official_is_strict():
   f = np.load(FIXTURES / "titok_single_tiny.npz")
   params = {k[6:]: f[k] for k in f.files if k.startswith("param/")}
   cfg = str(f["config_json"])
+  sizes = json.loads(str(f["meta_json"]))["size_table"]
   extra = dict(params, **{"decoder.extra.weight": np.zeros(3, np.float32)})
   with pytest.raises(ValueError, match="no jaxtok parameter"):
-    titok_mapping.from_official(cfg, extra)
+    titok_mapping.from_official(cfg, extra, size_table=sizes)
   missing = {k: v for k, v in params.items() if k != "decoder.mask_token"}
   with pytest.raises(ValueError, match="absent"):
-    titok_mapping.from_official(cfg, missing)
+    titok_mapping.from_official(cfg, missing, size_table=sizes)
   bad = dict(params, **{"decoder.mask_token": np.zeros((1, 1, 7), np.float32)})
   with pytest.raises(ValueError, match="decoder.mask_token"):
-    titok_mapping.from_official(cfg, bad)
+    titok_mapping.from_official(cfg, bad, size_table=sizes)
 
 
 def test_legacy_projection_is_a_raw_reshape():
@@ -354,8 +359,9 @@ def _small(**kw):
 def test_vae_and_factorized_variants():
   x = _images(2, 32)
   # Continuous (VAE) tokens: 2C encoder channels -> mean/logvar; KL; mean as "encode".
-  vae = TiTok(_small(quantize_mode="vae"), rngs=nnx.Rngs(0))
-  assert vae.quantize is None and vae.encoder.conv_out.kernel[...].shape == (32, 16)
+  vae = TiTok(_small(quantizer="gaussian"), rngs=nnx.Rngs(0))
+  assert isinstance(vae.quantize, GaussianQuantizer)
+  assert vae.encoder.conv_out.kernel[...].shape == (32, 16)
 
   @nnx.jit
   def run_vae(m, x, key):
@@ -391,3 +397,44 @@ def test_vae_and_factorized_variants():
   np.testing.assert_allclose(np.asarray(img), np.asarray(recon), atol=1e-5)
   with pytest.raises(ValueError, match="ids"):
     fac.decode_tokens(ids[..., 0])
+
+  with pytest.raises(ValueError, match="ids: the 'gaussian' bottleneck has continuous tokens"):
+    vae.lookup(jnp.zeros((1, 4), jnp.int32))
+
+
+def test_fsq_bottleneck_encodes_decodes_and_trains():
+  """TiTok builds any registry bottleneck: FSQ ids, decode, finite training losses."""
+  fsq = TiTok(_small(quantizer="fsq", quantizer_kwargs={"levels": [8, 5, 5]}), rngs=nnx.Rngs(0))
+  assert fsq.token_spec.vocab_size == 200 and fsq.token_spec.ids_per_token == 1
+  x = _images(2, 32)
+
+  @nnx.jit
+  def run(m, x):
+    ids = m.encode(x)
+    recon, aux = m(x, train=True)
+    return ids, m.decode_tokens(ids), m(x)[0], recon, aux
+
+  ids, img, recon_eval, recon, aux = run(fsq, x)
+  assert ids.shape == (2, 4) and ids.dtype == jnp.int32
+  assert int(ids.min()) >= 0 and int(ids.max()) < 200
+  np.testing.assert_allclose(np.asarray(img), np.asarray(recon_eval), atol=1e-5)
+  assert recon.shape == (2, 32, 32, 3) and np.isfinite(np.asarray(recon)).all()
+  for k in ("quantizer_loss", "commitment_loss", "codebook_loss"):
+    assert np.isfinite(float(aux[k])), k
+  loss = lambda m: jnp.mean((m(x, train=True)[0] - x) ** 2) + m(x, train=True)[1][
+      "quantizer_loss"]
+  grads = nnx.jit(nnx.grad(loss))(fsq)
+  assert all(np.isfinite(np.asarray(g)).all()
+             for g in jax.tree_util.tree_leaves(nnx.state(grads, nnx.Param)))
+  assert float(jnp.abs(grads.encoder.latent_tokens[...]).sum()) > 0
+
+
+def test_tiny_and_smoke_variants():
+  for fam in ("titok", "one_d_piece"):
+    smoke = get_family(fam).variant("smoke")
+    assert (smoke.image_size, smoke.head) == (32, "pixel")
+    assert smoke.tail_token_drop == (fam == "one_d_piece")
+  tiny = titok.VARIANTS["tiny"]
+  assert (tiny.image_size, tiny.enc_width, tiny.codebook_size, tiny.num_latent_tokens) == (
+      64, 64, 512, 32)
+  assert set(titok.MODEL_SIZES) == {"small", "base", "large"}

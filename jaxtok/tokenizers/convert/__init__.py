@@ -28,9 +28,14 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+import yaml
 
+from jaxtok.io import checkpoint as ckpt_format
 from jaxtok.io.safetensors import read_safetensors, write_safetensors
 from jaxtok.io.torch_pickle import read_checkpoint, read_torch_zip
+from jaxtok.tokenizers import family_of
+from jaxtok.tokenizers.convert import titok_mapping
+from jaxtok.tokenizers.convert.titok_config import official_titok_config
 
 __all__ = ["convert_titok", "read_official_config", "merge_maskgit_params",
            "read_checkpoint", "read_safetensors", "read_torch_zip", "write_safetensors"]
@@ -52,11 +57,6 @@ def read_official_config(config: str | os.PathLike | Mapping[str, Any]) -> dict[
                      f"{str(config)!r}, which is not a file")
   text = path.read_text()
   if path.suffix in (".yaml", ".yml"):
-    try:
-      import yaml  # pylint: disable=g-import-not-at-top  (optional: only for .yaml configs)
-    except ImportError as e:
-      raise ValueError(f"config: reading {path.name} needs PyYAML (pip install pyyaml); or "
-                       f"pass the JSON config") from e
     data = yaml.safe_load(text)
   else:
     try:
@@ -109,6 +109,8 @@ def convert_titok(checkpoint: str | os.PathLike,
                   maskgit_vqgan: str | os.PathLike | None = None,
                   maskgit_override: bool = False,
                   one_d_piece: bool | None = None,
+                  heads: int | Mapping[str, int] | None = None,
+                  size_table: Mapping[str, Mapping[str, int]] | None = None,
                   use_torch: bool | None = False,
                   overwrite: bool = True) -> Path:
   """Converts an official TiTok / One-D-Piece checkpoint into a jaxtok checkpoint directory.
@@ -123,16 +125,15 @@ def convert_titok(checkpoint: str | os.PathLike,
       `pixel_quantize.embedding.weight` where `checkpoint` lacks them (legacy models).
     maskgit_override: take those from `maskgit_vqgan` even where `checkpoint` has them.
     one_d_piece: force the One-D-Piece family on/off (None: detect from the config).
+    heads: attention heads of ViT sizes that are not official (one int, or size name ->
+      int); their width and depth are read from the checkpoint (`--heads`).
+    size_table: ViT sizes that are not official, name -> {"width", "depth", "heads"}.
     use_torch: reader choice for torch files (see `jaxtok.io.torch_pickle.read_checkpoint`).
     overwrite: replace an existing jaxtok checkpoint at `out`.
 
   Returns:
     The output directory, loadable with `jaxtok.load`.
   """
-  # Imported here: the model code is only needed once a conversion actually runs.
-  from jaxtok import api  # pylint: disable=g-import-not-at-top
-  from jaxtok.tokenizers.convert import titok_mapping  # pylint: disable=g-import-not-at-top
-
   checkpoint = Path(checkpoint)
   if config is None:
     config = checkpoint.parent / "config.json"
@@ -148,16 +149,14 @@ def convert_titok(checkpoint: str | os.PathLike,
     params, taken = merge_maskgit_params(params, maskgit, override=maskgit_override)
     source.update(maskgit_vqgan=maskgit_path.name, maskgit_vqgan_sha256=_sha256(maskgit_path),
                   keys_from_maskgit_vqgan=len(taken))
-  model_config = _official_model_config(cfg, one_d_piece)
+  model_config = official_titok_config(cfg, size_table=size_table, heads=heads,
+                                       one_d_piece=one_d_piece, params=params)
   if model_config.head == "two_stage" and not any(k.startswith("pixel_decoder.") for k in params):
     raise ValueError(f"checkpoint: {checkpoint.name} is a legacy two-stage TiTok without "
                      f"'pixel_decoder.*' weights; pass the MaskGIT VQGAN with --maskgit-vqgan "
                      f"(maskgit-vqgan-imagenet-f16-256.bin)")
-  model = titok_mapping.from_official(cfg, params, one_d_piece=one_d_piece)
-  family = "one_d_piece" if model.config.tail_token_drop else "titok"
-  return api.save(model, out, family=family, overwrite=overwrite, source=source)
-
-
-def _official_model_config(cfg: Mapping[str, Any], one_d_piece: bool | None):
-  from jaxtok.tokenizers.titok import TiTokConfig  # pylint: disable=g-import-not-at-top
-  return TiTokConfig.from_official(dict(cfg), one_d_piece=one_d_piece)
+  model = titok_mapping.from_official(cfg, params, one_d_piece=one_d_piece,
+                                      size_table=size_table, heads=heads)
+  arrays, metadata = ckpt_format.state_to_arrays(model)
+  meta = ckpt_format.make_meta(family_of(model).name, model.config, source)
+  return ckpt_format.write_dir(out, meta, arrays, metadata, overwrite=overwrite)

@@ -12,6 +12,10 @@ import json
 import sys
 from pathlib import Path
 
+import jaxtok
+from jaxtok.tokenizers.convert import convert_titok
+from jaxtok.tokenizers.convert.titok_config import parse_heads
+
 
 def _parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="python -m jaxtok.tokenizers.convert",
@@ -32,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
   t.add_argument("--one-d-piece", dest="one_d_piece", action="store_true", default=None,
                  help="force the One-D-Piece family (default: detect from the config)")
   t.add_argument("--no-one-d-piece", dest="one_d_piece", action="store_false")
+  t.add_argument("--heads", default=None,
+                 help="attention heads of ViT sizes the library does not know (their width "
+                      "and depth are read from the checkpoint): N, or name=N,name=N")
   t.add_argument("--use-torch", action="store_true",
                  help="read .bin/.pt with torch.load instead of the torch-free reader")
   t.add_argument("--no-overwrite", action="store_true",
@@ -41,13 +48,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
   args = _parser().parse_args(argv)
-  # Heavy imports (jax, the model) only after the arguments parse.
-  import jaxtok  # pylint: disable=g-import-not-at-top
-  from jaxtok.tokenizers.convert import convert_titok  # pylint: disable=g-import-not-at-top
   try:
     out = convert_titok(args.checkpoint, args.config, args.out,
                         maskgit_vqgan=args.maskgit_vqgan, maskgit_override=args.maskgit_override,
-                        one_d_piece=args.one_d_piece, use_torch=True if args.use_torch else False,
+                        one_d_piece=args.one_d_piece, heads=parse_heads(args.heads),
+                        use_torch=True if args.use_torch else False,
                         overwrite=not args.no_overwrite)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)

@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxtok.tokenizers import get_family
+from jaxtok.tokenizers.convert.titok_config import official_family, official_titok_config
 from jaxtok.tokenizers.maskgit_vqgan import MaskGITConfig, MaskGITVQGAN
 from jaxtok.tokenizers.titok import TiTok, TiTokConfig
 
@@ -112,7 +114,7 @@ def titok_rules(config: TiTokConfig, params: Mapping[str, np.ndarray]
   else:
     r["decoder.conv_out.weight"] = (("decoder", "conv_out", "kernel"), _conv)
     r["decoder.conv_out.bias"] = (("decoder", "conv_out", "bias"), _same)
-  if config.quantize_mode == "vq":
+  if config.quantizer == "vq":
     r["quantize.embedding.weight"] = (("quantize", "codebook"), _same)
   return r
 
@@ -204,27 +206,33 @@ def build_with_params(cls, config, params: Mapping[str, np.ndarray],
 
 def from_official(config_dict: Mapping[str, Any] | str,
                   params: Mapping[str, np.ndarray], *,
-                  one_d_piece: bool | None = None) -> TiTok:
+                  one_d_piece: bool | None = None,
+                  size_table: Mapping[str, Mapping[str, int]] | None = None,
+                  heads: int | Mapping[str, int] | None = None) -> TiTok:
   """Builds a TiTok / One-D-Piece model from an official config dict and state_dict arrays.
 
   Args:
     config_dict: the official config (`{"model": {"vq_model": ...}, "dataset": ...}`) or its
       JSON string.
     params: `{official_key: array}` of the official `model.state_dict()`.
-    one_d_piece: see `TiTokConfig.from_official`.
+    one_d_piece, size_table, heads: see `titok_config.official_titok_config`.
 
   Returns:
-    A `TiTok` holding exactly the official weights.
+    The family's model (`TiTok` or `OneDPiece`) holding exactly the official weights.
   """
-  config = TiTokConfig.from_official(config_dict, one_d_piece=one_d_piece)
-  return titok_from_params(config, params)
+  config = official_titok_config(config_dict, size_table=size_table, heads=heads,
+                                 one_d_piece=one_d_piece, params=params)
+  family = get_family(official_family(config_dict, one_d_piece))
+  return titok_from_params(config, params, model_class=family.model_class)
 
 
-def titok_from_params(config: TiTokConfig, params: Mapping[str, np.ndarray]) -> TiTok:
-  """A `TiTok(config)` loaded with official-layout `params` (strict)."""
-  if config.quantizer != "vq":
-    raise ValueError(f"config.quantizer: official checkpoints use 'vq', got {config.quantizer!r}")
-  return build_with_params(TiTok, config, params, titok_rules)
+def titok_from_params(config: TiTokConfig, params: Mapping[str, np.ndarray], *,
+                      model_class: type = TiTok) -> TiTok:
+  """A `model_class(config)` (TiTok or a subclass) loaded with official-layout `params`."""
+  if config.quantizer not in ("vq", "gaussian"):
+    raise ValueError(f"config.quantizer: official checkpoints use 'vq' or 'gaussian', got "
+                     f"{config.quantizer!r}")
+  return build_with_params(model_class, config, params, titok_rules)
 
 
 def maskgit_from_official(params: Mapping[str, np.ndarray],

@@ -1,17 +1,67 @@
 """Quantizers: one shared core (`core.py`) and thin NNX modules over it (DESIGN.md §4).
 
-`QUANTIZERS` maps a config name to the module class.
+`QUANTIZERS` maps a config name to the module class; models build their bottleneck with
+`build_quantizer(name, ...)`. Every entry has the interface
+
+    z_q, aux = quantizer(z, train=False, rngs=None)
+
+with `aux["loss"]` (the total auxiliary loss), `commitment_loss`, `codebook_loss`,
+`entropy_loss`, `stats`, and `ids` for the discrete ones (`kl_loss` for "gaussian").
 """
+from __future__ import annotations
+
+from typing import Any
+
+from flax import nnx
+
 from jaxtok.tokenizers.quantizers.factorized import FactorizedVectorQuantizer
 from jaxtok.tokenizers.quantizers.fsq import FiniteScalarQuantizer
+from jaxtok.tokenizers.quantizers.gaussian import GaussianQuantizer
 from jaxtok.tokenizers.quantizers.stats import CodebookStats, EmaState
 from jaxtok.tokenizers.quantizers.vq import VectorQuantizer
 
-QUANTIZERS = {
+QUANTIZERS: dict[str, type] = {
     "vq": VectorQuantizer,
     "factorized_vq": FactorizedVectorQuantizer,
     "fsq": FiniteScalarQuantizer,
+    "gaussian": GaussianQuantizer,
 }
+
+
+def build_quantizer(name: str, *, dim: int, codebook_size: int | None = None,
+                    distance: str = "l2", beta: float = 0.25, num_factors: int = 1,
+                    rngs: nnx.Rngs, **kwargs: Any) -> nnx.Module:
+  """The `QUANTIZERS[name]` bottleneck for `dim`-channel tokens.
+
+  Args:
+    name: one of `QUANTIZERS`.
+    dim: C, channels of the quantized output (the input is `[..., 2C]` for "gaussian").
+    codebook_size: codes per codebook ("vq", "factorized_vq"); FSQ takes `levels` instead.
+    distance: "l2" or "cosine" ("vq", "factorized_vq").
+    beta: commitment weight ("vq", "factorized_vq").
+    num_factors: k sub-codebooks of dim / k channels each ("factorized_vq").
+    rngs: initialisation randomness.
+    **kwargs: further keyword arguments of the class (e.g. `dead_code_threshold`, `levels`).
+
+  Returns:
+    The quantizer module.
+  """
+  if name not in QUANTIZERS:
+    raise ValueError(f"quantizer: expected one of {sorted(QUANTIZERS)}, got {name!r}")
+  if name == "vq":
+    return VectorQuantizer(codebook_size, dim, distance=distance, beta=beta, **kwargs,
+                           rngs=rngs)
+  if name == "factorized_vq":
+    if dim % num_factors:
+      raise ValueError(f"num_factors: expected a divisor of dim={dim}, got {num_factors}")
+    # k sub-codebooks of dim / k channels each, so the output still has dim channels.
+    return FactorizedVectorQuantizer(codebook_size, dim, num_factors=num_factors,
+                                     code_dim=dim // num_factors, distance=distance, beta=beta,
+                                     **kwargs, rngs=rngs)
+  if name == "fsq":
+    return FiniteScalarQuantizer(dim=dim, **kwargs, rngs=rngs)
+  return GaussianQuantizer(dim, **kwargs, rngs=rngs)
+
 
 __all__ = [
     "QUANTIZERS",
@@ -19,5 +69,7 @@ __all__ = [
     "EmaState",
     "FactorizedVectorQuantizer",
     "FiniteScalarQuantizer",
+    "GaussianQuantizer",
     "VectorQuantizer",
+    "build_quantizer",
 ]

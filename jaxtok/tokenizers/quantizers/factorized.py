@@ -106,12 +106,13 @@ class FactorizedVectorQuantizer(nnx.Module):
       inputs = [z] * self.num_factors
     return [proj(jnp.asarray(zi, jnp.float32)) for proj, zi in zip(self.projections, inputs)]
 
-  def __call__(self, z, train: bool = False) -> tuple[jax.Array, dict]:
+  def __call__(self, z, train: bool = False, rngs=None) -> tuple[jax.Array, dict]:
     """Projects and quantizes z.
 
     Args:
       z: see `project`.
       train: forwarded to every sub-quantizer (statistics, EMA, dead codes).
+      rngs: unused (the quantizer interface).
 
     Returns:
       (zq, aux): zq `[..., num_factors * code_dim]` float32; aux as `quantize_projected`.

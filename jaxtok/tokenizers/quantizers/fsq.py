@@ -102,12 +102,13 @@ class FiniteScalarQuantizer(nnx.Module):
   def _levels(self) -> jax.Array:
     return jnp.asarray(self.levels, jnp.int32)
 
-  def __call__(self, z: jax.Array, train: bool = False) -> tuple[jax.Array, dict]:
+  def __call__(self, z: jax.Array, train: bool = False, rngs=None) -> tuple[jax.Array, dict]:
     """Quantizes z.
 
     Args:
       z: `[..., dim]` float (computed in float32).
       train: accumulate the running usage statistics.
+      rngs: unused (the quantizer interface; FSQ is deterministic).
 
     Returns:
       (zq, aux): zq `[..., dim]` in z's dtype; aux = {"ids": int32 `[...]`, "codes":

@@ -180,12 +180,13 @@ class VectorQuantizer(nnx.Module):
   # Public API.
   # --------------------------------------------------------------------------------------
 
-  def __call__(self, z: jax.Array, train: bool = False) -> tuple[jax.Array, dict]:
+  def __call__(self, z: jax.Array, train: bool = False, rngs=None) -> tuple[jax.Array, dict]:
     """Quantizes z.
 
     Args:
       z: `[..., dim]` float (any float dtype; computed in float32).
       train: update statistics, the EMA codebook and restart dead codes (in place).
+      rngs: unused (the quantizer interface; restarts draw from the module's own stream).
 
     Returns:
       (zq, aux): zq `[..., dim]` in z's dtype (straight-through / rotation-trick output);

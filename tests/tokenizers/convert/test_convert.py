@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import jaxtok
-from jaxtok import api
+from jaxtok.io import checkpoint
 from jaxtok.io import safetensors
 from jaxtok.testing import fixture_params
 from jaxtok.tokenizers import convert
@@ -51,6 +51,15 @@ def _write_bin(params, path):
   return path
 
 
+def _size_table(fx):
+  return json.loads(str(fx["meta_json"]))["size_table"]
+
+
+def _heads_arg(fx):
+  """`--heads` for the fixture's sizes (width and depth come from the checkpoint)."""
+  return ",".join(f"{name}={v['heads']}" for name, v in _size_table(fx).items())
+
+
 def _nhwc(a):
   return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
 
@@ -66,10 +75,10 @@ def test_convert_safetensors_and_bin_then_load(path, tmp_path):
 
   assert convert_main(["titok", "--checkpoint", str(tmp_path / "model.safetensors"),
                        "--config", str(tmp_path / "config.json"),
-                       "--out", str(tmp_path / "from_st")]) == 0
+                       "--heads", _heads_arg(fx), "--out", str(tmp_path / "from_st")]) == 0
   # --config omitted: the config.json beside the checkpoint (Hugging Face layout).
   assert convert_main(["titok", "--checkpoint", str(tmp_path / "pytorch_model.bin"),
-                       "--out", str(tmp_path / "from_bin")]) == 0
+                       "--heads", _heads_arg(fx), "--out", str(tmp_path / "from_bin")]) == 0
   # Both file formats give the same jaxtok checkpoint.
   a = safetensors.read_safetensors(tmp_path / "from_st" / "weights.safetensors")
   b = safetensors.read_safetensors(tmp_path / "from_bin" / "weights.safetensors")
@@ -88,8 +97,9 @@ def test_convert_safetensors_and_bin_then_load(path, tmp_path):
   tokens = tok.encode(x)
   np.testing.assert_array_equal(tokens, fx["tokens"][:, 0, :])  # The official model's tokens.
   # The loaded model is exactly the jaxtok model built straight from the official arrays.
-  direct, _ = api.state_to_arrays(titok_mapping.from_official(cfg, params))
-  loaded, _ = api.state_to_arrays(tok.model)
+  direct, _ = checkpoint.state_to_arrays(
+      titok_mapping.from_official(cfg, params, size_table=_size_table(fx)))
+  loaded, _ = checkpoint.state_to_arrays(tok.model)
   assert direct.keys() == loaded.keys()
   for k in direct:
     np.testing.assert_array_equal(direct[k], loaded[k], err_msg=k)
@@ -125,17 +135,20 @@ def test_legacy_pixel_decoder_from_maskgit_vqgan(path, tmp_path):
   torch_format.save_state_dict(maskgit, tmp_path / "maskgit.bin")
 
   with pytest.raises(ValueError, match=r"--maskgit-vqgan"):
-    convert.convert_titok(tmp_path / "titok.safetensors", cfg, tmp_path / "no_maskgit")
+    convert.convert_titok(tmp_path / "titok.safetensors", cfg, tmp_path / "no_maskgit",
+                          size_table=_size_table(fx))
   assert convert_main(["titok", "--checkpoint", str(tmp_path / "titok.safetensors"),
                        "--config", str(tmp_path / "cfg.json"), "--out", str(tmp_path / "x")]) == 2
   (tmp_path / "cfg.json").write_text(json.dumps(cfg))
   out = convert.convert_titok(tmp_path / "titok.safetensors", tmp_path / "cfg.json",
-                              tmp_path / "ckpt", maskgit_vqgan=tmp_path / "maskgit.bin")
+                              tmp_path / "ckpt", maskgit_vqgan=tmp_path / "maskgit.bin",
+                              size_table=_size_table(fx))
   meta = json.loads((out / "config.json").read_text())
   assert meta["source"]["keys_from_maskgit_vqgan"] == len(maskgit) - 1
   # Same weights as converting the complete checkpoint.
   safetensors.write_safetensors(tmp_path / "full.safetensors", params)
-  full = convert.convert_titok(tmp_path / "full.safetensors", cfg, tmp_path / "full")
+  full = convert.convert_titok(tmp_path / "full.safetensors", cfg, tmp_path / "full",
+                               size_table=_size_table(fx))
   a = safetensors.read_safetensors(out / "weights.safetensors")
   b = safetensors.read_safetensors(full / "weights.safetensors")
   for k in b:
@@ -164,7 +177,8 @@ def test_cli_subprocess(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   proc = subprocess.run(
       [sys.executable, "-m", "jaxtok.tokenizers.convert", "titok", "--checkpoint",
-       str(tmp_path / "pytorch_model.bin"), "--out", str(tmp_path / "out")],
+       str(tmp_path / "pytorch_model.bin"), "--heads", _heads_arg(fx), "--out",
+       str(tmp_path / "out")],
       capture_output=True, text=True, env=env, timeout=600, check=False)
   assert proc.returncode == 0, proc.stderr[-2000:]
   summary = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -1,0 +1,208 @@
+"""What a tokenizer model declares to the API, and THE input checks (DESIGN.md §2).
+
+Every model exposes `model.token_spec` (a `TokenSpec`); `jaxtok.Tokenizer` reads only that.
+The validation of images, token ids and prefix lengths lives here and nowhere else:
+
+- host side (numpy, full checks incl. value ranges): `check_images`, `check_tokens`;
+- jit-safe static checks (shapes and dtypes only) that models call on traced arrays:
+  `check_image_shape`, `check_id_shape`;
+- `check_prefix_length`, shared by both.
+
+Every failure is a `ValueError` that names the argument, what was expected and what came.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Float images may stray this far outside [0, 1] (resampling overshoot, float16 rounding)
+# before they are called out of range; the API clips them to [0, 1] after the check.
+IMAGE_RANGE_TOLERANCE = 1e-3
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenSpec:
+  """The token interface of a tokenizer model.
+
+  Attributes:
+    num_tokens: K, tokens per image.
+    image_size: side S of the square images the model takes (H = W = S).
+    vocab_size: ids lie in [0, vocab_size); None when the tokens are continuous.
+    ids_per_token: 1 (tokens `[B, K]`), or k for a factorized quantizer (tokens `[B, K, k]`).
+    channels: C for continuous latents (tokens `[B, K, C]` float); None for discrete ids.
+    prefix: whether any prefix `tokens[:, :L]`, 1 <= L <= K, decodes (ordered tokenizers).
+  """
+  num_tokens: int
+  image_size: int
+  vocab_size: int | None
+  ids_per_token: int = 1
+  channels: int | None = None
+  prefix: bool = False
+
+  def __post_init__(self):
+    if (self.vocab_size is None) == (self.channels is None):
+      raise ValueError(f"TokenSpec: expected exactly one of vocab_size (discrete) or channels "
+                       f"(continuous), got vocab_size={self.vocab_size}, "
+                       f"channels={self.channels}")
+
+  @property
+  def continuous(self) -> bool:
+    """True when the tokens are float latents `[B, K, C]`."""
+    return self.channels is not None
+
+  @property
+  def token_ndim(self) -> int:
+    """Rank of a token batch: 2 (`[B, K]`) or 3 (`[B, K, k]` / `[B, K, C]`)."""
+    return 3 if (self.continuous or self.ids_per_token > 1) else 2
+
+  @property
+  def last_dim(self) -> int | None:
+    """Size of the trailing axis of a rank-3 token batch (C or k); None for `[B, K]`."""
+    if self.continuous:
+      return self.channels
+    return self.ids_per_token if self.ids_per_token > 1 else None
+
+  def shape_str(self, length: Any = None) -> str:
+    """The token shape as text, e.g. `[B, 32]`, `[B, L, 2]`."""
+    length = self.num_tokens if length is None else length
+    return f"[B, {length}]" if self.last_dim is None else f"[B, {length}, {self.last_dim}]"
+
+
+def as_numpy(x: Any, name: str) -> np.ndarray:
+  """`x` (numpy, jax, or a rectangular list) as a numpy array."""
+  if isinstance(x, (np.ndarray, jax.Array, np.generic)):
+    return np.asarray(x)
+  if isinstance(x, (list, tuple)):
+    try:
+      return np.asarray(x)
+    except ValueError as e:
+      raise ValueError(f"{name}: expected a rectangular array, got a ragged "
+                       f"{type(x).__name__}") from e
+  raise ValueError(f"{name}: expected a numpy or jax array, got {type(x).__name__}")
+
+
+def check_prefix_length(n: int, num_tokens: int, name: str) -> None:
+  """Raises unless 1 <= n <= num_tokens (a decodable prefix length)."""
+  if not 1 <= n <= num_tokens:
+    raise ValueError(f"{name}: expected a prefix length L with 1 <= L <= {num_tokens}, got "
+                     f"L={n}")
+
+
+def _image_shape_problem(shape: tuple, s: int, name: str) -> str | None:
+  if len(shape) != 4 or shape[-1] != 3:
+    return f"{name}: expected shape [B, {s}, {s}, 3] (NHWC, RGB), got {shape}"
+  if shape[1:3] != (s, s):
+    return (f"{name}: expected {s}x{s} images (shape [B, {s}, {s}, 3]), got "
+            f"{shape[1]}x{shape[2]} (shape {shape}); resize or crop first")
+  return None
+
+
+def check_image_shape(x: jax.Array, image_size: int, name: str = "images") -> None:
+  """Static (jit-safe) check: `x` is float `[B, S, S, 3]`, S = image_size."""
+  problem = _image_shape_problem(tuple(x.shape), image_size, name)
+  if problem:
+    raise ValueError(problem)
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise ValueError(f"{name}: expected float values in [0, 1], got dtype {x.dtype}")
+
+
+def check_images(x: Any, image_size: int, name: str = "images") -> np.ndarray:
+  """Host-side check of images for `encode`; returns them as numpy (dtype kept).
+
+  Accepts `[B, S, S, 3]` uint8 (0..255) or float in [0, 1] (up to `IMAGE_RANGE_TOLERANCE`
+  outside); rejects empty batches, other dtypes, NaN/inf and out-of-range floats.
+  """
+  x = as_numpy(x, name)
+  problem = _image_shape_problem(tuple(x.shape), image_size, name)
+  if problem:
+    raise ValueError(problem)
+  if x.shape[0] == 0:
+    raise ValueError(f"{name}: expected at least one image (B >= 1), got shape {x.shape}")
+  if x.dtype == np.uint8:
+    return x
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise ValueError(f"{name}: expected dtype uint8 (0..255) or a float dtype (0..1), got "
+                     f"{x.dtype}")
+  xf = x.astype(np.float32)
+  if not np.all(np.isfinite(xf)):
+    raise ValueError(f"{name}: expected finite values in [0, 1], got "
+                     f"{int(np.sum(~np.isfinite(xf)))} NaN/inf values")
+  lo, hi = float(xf.min()), float(xf.max())
+  if lo < -IMAGE_RANGE_TOLERANCE or hi > 1 + IMAGE_RANGE_TOLERANCE:
+    hint = " (0..255 data? pass uint8 or divide by 255)" if hi > 1.5 else ""
+    raise ValueError(f"{name}: expected float values in [0, 1], got range [{lo:.4g}, "
+                     f"{hi:.4g}]{hint}")
+  if x.dtype not in (np.float32, np.float16, np.float64):
+    x = xf  # e.g. bfloat16: hand XLA plain float32.
+  return x
+
+
+def check_id_shape(ids: jax.Array, spec: TokenSpec, name: str = "ids") -> None:
+  """Static (jit-safe) check of a token batch for a model's decoder.
+
+  Checks dtype (integer ids, or float latents when `spec.continuous`), rank, trailing axis and
+  a token-axis length in 1..K. Models decode any prefix structurally; whether prefixes are
+  meaningful (`spec.prefix`) is the API's concern (`check_tokens`).
+  """
+  full = spec.shape_str()
+  if spec.continuous:
+    if not jnp.issubdtype(ids.dtype, jnp.floating):
+      raise ValueError(f"{name}: expected float latents {full} (continuous tokens), got dtype "
+                       f"{ids.dtype}")
+  elif ids.dtype == np.bool_ or not jnp.issubdtype(ids.dtype, jnp.integer):
+    raise ValueError(f"{name}: expected integer token ids (int32 {full}), got dtype "
+                     f"{ids.dtype}")
+  if ids.ndim != spec.token_ndim or (spec.last_dim is not None
+                                     and ids.shape[-1] != spec.last_dim):
+    raise ValueError(f"{name}: expected shape {full} (or a prefix {spec.shape_str('L')}), got "
+                     f"{tuple(ids.shape)}")
+  check_prefix_length(ids.shape[1], spec.num_tokens, f"{name} (token axis)")
+
+
+def check_tokens(t: Any, spec: TokenSpec, name: str = "tokens") -> np.ndarray:
+  """Host-side check of tokens for `decode`; returns int32 ids (float32 latents if continuous).
+
+  Beyond `check_id_shape`: a non-empty batch, the exact length K unless `spec.prefix`, ids in
+  [0, vocab_size), finite latents.
+  """
+  t = as_numpy(t, name)
+  k = spec.num_tokens
+  full = spec.shape_str()
+  if spec.continuous:
+    if not jnp.issubdtype(t.dtype, jnp.floating):
+      raise ValueError(f"{name}: expected float latents {full} (continuous tokens), got dtype "
+                       f"{t.dtype}")
+  elif t.dtype == np.bool_ or not jnp.issubdtype(t.dtype, jnp.integer):
+    raise ValueError(f"{name}: expected integer token ids (int32 {full}), got dtype {t.dtype}")
+  prefix_note = (f" (or a prefix {spec.shape_str('L')}, 1 <= L <= {k})" if spec.prefix else "")
+  if t.ndim != spec.token_ndim or (spec.last_dim is not None and t.shape[-1] != spec.last_dim):
+    raise ValueError(f"{name}: expected shape {full}{prefix_note}, got {t.shape}")
+  if t.shape[0] == 0:
+    raise ValueError(f"{name}: expected at least one row (B >= 1), got shape {t.shape}")
+  length = t.shape[1]
+  if spec.prefix:
+    try:
+      check_prefix_length(length, k, name)
+    except ValueError as e:
+      raise ValueError(f"{e} (shape {t.shape})") from None
+  elif length != k:
+    raise ValueError(f"{name}: expected exactly {k} tokens per image (shape {full}); this "
+                     f"tokenizer does not decode prefixes, got {length} (shape {t.shape})")
+  if spec.continuous:
+    t = t.astype(np.float32)
+    if not np.all(np.isfinite(t)):
+      raise ValueError(f"{name}: expected finite latents, got NaN/inf values")
+    return t
+  lo, hi = int(t.min()), int(t.max())
+  if lo < 0 or hi >= spec.vocab_size:
+    raise ValueError(f"{name}: expected ids in [0, {spec.vocab_size - 1}] (vocabulary size "
+                     f"{spec.vocab_size}), got range [{lo}, {hi}]")
+  return t.astype(np.int32)
+
+
+__all__ = ["IMAGE_RANGE_TOLERANCE", "TokenSpec", "as_numpy", "check_id_shape",
+           "check_image_shape", "check_images", "check_prefix_length", "check_tokens"]
