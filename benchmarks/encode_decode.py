@@ -31,6 +31,7 @@ import numpy as np
 from flax import nnx
 
 import jaxtok
+from jaxtok.tokenizers import get_family
 
 # Official PyTorch figures, quoted from /work/shared/BASELINES.md (batch 8, float32, 2 CPU
 # cores, random weights; images/s).
@@ -80,7 +81,7 @@ def model_flops(config, image_shape, ids_shape) -> tuple[float | None, float | N
   """
   if any(f.name == "scan_unroll" for f in dataclasses.fields(config)):
     config = dataclasses.replace(config, scan_unroll=max(config.enc_depth, config.dec_depth))
-  model_cls = jaxtok.api._model_class("titok")  # pylint: disable=protected-access
+  model_cls = get_family("titok").model_class
   graphdef, state = nnx.split(nnx.eval_shape(lambda: model_cls(config, rngs=nnx.Rngs(0))))
   x = jax.ShapeDtypeStruct(image_shape, jnp.float32)
   t = jax.ShapeDtypeStruct(ids_shape, jnp.int32)
