@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ENV_VAR = "JAXTOK_EXTRA_FIXTURES"
 
@@ -56,5 +57,4 @@ def find_fixtures(kinds: str | tuple[str, ...],
 
 def fixture_params(kinds: str | tuple[str, ...], default_root) -> list:
   """`pytest.param(path, id=stem)` for every fixture of `kinds`; for parametrize."""
-  import pytest  # Only tests call this.
   return [pytest.param(p, id=p.stem) for p in find_fixtures(kinds, default_root)]

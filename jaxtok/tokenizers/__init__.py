@@ -7,7 +7,8 @@ variants. `jaxtok.load`, the trainer and the converter all resolve families thro
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from jaxtok.tokenizers import one_d_piece, titok
 

@@ -185,8 +185,8 @@ class PatchEmbed(nnx.Module):
     self.patch_size = patch_size
     self.proj = nnx.Conv(in_channels, width, (patch_size, patch_size),
                          strides=(patch_size, patch_size), padding="VALID",
-                         kernel_init=vit_kernel_init(init_std), bias_init=nnx.initializers.zeros_init(),
-                         rngs=rngs)
+                         kernel_init=vit_kernel_init(init_std),
+                         bias_init=nnx.initializers.zeros_init(), rngs=rngs)
 
   def __call__(self, images: jax.Array) -> jax.Array:
     """`[B, H, W, C]` -> `[B, g*g, width]`, tokens in row-major grid order."""

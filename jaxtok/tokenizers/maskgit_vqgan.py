@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxtok.tokenizers import layers
+from jaxtok.tokenizers.quantizers import VectorQuantizer
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -63,7 +64,7 @@ class MaskGITConfig:
     return 2 ** (len(self.channel_mult) - 1)
 
   @classmethod
-  def from_official(cls, d: dict, *, codebook_size: int = 1024) -> "MaskGITConfig":
+  def from_official(cls, d: dict, *, codebook_size: int = 1024) -> MaskGITConfig:
     """Reads the official decoder dict (`hidden_channels`, `channel_mult`, ...)."""
     mult = tuple(d.get("channel_mult", cls.channel_mult))
     if "num_resolutions" in d and int(d["num_resolutions"]) != len(mult):
@@ -219,7 +220,6 @@ class MaskGITVQGAN(nnx.Module):
   """
 
   def __init__(self, config: MaskGITConfig | None = None, *, rngs: nnx.Rngs):
-    from jaxtok.tokenizers.quantizers import VectorQuantizer  # pylint: disable=g-import-not-at-top
     self.config = config = config or MaskGITConfig()
     self.encoder = MaskGITEncoder(config, rngs=rngs)
     self.quantize = VectorQuantizer(config.codebook_size, config.z_channels, distance="l2",

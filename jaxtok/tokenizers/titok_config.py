@@ -151,7 +151,7 @@ class TiTokConfig:
     return d
 
   @classmethod
-  def from_dict(cls, d: dict[str, Any]) -> "TiTokConfig":
+  def from_dict(cls, d: dict[str, Any]) -> TiTokConfig:
     """Inverse of `to_dict`; also reads old checkpoints' `quantize_mode` ("vae" -> gaussian)."""
     d = dict(d)
     if "quantize_mode" in d:

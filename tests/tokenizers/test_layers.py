@@ -1,4 +1,5 @@
 """Shared ViT layers against plain numpy references."""
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -59,5 +60,4 @@ def test_transformer_stacks_blocks_and_counts_params():
 
 
 def jax_tree_index(tree, i):
-  import jax
   return jax.tree_util.tree_map(lambda a: a[i], tree)

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from scipy.special import erf
 
 from jaxtok import testing
 from jaxtok.tokenizers import get_family, layers, titok
@@ -195,7 +196,6 @@ def test_layer_norm_eps_and_exact_gelu():
 
   # The block MLP uses the exact GELU: compare with an erf-based reference where the tanh
   # approximation is off by > 1e-4.
-  from scipy.special import erf
   xs = np.linspace(-4, 4, 81).astype(np.float32)
   exact = 0.5 * xs * (1 + erf(xs / np.sqrt(2)))
   np.testing.assert_allclose(np.asarray(layers.gelu(jnp.asarray(xs))), exact, atol=1e-6)
@@ -215,7 +215,7 @@ def test_published_parameter_counts():
   """S-128 / B-64 / L-32 incl. the MaskGIT pixel decoder, from abstract shapes only."""
   for name, published in titok.PUBLISHED_PARAMS.items():
     cfg = titok.VARIANTS[name]
-    n = layers.count_params(nnx.eval_shape(lambda: TiTok(cfg, rngs=nnx.Rngs(0))))
+    n = layers.count_params(nnx.eval_shape(lambda cfg=cfg: TiTok(cfg, rngs=nnx.Rngs(0))))
     # Published figures are rounded to 0.1M.
     assert abs(n - published) <= 0.05e6 + 1, (name, n, published)
 

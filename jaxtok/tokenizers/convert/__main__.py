@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     out = convert_titok(args.checkpoint, args.config, args.out,
                         maskgit_vqgan=args.maskgit_vqgan, maskgit_override=args.maskgit_override,
                         one_d_piece=args.one_d_piece, heads=parse_heads(args.heads),
-                        use_torch=True if args.use_torch else False,
+                        use_torch=bool(args.use_torch),
                         overwrite=not args.no_overwrite)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)

@@ -13,7 +13,8 @@ key, or a shape mismatch raises ValueError naming the key.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 
 import jaxtok
-from jaxtok.io import checkpoint
-from jaxtok.io import safetensors
+from jaxtok.io import checkpoint, safetensors
 from jaxtok.testing import fixture_params
 from jaxtok.tokenizers import convert
 from jaxtok.tokenizers.convert import titok_mapping
@@ -44,7 +43,7 @@ def _params(fx):
 
 def _write_bin(params, path):
   try:
-    import torch  # pylint: disable=g-import-not-at-top
+    import torch  # noqa: PLC0415  (optional, heavy: lazy by design)
   except ImportError:
     return torch_format.save_state_dict(params, path)
   torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in params.items()}, path)

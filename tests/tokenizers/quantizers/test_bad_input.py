@@ -1,12 +1,14 @@
 """Bad input raises ValueError naming the argument and what was expected."""
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-from jaxtok.tokenizers.quantizers import (FactorizedVectorQuantizer, FiniteScalarQuantizer,
-                                          VectorQuantizer)
+from jaxtok.tokenizers.quantizers import (
+  FactorizedVectorQuantizer,
+  FiniteScalarQuantizer,
+  VectorQuantizer,
+)
 
 
 def _vq(**kw):

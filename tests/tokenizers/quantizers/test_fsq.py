@@ -1,4 +1,5 @@
 """FiniteScalarQuantizer: FlexTok's 64,000-code configuration, ids, lookup, projections."""
+import json
 from pathlib import Path
 
 import jax
@@ -45,7 +46,6 @@ def test_ids_dtype_stats_and_projection():
 @pytest.mark.parametrize("path", fixture_params("flextok", FIXTURES))
 def test_flextok_fixture_fsq(path):
   """FlexTok's encoder FSQ (README §4.5 of the flextok fixtures): codes and ids exact."""
-  import json
   f = np.load(path)
   levels = json.loads(str(f["config/json"]))["levels"]
   fsq = FiniteScalarQuantizer(levels)

@@ -5,10 +5,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from jaxtok.tokenizers.quantizers import (FactorizedVectorQuantizer, FiniteScalarQuantizer,
-                                          VectorQuantizer)
+from jaxtok.tokenizers.quantizers import (
+  FactorizedVectorQuantizer,
+  FiniteScalarQuantizer,
+  VectorQuantizer,
+)
 
 B, T = 8, 32  # 256 tokens; chunk_tokens=64 gives 4 chunks of 64 (8 per device).
 

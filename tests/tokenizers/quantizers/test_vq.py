@@ -74,7 +74,8 @@ def test_cosine_titok_convention_and_gradients():
 def test_chunked_equals_unchunked_with_entropy_and_grads():
   kw = dict(distance="cosine", entropy_loss_weight=0.1)
   full = VectorQuantizer(64, 8, chunk_tokens=0, rngs=nnx.Rngs(0), **kw)
-  chunked = VectorQuantizer(64, 8, chunk_tokens=24, rngs=nnx.Rngs(0), **kw)  # 96 tokens -> 4 chunks of 24.
+  # 96 tokens -> 4 chunks of 24.
+  chunked = VectorQuantizer(64, 8, chunk_tokens=24, rngs=nnx.Rngs(0), **kw)
   assert core.num_chunks(96, 64, 24) == 4
   z = _z((4, 24, 8))
 
@@ -234,9 +235,9 @@ def test_onehot_and_gather_lookups_agree_including_ema_and_grads():
 
     @jax.jit
     def step(state, z):
-      m = nnx.merge(graphdef, state)
+      m = nnx.merge(graphdef, state)  # noqa: B023  (jitted and called in this iteration)
       out, aux = m(z, train=True)  # EMA update of the merged copy.
-      gz = jax.grad(lambda z: jnp.sum(nnx.merge(graphdef, state)(z)[0] ** 2))(z)
+      gz = jax.grad(lambda z: jnp.sum(nnx.merge(graphdef, state)(z)[0] ** 2))(z)  # noqa: B023
       return out, aux, gz, nnx.state(m)
 
     results.append(step(state, z))
@@ -246,7 +247,7 @@ def test_onehot_and_gather_lookups_agree_including_ema_and_grads():
   np.testing.assert_allclose(g1, g2, atol=1e-6)
   for k in a1["stats"]:
     np.testing.assert_array_equal(a1["stats"][k], a2["stats"][k])
-  for (p1, v1), (p2, v2) in zip(nnx.to_flat_state(s1), nnx.to_flat_state(s2)):
+  for (p1, v1), (_, v2) in zip(nnx.to_flat_state(s1), nnx.to_flat_state(s2)):
     if "restart" not in str(p1):
       np.testing.assert_allclose(np.asarray(v1[...]), np.asarray(v2[...]), atol=1e-6)
   with pytest.raises(ValueError, match=r"lookup must be one of"):
