@@ -58,7 +58,7 @@ def bench(name: str, batch: int | None, steps: int) -> dict:
   exp = Experiment(config)
   state = exp.init_state()
   rng = np.random.default_rng(0)
-  r = config.data.resolution
+  r = exp.data_config.resolution
   batch_np = {"image": rng.integers(0, 256, (exp.local_batch, r, r, 3), dtype=np.uint8)}
   gb = exp.global_batch(batch_np)
   compiled = exp.train_step.lower(state, gb, exp.key, exp.frozen).compile()

@@ -24,19 +24,24 @@ not depend on the number of worker threads/processes.
 
 Evaluation (`eval_images`) is deterministic: center square crop + bicubic resize.
 """
-from __future__ import annotations
-
+# No `from __future__ import annotations`: config_flags reads DataConfig's field types.
 import dataclasses
 import functools
+import io
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import grain
 import jax
 import numpy as np
+import skimage.data
+from absl import flags
+from matplotlib import cbook
 from PIL import Image
+from sklearn.datasets import load_sample_images
 
 _LOG = logging.getLogger(__name__)
 
@@ -81,12 +86,6 @@ def _to_rgb_uint8(image: np.ndarray, name: str) -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def _load_bundled() -> tuple[tuple[str, np.ndarray], ...]:
-  import warnings
-
-  import skimage.data
-  from matplotlib import cbook
-  from sklearn.datasets import load_sample_images
-
   photos = []
   with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -130,7 +129,6 @@ def _decode(data: Any, what: str) -> np.ndarray:
       im.load()  # Forces a full decode so truncated files fail here, not later.
       return np.asarray(im.convert("RGB"))
   if isinstance(data, (bytes, bytearray)):
-    import io
     with Image.open(io.BytesIO(data)) as im:
       im.load()
       return np.asarray(im.convert("RGB"))
@@ -249,7 +247,7 @@ class _TfdsReader:
 
 
 def _open_tfds(name: str, split: str, data_dir: str | None):
-  import tensorflow_datasets as tfds
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (pulls TensorFlow)
   try:
     return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
   except Exception as e:  # tfds raises many types; the message is what matters.
@@ -285,16 +283,22 @@ def _records(kind: str, arg: str, split: str, cfg: "DataConfig | None",
 # ----------------------------------------------------------------------------------------
 @dataclasses.dataclass(kw_only=True)
 class DataConfig:
-  """Training data settings.
+  """THE data config: training stream and held-out images (`config.data` of the trainer).
 
   Attributes:
-    source: `bundled`, `folder:PATH` or `tfds:NAME[:split]` (see module docstring).
-    resolution: output side R in pixels.
+    source: training images: `bundled`, `folder:PATH` or `tfds:NAME[:split]` (see the module
+      docstring).
+    eval_source: held-out images for PSNR, grids and evaluators (same syntax; `bundled` =
+      the `HELD_OUT` photos).
+    resolution: output side R in pixels. None = the model's `image_size` (the trainer fills
+      it in and rejects any other value: the model config is the one source of truth).
+    num_eval_images: how many `eval_source` images the trainer evaluates and draws.
     crop_scale: (min, max) fraction of the shorter side's square area covered by the
       random square crop; (1.0, 1.0) = "resize shorter side + random crop" (the TiTok
       ImageNet recipe, arXiv 2406.07550).
     flip: random horizontal flips.
-    seed: seed of the shuffle and the crops (overridable in `create_train_iterator`).
+    seed: seed of the shuffle and the crops (overridable in `create_train_iterator`); the
+      trainer's model init has its own seed (`TrainConfig.seed`).
     shuffle: shuffle records each epoch (off: file order, still infinite).
     num_workers: grain worker processes (0 = decode in threads of this process).
     read_threads: decoding threads (per process).
@@ -305,7 +309,9 @@ class DataConfig:
     image_key: the image feature of `tfds:` examples.
   """
   source: str = "bundled"
-  resolution: int = 256
+  eval_source: str = "bundled"
+  resolution: int | None = None
+  num_eval_images: int = 8
   crop_scale: tuple[float, float] = (0.25, 1.0)
   flip: bool = True
   seed: int = 0
@@ -318,15 +324,26 @@ class DataConfig:
   image_key: str = "image"
 
   def validate(self) -> None:
+    """Raises ValueError naming the first bad field (`resolution` None is allowed here)."""
     _parse_source(self.source)
-    if not isinstance(self.resolution, int) or self.resolution <= 0:
-      raise ValueError(f"resolution: expected a positive int, got {self.resolution!r}")
+    _parse_source(self.eval_source)
+    if self.resolution is not None:
+      _check_resolution(self.resolution)
+    if not isinstance(self.num_eval_images, int) or self.num_eval_images < 1:
+      raise ValueError(f"num_eval_images: expected a positive int, got "
+                       f"{self.num_eval_images!r}")
     lo, hi = self.crop_scale
     if not 0.0 < lo <= hi <= 1.0:
       raise ValueError(f"crop_scale: expected 0 < min <= max <= 1, got {self.crop_scale!r}")
     if self.num_workers < 0 or self.read_threads < 1 or self.prefetch < 1:
       raise ValueError(f"num_workers >= 0, read_threads >= 1, prefetch >= 1 expected, got "
                        f"{self.num_workers}, {self.read_threads}, {self.prefetch}")
+
+
+def _check_resolution(resolution: Any) -> int:
+  if not isinstance(resolution, int) or isinstance(resolution, bool) or resolution <= 0:
+    raise ValueError(f"resolution: expected a positive int, got {resolution!r}")
+  return resolution
 
 
 class _RandomCropTransform:
@@ -445,6 +462,7 @@ def create_train_iterator(cfg: DataConfig, *, batch_size: int, seed: int | None 
   cfg.validate()
   if not isinstance(batch_size, int) or batch_size < 1:
     raise ValueError(f"batch_size: expected a positive int (per host), got {batch_size!r}")
+  resolution = _check_resolution(cfg.resolution)
   seed = cfg.seed if seed is None else seed
   index, count = _host(process_index, process_count)
   kind, arg, split = _parse_source(cfg.source)
@@ -458,12 +476,11 @@ def create_train_iterator(cfg: DataConfig, *, batch_size: int, seed: int | None 
   if cfg.shuffle:
     ds = ds.shuffle()  # Reshuffled every epoch (grain keys the shuffle by epoch).
   ds = ds.repeat(None)
-  ds = ds.random_map(_RandomCropTransform(reader, cfg.resolution, tuple(cfg.crop_scale),
+  ds = ds.random_map(_RandomCropTransform(reader, resolution, tuple(cfg.crop_scale),
                                           cfg.flip))
   it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.read_threads,
                                                prefetch_buffer_size=cfg.prefetch))
   if cfg.num_workers > 0:
-    from absl import flags
     if not flags.FLAGS.is_parsed():
       # grain's worker processes read absl flags; outside an absl app (tests, notebooks)
       # take their defaults, as grain's own docs do.
@@ -501,8 +518,7 @@ def eval_images(source: str, resolution: int, *, max_images: int | None = None,
   Returns:
     `[N, R, R, 3]` uint8.
   """
-  if not isinstance(resolution, int) or resolution <= 0:
-    raise ValueError(f"resolution: expected a positive int, got {resolution!r}")
+  _check_resolution(resolution)
   if max_images is not None and (not isinstance(max_images, int) or max_images < 1):
     raise ValueError(f"max_images: expected None or a positive int, got {max_images!r}")
   kind, arg, split = _parse_source(source)

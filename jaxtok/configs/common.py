@@ -1,230 +1,34 @@
-"""Typed experiment configs shared by every jaxtok training recipe (DESIGN.md §6).
+"""Pieces shared by the config files: the `smoke` model of a variant (DESIGN.md §6).
 
-A config file is a Python module with `get_config(arg: str | None) -> TrainConfig`. It is
-loaded by `ml_collections.config_flags.DEFINE_config_file`, which accepts dataclasses and
-overrides any (nested) field from the command line:
-
-  python -m jaxtok.trainers.train --config jaxtok/configs/titok.py:variant=S-128,smoke \
-      --workdir /tmp/run --config.optim.lr=2e-4 --config.total_steps=10
-
-The `arg` after the colon is parsed by `parse_arg` ("variant=S-128,smoke" style).
+The experiment config classes themselves belong to the trainer (`jaxtok.trainers.config`);
+config files import them and return instances. Nothing in jaxtok imports `jaxtok/configs/`.
 """
-# No `from __future__ import annotations`: config_flags reads the field types at runtime.
+from __future__ import annotations
+
 import dataclasses
-import json
-from typing import Any
+
+from jaxtok.tokenizers import get_family
+from jaxtok.tokenizers.maskgit_vqgan import MaskGITConfig
+from jaxtok.trainers.config import ModelConfig
+
+# The size fields a smoke model takes from its family's registered `smoke` variant; the
+# variant's structure (head, projection, quantizer, tail-token-drop) is kept.
+SMOKE_SIZE_FIELDS = ("image_size", "enc_patch_size", "dec_patch_size", "enc_width",
+                     "enc_depth", "enc_heads", "dec_width", "dec_depth", "dec_heads",
+                     "num_latent_tokens", "token_size", "codebook_size")
 
 
-@dataclasses.dataclass(kw_only=True)
-class ModelSpec:
-  """Which tokenizer to build: `jaxtok.tokenizers.<family>.VARIANTS[variant]` + overrides.
+def smoke_model(family: str, model: ModelConfig) -> ModelConfig:
+  """`model` at the sizes of `family`'s `smoke` variant (32 px, seconds a step on CPU).
 
-  Attributes:
-    family: key of `jaxtok.tokenizers.TOKENIZERS` ("titok", "one_d_piece").
-    variant: key of that family's `VARIANTS` ("tiny", "S-128", ...).
-    overrides: field name -> value replacing entries of the variant's config dataclass.
+  A two-stage head gets a small MaskGIT pixel decoder whose downsampling factor equals the
+  decoder patch size (the head decodes a g x g code map, g = image_size / dec_patch_size).
   """
-  family: str = "titok"
-  variant: str = "tiny"
-  overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-
-@dataclasses.dataclass(kw_only=True)
-class DataSpec:
-  """Training and evaluation images.
-
-  Attributes:
-    source: "bundled", "folder:PATH" or "tfds:NAME[:split]" (see `jaxtok.data`).
-    eval_source: held-out images for PSNR, grids and evaluators (same syntax).
-    resolution: square training/eval resolution in pixels.
-    num_eval_images: how many held-out images the trainer evaluates and draws.
-    num_workers: grain worker processes (0 = in the main process; deterministic).
-    min_crop_scale: smallest random-crop side as a fraction of the short image side.
-  """
-  source: str = "bundled"
-  eval_source: str = "bundled"
-  resolution: int = 64
-  num_eval_images: int = 8
-  num_workers: int = 0
-  min_crop_scale: float = 0.5
-
-
-@dataclasses.dataclass(kw_only=True)
-class OptimConfig:
-  """AdamW + linear warmup + cosine decay, clipping and weight EMA.
-
-  TiTok (arXiv 2406.07550, App. A / official configs): lr 1e-4, betas (0.9, 0.99),
-  weight decay 1e-4, 10k warmup steps, cosine to 1e-5, grad-norm clip 1.0, EMA 0.999.
-  """
-  lr: float = 1e-4
-  end_lr: float = 1e-5
-  warmup_steps: int = 10_000
-  b1: float = 0.9
-  b2: float = 0.99
-  eps: float = 1e-8
-  weight_decay: float = 1e-4
-  # Parameters whose '/'-joined path matches one of these regexes get no weight decay
-  # (norms, biases, embeddings, positional tables, codebooks); 1-D params never decay.
-  no_decay: tuple[str, ...] = (
-      r"(^|/)(bias|scale)$", r"norm", r"(^|/)ln", r"embed", r"token", r"codebook",
-      r"class_emb", r"positional", r"mask_token")
-  # Parameters matching any of these regexes are frozen (no update, no EMA drift).
-  frozen: tuple[str, ...] = ()
-  grad_clip: float = 1.0
-  ema_decay: float = 0.999
-  # Discriminator (GAN) optimizer: its own AdamW, constant lr after warmup.
-  disc_lr: float = 1e-4
-  disc_weight_decay: float = 1e-4
-
-
-@dataclasses.dataclass(kw_only=True)
-class LossConfig:
-  """Weights of the training objective (all losses are computed in float32).
-
-  Attributes:
-    reconstruction: "l2" (TiTok single-stage/stage 2) or "l1".
-    perceptual: "" (off), "lpips:PATH" (LPIPS weights file given by the user) or
-      "inception" (offline feature distance on the FID Inception network).
-    gan_weight: generator adversarial weight (0 disables the discriminator).
-    gan_start_step: first step at which the GAN terms are switched on.
-    lecam_weight: LeCam regularisation of the discriminator (arXiv 2104.03310).
-  """
-  reconstruction: str = "l2"
-  reconstruction_weight: float = 1.0
-  quantizer_weight: float = 1.0
-  perceptual: str = ""
-  perceptual_weight: float = 1.1
-  gan_weight: float = 0.0
-  gan_start_step: int = 20_000
-  lecam_weight: float = 0.001
-  lecam_ema_decay: float = 0.999
-
-
-@dataclasses.dataclass(kw_only=True)
-class MeshConfig:
-  """Device mesh: `data` x `fsdp`; -1 on `data` takes every remaining device."""
-  data: int = -1
-  fsdp: int = 1
-  # Parameters smaller than this many elements stay replicated under fsdp.
-  fsdp_min_size: int = 2**14
-
-
-@dataclasses.dataclass(kw_only=True)
-class TrainConfig:
-  """One training run.
-
-  Attributes:
-    recipe: "single" (single-stage pixel reconstruction), "stage1" (proxy-code CE
-      against a frozen MaskGIT VQGAN, arXiv 2406.07550 §3.3) or "stage2" (decoder
-      fine-tuning with encoder and quantizer frozen).
-    teacher: path of MaskGIT-VQGAN weights for stage 1 ("random" = random init, smoke
-      tests only; "" = none).
-    resume: checkpoint directory (a workdir or one of its step dirs) to resume from when
-      the workdir has no checkpoint of its own.
-    init_from: weights-only initialisation: a `jaxtok.load`-able directory or official
-      PyTorch checkpoint path (used only when nothing can be resumed).
-    dtype: "float32" or "bfloat16" (mixed precision; params, optimizer and losses stay
-      float32).
-  """
-  name: str = "run"
-  model: ModelSpec = dataclasses.field(default_factory=ModelSpec)
-  data: DataSpec = dataclasses.field(default_factory=DataSpec)
-  optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
-  loss: LossConfig = dataclasses.field(default_factory=LossConfig)
-  mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
-  recipe: str = "single"
-  teacher: str = ""
-  seed: int = 0
-  total_steps: int = 1000
-  batch_size: int = 32
-  dtype: str = "float32"
-  log_every: int = 50
-  checkpoint_every: int = 1000
-  keep_checkpoints: int = 3
-  async_checkpoints: bool = True
-  eval_every: int = 0
-  grid_every: int = 0
-  evaluators: tuple[str, ...] = ()
-  resume: str = ""
-  init_from: str = ""
-  export: bool = True
-  progress_bar: bool = True
-  # Compile with XLA's cheap backend settings (opt level 0): ~2-3x faster compiles, slower
-  # steps. For smoke runs and tests, never for real training.
-  fast_compile: bool = False
-
-
-def parse_arg(arg: str | None, **spec: Any) -> dict[str, Any]:
-  """Parses "variant=S-128,smoke" into typed values, big_vision style.
-
-  Args:
-    arg: comma-separated `key=value` or bare `key` (a bare key means True).
-    **spec: key -> default value; the default's type converts the text.
-
-  Returns:
-    dict with every key of `spec`.
-
-  Raises:
-    ValueError: on an unknown key or an unparsable value.
-  """
-  out = dict(spec)
-  if not arg:
-    return out
-  for item in arg.split(","):
-    item = item.strip()
-    if not item:
-      continue
-    key, has_value, value = item.partition("=")
-    if key not in spec:
-      raise ValueError(f"config arg: unknown key {key!r} in {arg!r}; expected one of "
-                       f"{sorted(spec)}")
-    default = spec[key]
-    if not has_value:
-      if not isinstance(default, bool):
-        raise ValueError(f"config arg: {key!r} needs a value (got bare {key!r} in {arg!r})")
-      out[key] = True
-    elif isinstance(default, bool):
-      if value.lower() not in ("true", "false", "1", "0"):
-        raise ValueError(f"config arg: {key!r} expects true/false, got {value!r}")
-      out[key] = value.lower() in ("true", "1")
-    elif default is None or isinstance(default, str):
-      out[key] = value
-    else:
-      try:
-        out[key] = type(default)(value)
-      except ValueError as e:
-        raise ValueError(f"config arg: {key!r} expects {type(default).__name__}, got "
-                         f"{value!r}") from e
-  return out
-
-
-def to_json(config: Any) -> str:
-  """The config (dataclass or ConfigDict) as JSON, for checkpoints and run records."""
-  if dataclasses.is_dataclass(config):
-    data = dataclasses.asdict(config)
-  elif hasattr(config, "to_dict"):
-    data = config.to_dict()
-  else:
-    data = dict(config)
-  return json.dumps(data, indent=2, sort_keys=True, default=str)
-
-
-def smoke(config: TrainConfig) -> TrainConfig:
-  """Turns any config into one that trains a few steps on CPU in seconds."""
-  config.total_steps = 1
-  config.batch_size = 8
-  config.data.source = "bundled"
-  config.data.eval_source = "bundled"
-  config.data.resolution = 32
-  config.data.num_eval_images = 2
-  config.optim.warmup_steps = 1
-  config.log_every = 1
-  config.checkpoint_every = 1
-  config.eval_every = 0
-  config.grid_every = 1
-  config.progress_bar = False
-  config.evaluators = ()
-  config.fast_compile = True
-  if config.loss.gan_weight > 0:
-    config.loss.gan_start_step = 0
-  return config
+  small = get_family(family).variant("smoke")
+  sizes = {name: getattr(small, name) for name in SMOKE_SIZE_FIELDS}
+  if model.head != "two_stage":
+    return dataclasses.replace(model, **sizes)
+  levels = sizes["dec_patch_size"].bit_length()  # 2 ** (levels - 1) = dec_patch_size.
+  decoder = MaskGITConfig(hidden_channels=32, channel_mult=(1,) * (levels - 1) + (2,),
+                          num_res_blocks=1, z_channels=16, codebook_size=32)
+  return dataclasses.replace(model, **sizes, pixel_codebook_size=32, pixel_decoder=decoder)

@@ -19,31 +19,22 @@ The optimisation settings are TiTok's (see jaxtok/configs/titok.py); the model v
 """
 from __future__ import annotations
 
-from jaxtok.configs import common, titok
-from jaxtok.configs.common import TrainConfig
+from jaxtok.configs import titok
+from jaxtok.tokenizers import get_family
+from jaxtok.trainers.config import TrainConfig, parse_arg
 
 
 def get_config(arg: str | None = None) -> TrainConfig:
-  """`arg`: "variant=S-256,recipe=stage1[,smoke]" or "tiny[,smoke]"."""
-  a = common.parse_arg(arg, variant="S-256", recipe="stage1", tiny=False, smoke=False)
+  """`arg`: "variant=S-256,recipe=stage1[,smoke]" or "tiny[,smoke]" (or just "smoke")."""
+  a = parse_arg(arg, variant="S-256", recipe="stage1", tiny=False, smoke=False)
   config = TrainConfig()
   if a["tiny"]:
-    config = titok.tiny(config)
-    config.name = "one_d_piece_tiny"
-    config.model.overrides["tail_token_drop"] = True
-    config.model.family, config.model.variant = "one_d_piece", "tiny"
+    config = titok.tiny(config, family="one_d_piece")
   else:
     config.name = f"one_d_piece_{a['variant']}_{a['recipe']}"
-    config.model.family, config.model.variant = "one_d_piece", a["variant"]
+    config.family = "one_d_piece"
+    config.model = get_family("one_d_piece").variant(a["variant"])
     config = titok.official(config, a["recipe"])
   if a["smoke"]:
-    config = common.smoke(config)
-    head = config.model.overrides.get("head", "pixel" if config.recipe == "single"
-                                      else "two_stage")
-    config.model.overrides = {**config.model.overrides, **titok.smoke_model(head),
-                              "tail_token_drop": True}
-    config.data.resolution = 32
-    if config.recipe == "stage1":
-      config.teacher = "random"
-    config.name += "_smoke"
+    config = titok.make_smoke(config)
   return config

@@ -31,11 +31,15 @@ GAN weight 0.01 from step 20k, LeCam 0.001, no quantizer loss; single-stage: 650
 perceptual 1.1, GAN 0.1 from step 200k, quantizer 1.0. The official perceptual network
 (LPIPS + ConvNeXt-S) is not redistributable here: pass `--config.loss.perceptual=lpips:PATH`
 (weights file) or `inception` (offline); it is off by default.
+
+The model is `jaxtok.tokenizers.get_family("titok").variant(name)`; any of its typed fields can
+be changed on the command line, e.g. `--config.model.codebook_size=2048`.
 """
 from __future__ import annotations
 
-from jaxtok.configs import common
-from jaxtok.configs.common import TrainConfig
+from jaxtok.configs.common import smoke_model
+from jaxtok.tokenizers import get_family
+from jaxtok.trainers.config import TrainConfig, parse_arg, smoke
 
 # Frozen parameters of TiTok stage 2 (official `finetune_decoder=True`): encoder, latent
 # tokens and the VQ codebook; the ViT decoder and the MaskGIT pixel decoder train.
@@ -43,37 +47,14 @@ STAGE2_FROZEN = (r"^encoder/", r"^quantize/", r"^latent_tokens")
 # Stage 1 trains only up to the proxy-code logits; the pixel path is unused.
 STAGE1_FROZEN = (r"^pixel_decoder/", r"^pixel_codebook")
 
-# ~0.3M parameters at 64 px: small enough for ~2000 steps of 16 images on 2 CPU cores in
-# well under 15 minutes (benchmarks/train_step.py measures the step).
-TINY_MODEL = dict(
-    image_size=64, enc_patch_size=8, dec_patch_size=8,
-    enc_width=64, enc_depth=2, enc_heads=4, dec_width=64, dec_depth=2, dec_heads=4,
-    mlp_ratio=4.0, num_latent_tokens=32, token_size=16, codebook_size=512,
-    use_l2_norm=True, commitment_cost=0.25, legacy_projection=False, head="pixel",
-    tail_token_drop=False)
-
-
-def smoke_model(head: str) -> dict:
-  """Tiny sizes (32 px) that keep the variant's head and structure."""
-  d = dict(image_size=32, enc_patch_size=16, dec_patch_size=16, enc_width=32, enc_depth=1,
-           enc_heads=2, dec_width=32, dec_depth=1, dec_heads=2, num_latent_tokens=8,
-           token_size=8, codebook_size=64)
-  if head == "two_stage":
-    # MaskGIT decoder with f16 downsampling -> 2x2 proxy-code grid at 32 px.
-    d.update(pixel_codebook_size=32,
-             pixel_decoder=dict(hidden_channels=32, channel_mult=(1, 1, 1, 1, 2),
-                                num_res_blocks=1, z_channels=16, codebook_size=32))
-  return d
-
 
 def official(config: TrainConfig, recipe: str) -> TrainConfig:
   """The official TiTok optimisation/loss settings of `recipe`."""
   config.recipe = recipe
   config.batch_size = 256
-  config.data.resolution = 256
   config.data.source = "tfds:imagenet2012"
   config.data.eval_source = "tfds:imagenet2012:validation"
-  config.data.min_crop_scale = 1.0  # resize shorter side + random crop, random flip.
+  config.data.crop_scale = (1.0, 1.0)  # resize shorter side + random crop, random flip.
   config.optim.lr, config.optim.end_lr, config.optim.weight_decay = 1e-4, 1e-5, 1e-4
   config.optim.grad_clip = 1.0
   config.optim.ema_decay = 0.999
@@ -85,7 +66,7 @@ def official(config: TrainConfig, recipe: str) -> TrainConfig:
     config.optim.frozen = STAGE1_FROZEN
   elif recipe == "stage2":
     config.total_steps, config.optim.warmup_steps, config.optim.b2 = 500_000, 5_000, 0.999
-    config.loss.reconstruction, config.loss.reconstruction_weight = "l2", 1.0
+    config.loss.reconstruction_loss, config.loss.reconstruction_weight = "l2", 1.0
     config.loss.quantizer_weight = 0.0
     config.loss.perceptual_weight = 0.1
     config.loss.gan_weight, config.loss.gan_start_step = 0.01, 20_000
@@ -94,7 +75,7 @@ def official(config: TrainConfig, recipe: str) -> TrainConfig:
     config.optim.frozen = STAGE2_FROZEN
   elif recipe == "single":
     config.total_steps, config.optim.warmup_steps, config.optim.b2 = 650_000, 10_000, 0.999
-    config.loss.reconstruction, config.loss.quantizer_weight = "l2", 1.0
+    config.loss.reconstruction_loss, config.loss.quantizer_weight = "l2", 1.0
     config.loss.perceptual_weight = 1.1
     config.loss.gan_weight, config.loss.gan_start_step = 0.1, 200_000
     config.loss.lecam_weight = 0.001
@@ -103,21 +84,19 @@ def official(config: TrainConfig, recipe: str) -> TrainConfig:
   return config
 
 
-def tiny(config: TrainConfig) -> TrainConfig:
-  """Single-stage tiny TiTok on the bundled photos, tuned for ~10 min on 2 CPU cores.
+def tiny(config: TrainConfig, family: str = "titok") -> TrainConfig:
+  """Single-stage tiny model on the bundled photos, tuned for ~10 min on 2 CPU cores.
 
   The `tiny` model variant brings LeCun-scaled init (`init_std=None`) and a VQ entropy loss;
   with the official 0.02 init and no entropy term this run only learns the mean image and
   collapses the codebook to a few codes.
   """
-  config.name = "titok_tiny"
+  config.name = f"{family}_tiny"
   config.recipe = "single"
-  config.model.family, config.model.variant = "titok", "tiny"
-  config.model.overrides = dict(TINY_MODEL)
+  config.family, config.model = family, get_family(family).variant("tiny")
   config.data.source = config.data.eval_source = "bundled"
-  config.data.resolution = 64
   config.data.num_eval_images = 8
-  config.data.min_crop_scale = 0.3
+  config.data.crop_scale = (0.3, 1.0)
   config.batch_size = 16
   config.total_steps = 1500
   config.optim.lr, config.optim.end_lr = 1e-3, 1e-4
@@ -125,36 +104,38 @@ def tiny(config: TrainConfig) -> TrainConfig:
   config.optim.b2 = 0.99
   config.optim.weight_decay = 1e-4
   config.optim.ema_decay = 0.99
-  config.loss.reconstruction, config.loss.quantizer_weight = "l2", 1.0
+  config.loss.reconstruction_loss, config.loss.quantizer_weight = "l2", 1.0
   config.log_every, config.checkpoint_every, config.grid_every = 50, 500, 500
   config.keep_checkpoints = 2
   return config
 
 
+def make_smoke(config: TrainConfig) -> TrainConfig:
+  """`smoke` run settings and the family's smoke sizes (stage 1 gets a random teacher)."""
+  config = smoke(config)
+  config.model = smoke_model(config.family, config.model)
+  if config.recipe == "stage1":
+    config.teacher = "random"
+  config.name += "_smoke"
+  return config
+
+
 def get_config(arg: str | None = None) -> TrainConfig:
   """`arg`: "tiny[,smoke]" or "variant=S-128,recipe=stage1[,smoke]"."""
-  a = common.parse_arg(arg, variant="S-128", recipe="", tiny=False, smoke=False)
+  a = parse_arg(arg, variant="S-128", recipe="", tiny=False, smoke=False)
   config = TrainConfig()
   if a["tiny"]:
     config = tiny(config)
   else:
     variant = a["variant"]
-    two_stage = not variant.startswith(("BL", "SL", "LL"))
+    config.family, config.model = "titok", get_family("titok").variant(variant)
+    two_stage = config.model.head == "two_stage"
     recipe = a["recipe"] or ("stage1" if two_stage else "single")
     if recipe in ("stage1", "stage2") and not two_stage:
       raise ValueError(f"recipe: {recipe!r} needs a two-stage variant (S-128, B-64, L-32), "
                        f"got {variant!r}")
     config.name = f"titok_{variant}_{recipe}"
-    config.model.family, config.model.variant = "titok", variant
     config = official(config, recipe)
   if a["smoke"]:
-    config = common.smoke(config)
-    head = config.model.overrides.get("head")
-    if head is None:
-      head = "pixel" if config.recipe == "single" else "two_stage"
-    config.model.overrides = {**config.model.overrides, **smoke_model(head)}
-    config.data.resolution = 32
-    if config.recipe == "stage1":
-      config.teacher = "random"
-    config.name += "_smoke"
+    config = make_smoke(config)
   return config

@@ -16,7 +16,8 @@ eps 1e-6; the 1x1 `nin_shortcut` of a ResnetBlock is applied to the block OUTPUT
 input); nearest x2 upsampling then a 3x3 conv; the resnet convs have no bias; encoder
 downsampling is 2x2 average pooling; TF-"SAME" padding (symmetric at stride 1).
 """
-from __future__ import annotations
+# No `from __future__ import annotations`: ml_collections config_flags reads the config
+# dataclass's field types at runtime (`--config.model.<field>=...` in the trainer).
 
 import dataclasses
 
@@ -64,7 +65,7 @@ class MaskGITConfig:
     return 2 ** (len(self.channel_mult) - 1)
 
   @classmethod
-  def from_official(cls, d: dict, *, codebook_size: int = 1024) -> MaskGITConfig:
+  def from_official(cls, d: dict, *, codebook_size: int = 1024) -> "MaskGITConfig":
     """Reads the official decoder dict (`hidden_channels`, `channel_mult`, ...)."""
     mult = tuple(d.get("channel_mult", cls.channel_mult))
     if "num_resolutions" in d and int(d["num_resolutions"]) != len(mult):

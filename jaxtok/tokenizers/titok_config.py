@@ -3,7 +3,8 @@
 `MODEL_SIZES` holds the official ViT sizes only; official checkpoint configs are read by
 `jaxtok.tokenizers.convert.titok_config`.
 """
-from __future__ import annotations
+# No `from __future__ import annotations`: ml_collections config_flags reads the config
+# dataclass's field types at runtime (`--config.model.<field>=...` in the trainer).
 
 import dataclasses
 import json
@@ -151,7 +152,7 @@ class TiTokConfig:
     return d
 
   @classmethod
-  def from_dict(cls, d: dict[str, Any]) -> TiTokConfig:
+  def from_dict(cls, d: dict[str, Any]) -> "TiTokConfig":
     """Inverse of `to_dict`; also reads old checkpoints' `quantize_mode` ("vae" -> gaussian)."""
     d = dict(d)
     if "quantize_mode" in d:

@@ -3,7 +3,7 @@
 All pure functions of arrays; every one computes in float32 whatever the input dtype (bf16
 training keeps its losses in float32, DESIGN.md §4). The combiners return
 `(total, terms)` where `terms` names every contribution, so the trainer can say which term
-went NaN (`first_nonfinite`).
+went NaN (`nonfinite_terms`).
 
 Recipes (TiTok, arXiv 2406.07550 and its released configs):
 - stage 1 (two-stage recipe): cross-entropy of the decoder's proxy-code logits
@@ -13,8 +13,7 @@ Recipes (TiTok, arXiv 2406.07550 and its released configs):
   the hinge loss plus LeCam regularisation (Tseng et al., arXiv 2104.03310) on EMAs of the
   mean real/fake logits.
 """
-from __future__ import annotations
-
+# No `from __future__ import annotations`: config_flags reads LossConfig's field types.
 import dataclasses
 import math
 from typing import Any, Callable, Mapping, NamedTuple
@@ -153,51 +152,49 @@ def adaptive_gan_weight(rec_grad: Any, gan_grad: Any, *, eps: float = 1e-4,
 
 
 # ----------------------------------------------------------------------------------------
-# One-D-Piece helper.
-# ----------------------------------------------------------------------------------------
-def sample_prefix_lengths(rng: Array, batch_size: int, num_tokens: int, *,
-                          min_tokens: int = 1) -> Array:
-  """Uniform token-prefix lengths in [min_tokens, num_tokens] for tail-token drop.
-
-  One-D-Piece (arXiv 2501.10064) keeps a random-length head of the token sequence
-  during training. Returns `[batch_size]` int32.
-  """
-  if not 1 <= min_tokens <= num_tokens:
-    raise ValueError(f"min_tokens: expected 1 <= min_tokens <= num_tokens={num_tokens}, "
-                     f"got {min_tokens}")
-  return jax.random.randint(rng, (batch_size,), min_tokens, num_tokens + 1, jnp.int32)
-
-
-# ----------------------------------------------------------------------------------------
 # Combiners.
 # ----------------------------------------------------------------------------------------
 @dataclasses.dataclass(kw_only=True)
 class LossConfig:
-  """Weights of every loss term (defaults: TiTok's stage-2 / single-stage configs).
+  """THE loss config: weights of every term, and which perceptual network to use.
+
+  The experiment config holds it as `config.loss`, so every field is settable from the
+  command line (`--config.loss.gan_weight=0.1`). Defaults: GAN and perceptual loss off
+  (a pixel + quantizer objective); `jaxtok/configs/titok.py` sets the official values. The
+  official 1d-tokenizer key of a field is given in brackets where it differs.
 
   Attributes:
     reconstruction_loss: "l1" or "l2".
     reconstruction_weight: weight of the pixel loss.
-    perceptual_weight: weight of the perceptual distance (0 = off; TiTok uses 1.1).
-    quantizer_weight: weight of the quantizer's total loss (`aux["quantizer_loss"]`).
-    discriminator_weight: fixed weight of the generator GAN loss (TiTok: 0.1).
-    discriminator_factor: multiplier applied once `step >= discriminator_start`.
-    discriminator_start: first step with a GAN loss (TiTok: 20000).
-    adaptive_discriminator_weight: multiply by VQGAN's adaptive weight too (needs the
-      caller to pass `gan_weight`, see `generator_loss`).
-    lecam_regularization_weight: LeCam weight in the discriminator loss (TiTok: 0.001).
-    lecam_ema_decay: decay of the logits EMAs (TiTok: 0.999).
+    quantizer_weight: weight of the quantizer's total loss `aux["quantizer_loss"]` (and of a
+      VAE's KL term).
+    perceptual: the perceptual network: "" (off), "lpips:PATH[,PATH2]" (LPIPS weights the user
+      provides) or "inception[:PATH]" (offline distance on the FID Inception network).
+    perceptual_weight: weight of the perceptual distance; the trainer uses 0 while
+      `perceptual` is "" (TiTok single stage: 1.1).
+    gan_weight: fixed weight of the generator's hinge GAN loss [discriminator_weight];
+      0 = no discriminator (TiTok: 0.1 single stage, 0.01 stage 2).
+    gan_factor: multiplier of the GAN terms once `step >= gan_start_step`
+      [discriminator_factor].
+    gan_start_step: first step with a GAN loss and discriminator updates
+      [discriminator_start] (TiTok: 20000 stage 2, 200000 single stage).
+    use_adaptive_gan_weight: multiply `gan_weight` by VQGAN's adaptive weight (the caller
+      passes it to `generator_loss`; the trainer does not compute it and rejects True).
+    lecam_weight: LeCam regularisation of the discriminator (arXiv 2104.03310)
+      [lecam_regularization_weight] (TiTok: 0.001).
+    lecam_ema_decay: decay of the LeCam logit EMAs (TiTok: 0.999).
     label_smoothing: of the stage-1 proxy-code cross-entropy.
   """
   reconstruction_loss: str = "l2"
   reconstruction_weight: float = 1.0
-  perceptual_weight: float = 1.1
   quantizer_weight: float = 1.0
-  discriminator_weight: float = 0.1
-  discriminator_factor: float = 1.0
-  discriminator_start: int = 20_000
-  adaptive_discriminator_weight: bool = False
-  lecam_regularization_weight: float = 0.001
+  perceptual: str = ""
+  perceptual_weight: float = 1.1
+  gan_weight: float = 0.0
+  gan_factor: float = 1.0
+  gan_start_step: int = 20_000
+  use_adaptive_gan_weight: bool = False
+  lecam_weight: float = 0.001
   lecam_ema_decay: float = 0.999
   label_smoothing: float = 0.0
 
@@ -206,8 +203,7 @@ class LossConfig:
       raise ValueError(f"reconstruction_loss: expected one of {sorted(RECONSTRUCTION_LOSSES)}, "
                        f"got {self.reconstruction_loss!r}")
     for name in ("reconstruction_weight", "perceptual_weight", "quantizer_weight",
-                 "discriminator_weight", "discriminator_factor",
-                 "lecam_regularization_weight"):
+                 "gan_weight", "gan_factor", "lecam_weight"):
       value = getattr(self, name)
       if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
         raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
@@ -216,11 +212,7 @@ class LossConfig:
 
   @property
   def uses_gan(self) -> bool:
-    return self.discriminator_weight > 0 and self.discriminator_factor > 0
-
-  def gan_active(self, step: int) -> bool:
-    """Host-side: should the discriminator be trained at `step`?"""
-    return self.uses_gan and step >= self.discriminator_start
+    return self.gan_weight > 0 and self.gan_factor > 0
 
 
 def _aux_scalar(aux: Mapping[str, Any], key: str) -> Array:
@@ -264,7 +256,7 @@ def generator_loss(cfg: LossConfig, images: Array, recon: Array, aux: Mapping[st
                    step: Array | int = 0,
                    perceptual_fn: Callable[[Array, Array], Array] | None = None,
                    discriminator_fn: Callable[[Array], Array] | None = None,
-                   gan_weight: Array | None = None) -> tuple[Array, dict[str, Array]]:
+                   adaptive_weight: Array | None = None) -> tuple[Array, dict[str, Array]]:
   """Pixel-space generator loss (TiTok stage 2 / single stage).
 
   total = w_rec * rec(images, recon) + w_perc * mean(perceptual(images, recon))
@@ -280,8 +272,8 @@ def generator_loss(cfg: LossConfig, images: Array, recon: Array, aux: Mapping[st
       `cfg.perceptual_weight > 0`.
     discriminator_fn: `recon -> logits`; required when `cfg.uses_gan`. Differentiate
       only with respect to the generator: the discriminator has its own optimizer.
-    gan_weight: VQGAN adaptive weight (`adaptive_gan_weight`), used when
-      `cfg.adaptive_discriminator_weight`.
+    adaptive_weight: VQGAN adaptive weight (`adaptive_gan_weight`), used when
+      `cfg.use_adaptive_gan_weight`.
 
   Returns:
     (total float32 scalar, terms): `reconstruction_loss`, `perceptual_loss`,
@@ -305,15 +297,15 @@ def generator_loss(cfg: LossConfig, images: Array, recon: Array, aux: Mapping[st
   total = terms["reconstruction_loss"] + terms["perceptual_loss"] + terms["quantizer_loss"]
   if cfg.uses_gan:
     if discriminator_fn is None:
-      raise ValueError("discriminator_fn: required when discriminator_weight > 0, got None")
-    factor = gan_factor(step, cfg.discriminator_start, cfg.discriminator_factor)
+      raise ValueError("discriminator_fn: required when gan_weight > 0, got None")
+    factor = gan_factor(step, cfg.gan_start_step, cfg.gan_factor)
     g = hinge_g_loss(discriminator_fn(recon))
-    weight = jnp.float32(cfg.discriminator_weight)
-    if cfg.adaptive_discriminator_weight:
-      if gan_weight is None:
-        raise ValueError("gan_weight: required when adaptive_discriminator_weight is on "
+    weight = jnp.float32(cfg.gan_weight)
+    if cfg.use_adaptive_gan_weight:
+      if adaptive_weight is None:
+        raise ValueError("adaptive_weight: required when use_adaptive_gan_weight is on "
                          "(see adaptive_gan_weight), got None")
-      weight = weight * jax.lax.stop_gradient(_f32(gan_weight))
+      weight = weight * jax.lax.stop_gradient(_f32(adaptive_weight))
     terms["gan_loss"] = jax.lax.stop_gradient(g)
     terms["gan_factor"] = factor
     terms["weighted_gan_loss"] = weight * factor * g
@@ -327,7 +319,7 @@ def discriminator_loss(cfg: LossConfig, logits_real: Array, logits_fake: Array,
   """Discriminator loss: factor(step) * hinge + w_lecam * LeCam, and the updated EMAs.
 
   As in TiTok's released code, LeCam is not multiplied by the start factor (the
-  trainer does not step the discriminator before `discriminator_start` anyway).
+  trainer does not step the discriminator before `gan_start_step` anyway).
 
   Args:
     cfg: weights.
@@ -340,7 +332,7 @@ def discriminator_loss(cfg: LossConfig, logits_real: Array, logits_fake: Array,
     new EMAs or None when LeCam is off).
   """
   cfg.validate()
-  factor = gan_factor(step, cfg.discriminator_start, cfg.discriminator_factor)
+  factor = gan_factor(step, cfg.gan_start_step, cfg.gan_factor)
   hinge = hinge_d_loss(logits_real, logits_fake)
   real_mean, fake_mean = jnp.mean(_f32(logits_real)), jnp.mean(_f32(logits_fake))
   terms = {"hinge_loss": hinge,
@@ -348,11 +340,11 @@ def discriminator_loss(cfg: LossConfig, logits_real: Array, logits_fake: Array,
            "logits_fake": jax.lax.stop_gradient(fake_mean)}
   loss = factor * hinge
   new_ema = None
-  if cfg.lecam_regularization_weight > 0:
+  if cfg.lecam_weight > 0:
     if lecam_ema is None:
-      raise ValueError("lecam_ema: required when lecam_regularization_weight > 0 "
+      raise ValueError("lecam_ema: required when lecam_weight > 0 "
                        "(start from LeCamEMA.zeros()), got None")
-    terms["lecam_loss"] = cfg.lecam_regularization_weight * lecam_loss(
+    terms["lecam_loss"] = cfg.lecam_weight * lecam_loss(
         real_mean, fake_mean, lecam_ema)
     loss = loss + terms["lecam_loss"]
     new_ema = update_lecam_ema(lecam_ema, real_mean, fake_mean, cfg.lecam_ema_decay)
@@ -362,9 +354,7 @@ def discriminator_loss(cfg: LossConfig, logits_real: Array, logits_fake: Array,
   return loss, terms, new_ema
 
 
-def first_nonfinite(terms: Mapping[str, Any]) -> str | None:
-  """Host-side: name of the first term (in dict order) that is NaN/Inf, else None."""
-  for name, value in terms.items():
-    if not np.all(np.isfinite(np.asarray(value))):
-      return name
-  return None
+def nonfinite_terms(terms: Mapping[str, Any]) -> list[str]:
+  """Host-side: names of the terms (in dict order) holding a NaN/Inf."""
+  return [name for name, value in terms.items()
+          if not np.all(np.isfinite(np.asarray(value)))]

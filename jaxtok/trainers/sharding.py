@@ -3,7 +3,8 @@
 The mesh has a "data" axis and an optional "fsdp" axis. Batches are split over both axes
 (every device sees a different slice of the global batch); parameters and optimizer state
 are replicated over "data" and, when `fsdp > 1`, split over "fsdp" along their largest
-divisible dimension. The step is `jax.jit` with these shardings as in/out shardings.
+divisible dimension. The step is `jax.jit` with these shardings as in/out shardings; per-host
+batches become global arrays with `jaxtok.data.to_global_batch`.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxtok.configs.common import MeshConfig
+from jaxtok.trainers.config import MeshConfig
 
 DATA_AXES = ("data", "fsdp")
 
@@ -83,11 +84,3 @@ def global_batch_size_check(global_batch: int, mesh: Mesh) -> int:
                      f"got {global_batch}")
   return global_batch // jax.process_count()
 
-
-def make_global(local: Any, sharding: NamedSharding) -> Any:
-  """Per-process numpy batch (leading axis = this host's rows) -> global jax.Arrays.
-
-  Process p holds rows [p * b, (p + 1) * b) of the global batch.
-  """
-  return jax.tree_util.tree_map(
-      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local)

@@ -1,25 +1,18 @@
-"""Small shared pieces of the trainer tests (a tiny TiTok and fixed batches)."""
+"""Small shared pieces of the trainer tests (the registry's smoke TiTok and fixed batches)."""
 import numpy as np
 
-from jaxtok.configs.common import TrainConfig
-
-# A TiTok small enough to compile and step in seconds on CPU.
-SMALL_TITOK = dict(image_size=32, enc_patch_size=8, dec_patch_size=8, enc_width=32,
-                   enc_depth=1, enc_heads=2, dec_width=32, dec_depth=1, dec_heads=2,
-                   num_latent_tokens=8, token_size=8, codebook_size=64, head="pixel",
-                   legacy_projection=False, use_l2_norm=True,
-                   # No entropy loss here: its softmax at temperature 0.01 amplifies the
-                   # summation-order noise of a sharded reduction 100x, which the equality
-                   # tests below would then have to tolerate. The quantizer's own 8-device
-                   # tests cover the entropy loss.
-                   quantizer_kwargs={})
+from jaxtok.tokenizers import get_family
+from jaxtok.trainers.config import TrainConfig
 
 
 def small_config(**overrides) -> TrainConfig:
+  """A 10-step run of the registry's `titok:smoke` model (32 px), `overrides` on top."""
   c = TrainConfig()
-  c.model.family, c.model.variant = "titok", "tiny"
-  c.model.overrides = dict(SMALL_TITOK)
-  c.data.resolution = 32
+  c.family, c.model = "titok", get_family("titok").variant("smoke")
+  # No entropy loss here: its softmax at temperature 0.01 amplifies the summation-order
+  # noise of a sharded reduction 100x, which the equality tests would then have to
+  # tolerate. The quantizer's own 8-device tests cover the entropy loss.
+  c.model.quantizer_kwargs = {}
   c.data.num_eval_images = 2
   c.batch_size = 8
   c.total_steps = 10

@@ -1,17 +1,29 @@
-"""Every config parses, resolves its model, and its smoke variant trains one step."""
+"""Every config parses, resolves its model, its smoke variant trains one step, and its typed
+fields are overridable from the command line."""
+import dataclasses
 import importlib.util
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
+from absl import flags
+from ml_collections import config_flags
 
-from jaxtok.configs import common
+import jaxtok
+from jaxtok.tokenizers import TOKENIZERS
+from jaxtok.trainers import config as config_lib
 from jaxtok.trainers import state as state_lib
+from jaxtok.trainers import step as step_lib
 from jaxtok.trainers.train import Experiment, model_class_and_config
 from tests.trainers.common import fixed_batches, small_config
 
-CONFIGS = Path(__file__).resolve().parents[2] / "jaxtok" / "configs"
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "jaxtok" / "configs"
 
 
 def get_config(spec: str):
@@ -24,13 +36,13 @@ def get_config(spec: str):
 
 
 def test_parse_arg():
-  assert common.parse_arg("variant=B-64,smoke", variant="S-128", smoke=False, n=3) == {
+  assert config_lib.parse_arg("variant=B-64,smoke", variant="S-128", smoke=False, n=3) == {
       "variant": "B-64", "smoke": True, "n": 3}
-  assert common.parse_arg("n=5", n=3)["n"] == 5
+  assert config_lib.parse_arg("n=5", n=3)["n"] == 5
   with pytest.raises(ValueError, match="unknown key 'x'"):
-    common.parse_arg("x=1", n=3)
+    config_lib.parse_arg("x=1", n=3)
   with pytest.raises(ValueError, match="'n' expects int"):
-    common.parse_arg("n=a", n=3)
+    config_lib.parse_arg("n=a", n=3)
 
 
 @pytest.mark.parametrize("spec", [
@@ -40,9 +52,9 @@ def test_parse_arg():
     "one_d_piece.py:variant=B-256,recipe=stage2", "one_d_piece.py:tiny"])
 def test_full_configs_resolve(spec):
   config = get_config(spec)
-  _, model_config = model_class_and_config(config.model)
-  assert model_config.image_size == config.data.resolution
-  assert config.recipe in state_lib.RECIPES
+  _, model_config = model_class_and_config(config)
+  assert config.data.resolution is None  # It follows model.image_size.
+  assert config.recipe in step_lib.RECIPES
   if config.recipe == "stage2":
     assert config.optim.frozen and config.loss.gan_weight > 0
   if spec.startswith("one_d_piece"):
@@ -69,7 +81,7 @@ def test_smoke_variant_trains_one_step(spec):
   exp = Experiment(config)
   state = exp.init_state()
   before = jax.device_get(state.params)
-  batch = fixed_batches(1, batch=config.batch_size, size=config.data.resolution)[0]
+  batch = fixed_batches(1, batch=config.batch_size, size=exp.data_config.resolution)[0]
   state, metrics = exp.step(state, exp.global_batch(batch))
   metrics = jax.device_get(metrics)
   assert np.isfinite(metrics["loss/total_loss"]), metrics
@@ -97,3 +109,96 @@ def test_bfloat16_mixed_precision_step():
   # Master weights and optimizer state stay float32.
   assert {x.dtype for x in jax.tree_util.tree_leaves(state.params)} == {np.dtype("float32")}
   assert metrics["loss/total_loss"].dtype == np.float32
+
+
+def test_every_family_config_has_runtime_field_types():
+  """config_flags types `--config.model.x=...` from the dataclass annotations at runtime; a
+  string annotation (`from __future__ import annotations` in the config's module) breaks it."""
+  classes = {config_lib.TrainConfig, config_lib.OptimConfig, config_lib.MeshConfig,
+             type(config_lib.TrainConfig().loss), type(config_lib.TrainConfig().data)}
+  classes |= {fam.config_class for fam in TOKENIZERS.values()}
+  for cls in classes:
+    for field in dataclasses.fields(cls):
+      assert not isinstance(field.type, str), f"{cls.__name__}.{field.name}: {field.type!r}"
+
+
+def _parse_flags(argv):
+  """The trainer's command line parsed exactly as `train.main` defines it."""
+  values = flags.FlagValues()
+  argv = ["train", *argv]
+  config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=False,
+                                  sys_argv=argv)
+  values(argv)
+  return values.config
+
+
+def test_command_line_overrides_nested_and_optional_typed_fields():
+  config = _parse_flags([
+      "--config", f"{CONFIGS}/titok.py:variant=S-128,recipe=stage1,smoke",
+      "--config.model.codebook_size=48", "--config.model.init_std=0.01",
+      "--config.model.pixel_decoder.z_channels=8", "--config.loss.gan_weight=0.5",
+      "--config.loss.lecam_ema_decay=0.99", "--config.loss.perceptual=inception",
+      "--config.data.crop_scale=(0.5, 1.0)", "--config.data.eval_source=folder:/x",
+      "--config.optim.lr=0.003"])
+  assert config.model.codebook_size == 48 and config.model.init_std == 0.01
+  assert config.model.pixel_decoder.z_channels == 8
+  assert config.loss.gan_weight == 0.5 and config.loss.lecam_ema_decay == 0.99
+  assert config.loss.perceptual == "inception"
+  assert config.data.crop_scale == (0.5, 1.0) and config.data.eval_source == "folder:/x"
+  assert config.optim.lr == 0.003
+  _, model_config = model_class_and_config(config)  # Re-validated after the overrides.
+  assert model_config.codebook_size == 48 and model_config.pixel_decoder.z_channels == 8
+  with pytest.raises(flags.IllegalFlagValueError, match="codebook_size"):
+    _parse_flags(["--config", f"{CONFIGS}/titok.py:tiny", "--config.model.codebook_size=x"])
+
+
+def test_cli_model_override_reaches_the_exported_model(tmp_path):
+  """A real `python -m jaxtok.trainers.train` run (0 steps): typed overrides land in the model."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO),
+             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  cmd = [sys.executable, "-m", "jaxtok.trainers.train",
+         "--config", f"{CONFIGS}/titok.py:tiny,smoke", "--workdir", str(tmp_path),
+         "--config.total_steps=0", "--config.grid_every=0",
+         "--config.model.codebook_size=48", "--config.model.init_std=0.01",
+         "--config.loss.quantizer_weight=0.5"]
+  out = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=400)
+  assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+  tok = jaxtok.load(tmp_path / "export")
+  assert tok.model.config.codebook_size == 48 and tok.model.config.init_std == 0.01
+  run_config = json.loads((tmp_path / "config.json").read_text())
+  assert run_config["loss"]["quantizer_weight"] == 0.5
+  assert run_config["model"]["codebook_size"] == 48
+
+
+def test_data_resolution_follows_the_model():
+  config = small_config()
+  assert Experiment(config, jax.devices()[:1]).data_config.resolution == 32
+  config.data.resolution = 64
+  with pytest.raises(ValueError, match=r"data.resolution: .*model.image_size.* 32, got 64"):
+    Experiment(config, jax.devices()[:1])
+
+
+def test_family_must_match_the_model_config_class():
+  config = small_config()
+  config.family = "nope"
+  with pytest.raises(ValueError, match=r"family: expected one of \['one_d_piece', 'titok'"):
+    model_class_and_config(config)
+  config.family = "titok"
+  config.model = config_lib.OptimConfig()
+  with pytest.raises(ValueError, match="model: family 'titok' takes a TiTokConfig"):
+    model_class_and_config(config)
+
+
+def test_fsq_titok_trains():
+  """TiTok with the FSQ bottleneck of the quantizer registry: a few finite steps."""
+  config = small_config()
+  config.model.quantizer = "fsq"
+  config.model.quantizer_kwargs = {"levels": [8, 5, 5, 5]}
+  exp = Experiment(config, jax.devices()[:1])
+  state = exp.init_state()
+  losses = []
+  for batch in fixed_batches(3):
+    state, metrics = exp.step(state, exp.global_batch(batch))
+    losses.append(float(metrics["loss/total_loss"]))
+  assert np.all(np.isfinite(losses)), losses
+  assert losses[-1] < losses[0]

@@ -78,8 +78,8 @@ def test_lecam_loss_and_ema_hand_computed():
 
 
 def test_discriminator_loss_start_factor_lecam_and_ema():
-  cfg = L.LossConfig(discriminator_start=10, lecam_regularization_weight=0.5,
-                     lecam_ema_decay=0.9, discriminator_factor=2.0)
+  cfg = L.LossConfig(gan_start_step=10, lecam_weight=0.5, lecam_ema_decay=0.9,
+                     gan_factor=2.0)
   real = jnp.asarray([[2.0, 0.5], [-1.0, 0.5]])  # mean 0.5
   fake = jnp.asarray([[-2.0, 0.5], [1.0, 0.5]])  # mean 0.0
   ema = L.LeCamEMA(jnp.float32(0.1), jnp.float32(0.3))
@@ -98,7 +98,7 @@ def test_discriminator_loss_start_factor_lecam_and_ema():
   g_real, g_fake = jax.grad(lambda r, f: L.discriminator_loss(cfg, r, f, ema, step=10)[0],
                             argnums=(0, 1))(real, fake)
   assert np.all(np.isfinite(g_real)) and float(g_real[0, 1]) < 0 < float(g_fake[0, 1])
-  no_lecam = L.LossConfig(lecam_regularization_weight=0.0, discriminator_start=0)
+  no_lecam = L.LossConfig(lecam_weight=0.0, gan_start_step=0)
   loss, terms, new = L.discriminator_loss(no_lecam, real, fake)
   assert new is None and np.isclose(loss, hinge)
   with pytest.raises(ValueError, match="lecam_ema"):
@@ -115,8 +115,8 @@ def test_gan_factor_and_adaptive_weight():
 
 def test_generator_loss_sums_weighted_terms_and_gan_start():
   cfg = L.LossConfig(reconstruction_loss="l1", reconstruction_weight=2.0,
-                     perceptual_weight=0.5, quantizer_weight=3.0, discriminator_weight=0.1,
-                     discriminator_start=100)
+                     perceptual_weight=0.5, quantizer_weight=3.0, gan_weight=0.1,
+                     gan_start_step=100)
   rng = np.random.default_rng(0)
   images = jnp.asarray(rng.uniform(size=(2, 8, 8, 3)), jnp.float32)
   recon = jnp.asarray(rng.uniform(size=(2, 8, 8, 3)), jnp.float32)
@@ -147,10 +147,10 @@ def test_generator_loss_sums_weighted_terms_and_gan_start():
   assert np.all(np.isfinite(np.asarray(grad, np.float32)))
   assert run(recon.astype(jnp.bfloat16), 0)[0].dtype == jnp.float32
   # Adaptive weight multiplies the GAN weight.
-  acfg = L.LossConfig(perceptual_weight=0.0, discriminator_start=0,
-                      adaptive_discriminator_weight=True)
+  acfg = L.LossConfig(perceptual_weight=0.0, gan_weight=0.1, gan_start_step=0,
+                      use_adaptive_gan_weight=True)
   total, terms = L.generator_loss(acfg, images, recon, aux, discriminator_fn=disc,
-                                  gan_weight=jnp.float32(4.0))
+                                  adaptive_weight=jnp.float32(4.0))
   np.testing.assert_allclose(terms["weighted_gan_loss"], 0.1 * 4.0 * g, rtol=1e-5)
 
 
@@ -159,9 +159,10 @@ def test_generator_loss_argument_errors():
   with pytest.raises(ValueError, match="perceptual_fn"):
     L.generator_loss(L.LossConfig(), images, images, _quantizer_aux())
   with pytest.raises(ValueError, match="discriminator_fn"):
-    L.generator_loss(L.LossConfig(perceptual_weight=0.0), images, images, _quantizer_aux())
+    L.generator_loss(L.LossConfig(perceptual_weight=0.0, gan_weight=0.1), images, images,
+                     _quantizer_aux())
   with pytest.raises(ValueError, match="aux"):
-    L.generator_loss(L.LossConfig(perceptual_weight=0.0, discriminator_weight=0.0), images,
+    L.generator_loss(L.LossConfig(perceptual_weight=0.0, gan_weight=0.0), images,
                      images, {})
   with pytest.raises(ValueError, match="reconstruction_loss"):
     L.generator_loss(L.LossConfig(reconstruction_loss="l3"), images, images, _quantizer_aux())
@@ -179,15 +180,8 @@ def test_stage1_loss_and_nonfinite_naming():
   total, terms = jax.jit(lambda lg: L.stage1_loss(cfg, lg, ids, _quantizer_aux()))(logits)
   ce = L.proxy_code_cross_entropy(logits, ids)
   np.testing.assert_allclose(total, ce + 1.0, rtol=1e-6)
-  assert L.first_nonfinite(terms) is None
+  assert L.nonfinite_terms(terms) == []
   bad = dict(terms, quantizer_loss=jnp.float32(np.nan))
-  assert L.first_nonfinite(bad) == "quantizer_loss"
-  assert L.first_nonfinite({"a": 1.0, "b": np.array([1.0, np.inf])}) == "b"
+  assert L.nonfinite_terms(bad) == ["quantizer_loss"]
+  assert L.nonfinite_terms({"a": 1.0, "b": np.array([1.0, np.inf])}) == ["b"]
 
-
-def test_sample_prefix_lengths_range():
-  lengths = L.sample_prefix_lengths(jax.random.key(0), 1000, 32, min_tokens=4)
-  assert lengths.dtype == jnp.int32 and lengths.shape == (1000,)
-  assert int(lengths.min()) == 4 and int(lengths.max()) == 32
-  with pytest.raises(ValueError, match="min_tokens"):
-    L.sample_prefix_lengths(jax.random.key(0), 2, 8, min_tokens=9)

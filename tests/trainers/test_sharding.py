@@ -3,7 +3,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxtok.configs.common import MeshConfig
+from jaxtok.trainers.config import MeshConfig
 from jaxtok.trainers import sharding as shd
 from jaxtok.trainers.train import Experiment
 

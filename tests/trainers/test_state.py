@@ -5,8 +5,9 @@ import numpy as np
 import optax
 import pytest
 
-from jaxtok.configs.common import OptimConfig
+from jaxtok.trainers.config import OptimConfig
 from jaxtok.trainers import state as state_lib
+from jaxtok.trainers import step as step_lib
 
 
 def _params():
@@ -81,7 +82,7 @@ def test_ema_warmup_and_decay():
 
 def test_bf16_cast_keeps_codebooks_and_norms_float32():
   cast = state_lib.cast_for_compute(
-      _params(), jnp.bfloat16, lambda p: bool(state_lib.KEEP_F32.search(p)))
+      _params(), jnp.bfloat16, lambda p: bool(step_lib.KEEP_F32.search(p)))
   assert cast["encoder"]["dense"]["kernel"].dtype == jnp.bfloat16
   assert cast["decoder"]["conv"]["kernel"].dtype == jnp.bfloat16
   assert cast["quantize"]["codebook"].dtype == jnp.float32

@@ -14,7 +14,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 import jaxtok
-from jaxtok.trainers import state as state_lib
+from jaxtok.trainers import step as step_lib
 from jaxtok.trainers import train
 from tests.trainers.common import small_config
 
@@ -137,7 +137,7 @@ def test_kill9_then_sigterm_then_finish_is_bit_exact(reference):
 
 
 def test_nan_loss_stops_after_last_good_checkpoint(tmp_path, monkeypatch):
-  original = state_lib.forward_losses
+  original = step_lib.forward_losses
 
   def poisoned(parts, params, model_state, images, key, step, frozen, disc=None):
     total, (terms, recon, aux, ms) = original(parts, params, model_state, images, key, step,
@@ -146,7 +146,7 @@ def test_nan_loss_stops_after_last_good_checkpoint(tmp_path, monkeypatch):
     terms = dict(terms, reconstruction_loss=terms["reconstruction_loss"] + bad)
     return total + bad, (terms, recon, aux, ms)
 
-  monkeypatch.setattr(state_lib, "forward_losses", poisoned)
+  monkeypatch.setattr(step_lib, "forward_losses", poisoned)
   config = small_config(total_steps=8, checkpoint_every=2, export=False)
   with pytest.raises(train.NonFiniteLossError,
                      match=r"step 4: .*reconstruction_loss=nan.*checkpoints/2"):

@@ -1,0 +1,180 @@
+"""The train step: tokenizer loss + update (+ discriminator update), functional, jitted once.
+
+`make_train_step(parts)` returns a pure `step(state, batch, key, frozen) -> (state, metrics)`
+over the `TrainState` pytree of `jaxtok.trainers.state`; the trainer wraps it once in
+`jax.jit` with the state's shardings and donates the state.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from jaxtok.eval.recon import psnr
+from jaxtok.trainers import losses
+from jaxtok.trainers.state import PyTree, TrainState, cast_for_compute, update_ema
+
+# Parameters kept in float32 under bf16 compute: codebooks (distances and quantizer losses
+# are float32 by design, DESIGN.md §4) and norms (cheap, and their statistics need range).
+KEEP_F32 = re.compile(r"codebook|norm|(^|/)ln")
+
+RECIPES = ("single", "stage1", "stage2")
+
+
+@flax.struct.dataclass
+class StepParts:
+  """The static pieces a train step closes over (graph definitions and callables).
+
+  Attributes:
+    graphdef: `nnx.split` graph of the tokenizer.
+    tx: optax transformation of the tokenizer params.
+    recipe: "single", "stage1" or "stage2".
+    loss: `jaxtok.trainers.losses.LossConfig` (perceptual / GAN weights 0 when those
+      networks are off).
+    compute_dtype: jnp dtype of the forward pass.
+    ema_decay: weight EMA decay.
+    teacher_apply: `(frozen_teacher, images [B,H,W,3]) -> ids [B, g, g]` (stage 1).
+    perceptual_apply: `(frozen_perceptual, images, recon) -> [B]` distances (or None).
+    disc_apply: `(disc_params, disc_state, images) -> (logits, new_disc_state)` (GAN).
+    disc_tx: the discriminator's optax transformation.
+  """
+  graphdef: Any = flax.struct.field(pytree_node=False)
+  tx: Any = flax.struct.field(pytree_node=False)
+  recipe: str = flax.struct.field(pytree_node=False, default="single")
+  loss: Any = flax.struct.field(pytree_node=False, default=None)
+  compute_dtype: Any = flax.struct.field(pytree_node=False, default=jnp.float32)
+  ema_decay: float = flax.struct.field(pytree_node=False, default=0.0)
+  teacher_apply: Any = flax.struct.field(pytree_node=False, default=None)
+  perceptual_apply: Any = flax.struct.field(pytree_node=False, default=None)
+  disc_apply: Any = flax.struct.field(pytree_node=False, default=None)
+  disc_tx: Any = flax.struct.field(pytree_node=False, default=None)
+
+  @property
+  def use_gan(self) -> bool:
+    return self.disc_apply is not None and self.loss.uses_gan
+
+
+def _scalar_stats(stats: Any, prefix: str) -> dict[str, jax.Array]:
+  out = {}
+  for k, v in (stats or {}).items():
+    if isinstance(v, dict):
+      out.update(_scalar_stats(v, f"{prefix}{k}/"))
+    else:
+      out[f"{prefix}{k}"] = jnp.mean(jnp.asarray(v, jnp.float32))
+  return out
+
+
+def forward_losses(parts: StepParts, params: PyTree, model_state: PyTree, images: jax.Array,
+                   key: jax.Array, step: jax.Array, frozen: dict[str, Any],
+                   disc: tuple[PyTree, PyTree] | None = None):
+  """The tokenizer objective for one batch (losses in float32, `jaxtok.trainers.losses`).
+
+  Args:
+    parts: the step's static pieces.
+    params / model_state: pure dicts of the tokenizer.
+    images: `[B, H, W, 3]` float32 in [0, 1].
+    key: PRNG key of this step (tail-token-drop, VAE sampling).
+    step: int32 scalar (GAN start gating).
+    frozen: frozen networks' variables: "teacher" (stage 1), "perceptual".
+    disc: (disc_params, disc_state) for the generator's adversarial term.
+
+  Returns:
+    (total, (terms, recon, aux, new_model_state)) with `terms` from the losses module.
+  """
+  keep = lambda p: bool(KEEP_F32.search(p))
+  cparams = cast_for_compute(params, parts.compute_dtype, keep)
+  model = nnx.merge(parts.graphdef, cparams, model_state)
+  recon, aux = model(images.astype(parts.compute_dtype), train=True, rngs=nnx.Rngs(key))
+  new_model_state = nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.Param)))
+  # Model-state updates (codebook EMA, usage counters) keep their stored dtype.
+  new_model_state = jax.tree_util.tree_map(lambda n, o: n.astype(o.dtype), new_model_state,
+                                           model_state)
+  recon = recon.astype(jnp.float32)
+  if parts.recipe == "stage1":
+    if "logits" not in aux:
+      raise ValueError("recipe: 'stage1' needs a two-stage model returning aux['logits']")
+    teacher_ids = jax.lax.stop_gradient(parts.teacher_apply(frozen["teacher"], images))
+    total, terms = losses.stage1_loss(parts.loss, aux["logits"], teacher_ids, aux)
+  else:
+    perceptual_fn = disc_fn = None
+    if parts.perceptual_apply is not None:
+      perceptual_fn = lambda a, b: parts.perceptual_apply(frozen["perceptual"], a, b)
+    if parts.use_gan:
+      disc_fn = lambda x: parts.disc_apply(disc[0], disc[1], x)[0]
+    total, terms = losses.generator_loss(parts.loss, images, recon, aux, step=step,
+                                         perceptual_fn=perceptual_fn,
+                                         discriminator_fn=disc_fn)
+  if "kl_loss" in aux:  # VAE tokenizers: the KL term, weighted like the quantizer loss.
+    terms["kl_loss"] = parts.loss.quantizer_weight * aux["kl_loss"].astype(jnp.float32)
+    total = total + terms["kl_loss"]
+    terms["total_loss"] = total
+  return total, (terms, recon, aux, new_model_state)
+
+
+def _discriminator_update(parts: StepParts, state: TrainState, images: jax.Array,
+                          recon: jax.Array) -> tuple[dict[str, PyTree], dict[str, jax.Array]]:
+  """One hinge + LeCam step of the discriminator: (new state fields, metrics)."""
+  def d_loss(dparams):
+    both = jnp.concatenate([images, jax.lax.stop_gradient(recon)], axis=0)
+    logits, dstate = parts.disc_apply(dparams, state.disc_state, both)
+    real, fake = jnp.split(logits, 2, axis=0)
+    ema_in = losses.LeCamEMA(state.lecam["real"], state.lecam["fake"])
+    loss, dterms, new_lecam = losses.discriminator_loss(parts.loss, real, fake, ema_in,
+                                                        step=state.step)
+    return loss, (dterms, dstate, new_lecam)
+
+  (_, (dterms, dstate, new_lecam)), dgrads = jax.value_and_grad(d_loss, has_aux=True)(
+      state.disc_params)
+  dupd, dopt = parts.disc_tx.update(dgrads, state.disc_opt_state, state.disc_params)
+  dparams = optax.apply_updates(state.disc_params, dupd)
+  lecam = (state.lecam if new_lecam is None
+           else {"real": new_lecam.real, "fake": new_lecam.fake})
+  # The discriminator does not move before the GAN start step.
+  on = state.step >= parts.loss.gan_start_step
+  pick = lambda n, o: jax.tree_util.tree_map(lambda a, b: jnp.where(on, a, b), n, o)
+  fields = dict(disc_params=pick(dparams, state.disc_params),
+                disc_state=pick(dstate, state.disc_state),
+                disc_opt_state=pick(dopt, state.disc_opt_state),
+                lecam=pick(lecam, state.lecam))
+  return fields, {f"disc/{k}": jnp.asarray(v, jnp.float32) for k, v in dterms.items()}
+
+
+def make_train_step(parts: StepParts):
+  """Returns `step(state, batch, key, frozen) -> (state, metrics)` (un-jitted).
+
+  `batch["image"]` is `[B, H, W, 3]` uint8; `key` is the run's base PRNG key (folded with
+  the step number, so a resumed run draws the same randomness); `frozen` holds frozen
+  networks ("teacher", "perceptual"). Metrics are float32 scalars.
+  """
+  def step_fn(state: TrainState, batch: dict[str, jax.Array], key: jax.Array,
+              frozen: dict[str, Any]):
+    images = batch["image"].astype(jnp.float32) / 255.0
+    step_key = jax.random.fold_in(key, state.step)
+    disc = (state.disc_params, state.disc_state) if parts.use_gan else None
+    # Looked up at trace time, so tests can wrap `forward_losses`.
+    grad_fn = jax.value_and_grad(forward_losses, argnums=1, has_aux=True)
+    (total, (terms, recon, aux, new_model_state)), grads = grad_fn(
+        parts, state.params, state.model_state, images, step_key, state.step, frozen, disc)
+    updates, opt_state = parts.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = update_ema(state.ema_params, params, state.step, parts.ema_decay)
+    metrics = {f"loss/{k}": jnp.asarray(v, jnp.float32) for k, v in terms.items()}
+    metrics["loss/total_loss"] = total
+    metrics["train/grad_norm"] = optax.tree.norm(grads)
+    metrics["train/param_norm"] = optax.tree.norm(params)
+    metrics.update(_scalar_stats(aux.get("stats"), "codebook/"))
+    metrics["train/psnr"] = jnp.mean(psnr(jnp.clip(recon, 0, 1), images))
+    new = state.replace(step=state.step + 1, params=params, model_state=new_model_state,
+                        opt_state=opt_state, ema_params=ema)
+    if parts.use_gan:
+      fields, disc_metrics = _discriminator_update(parts, state, images, recon)
+      new = new.replace(**fields)
+      metrics.update(disc_metrics)
+    return new, metrics
+
+  return step_fn
