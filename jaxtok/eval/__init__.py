@@ -1,7 +1,7 @@
 """Evaluators: FID (Flax FID Inception), PSNR/SSIM/LPIPS, codebook usage, rate–distortion.
 
-Modules: `inception` (network + pytorch-fid input pipeline), `inception_weights` (finding and
-converting the weights), `fid`, `recon`, `codebook`, `rate_distortion`, `common` (the
-`Evaluator` contract and `build_evaluators`). CLI: `python -m jaxtok.eval --help`.
-Submodules are imported lazily so `import jaxtok.eval` stays cheap.
+Modules: `evaluators` (the `Evaluator` contract, the static `EVALUATORS` dict and
+`build_evaluators`), `fid`, `recon` (THE PSNR, SSIM, ...), `codebook`, `rate_distortion`,
+`reduce` (cross-host sums). The networks they use live in `jaxtok.nets`. CLI:
+`python -m jaxtok.eval --help`. Nothing is imported here, so `import jaxtok.eval` stays cheap.
 """

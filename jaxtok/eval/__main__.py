@@ -25,15 +25,19 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
+
+from jaxtok import api, data
+from jaxtok.eval import evaluators, fid, rate_distortion, recon
 
 _LOG = logging.getLogger("jaxtok.eval")
 
 
-def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+def _parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="python -m jaxtok.eval", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--checkpoint", help="checkpoint directory or variant (e.g. one_d_piece:tiny)")
@@ -57,6 +61,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
   p.add_argument("--prefix", type=int, default=None, help="decode only the first N tokens")
   p.add_argument("--rd-lengths", default="all", help="'all' or comma list of prefix lengths")
   p.add_argument("--qualities", default=None, help="comma list of JPEG/WebP qualities")
+  return p
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+  p = _parser()
   args = p.parse_args(argv)
   if args.tiles < 1:
     p.error(f"--tiles: expected >= 1, got {args.tiles}")
@@ -68,7 +77,6 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def load_images(source: str, resolution: int, *, max_images: int | None = None,
                 tiles: int = 1) -> np.ndarray:
   """uint8 `[N, R, R, 3]` from `eval_images`, optionally cut into `tiles x tiles` crops."""
-  from jaxtok import data  # pylint: disable=g-import-not-at-top
   if tiles == 1:
     return data.eval_images(source, resolution, max_images=max_images)
   big = data.eval_images(source, resolution * tiles)
@@ -90,7 +98,6 @@ def _jsonable(x: Any) -> Any:
 
 
 def _compare_sources(args, images: np.ndarray, metrics: list[str], out: Path) -> dict:
-  from jaxtok.eval import fid, rate_distortion, recon  # pylint: disable=g-import-not-at-top
   results: dict[str, Any] = {}
   other = None
   if args.compare:
@@ -125,6 +132,32 @@ def _compare_sources(args, images: np.ndarray, metrics: list[str], out: Path) ->
   return results
 
 
+# CLI flag -> (evaluator option, value from the flag's string). A flag left at its default is
+# not passed, so the evaluators' own defaults apply and a flag the chosen metrics do not take
+# is reported by `build_evaluators` instead of being ignored.
+_FLAG_OPTIONS = {
+    "prefix": ("prefix", lambda v: v),
+    "fid_method": ("method", lambda v: v),
+    "lpips_weights": ("lpips_weights", lambda v: v),
+    "reference_stats": ("reference_stats", lambda v: v),
+    "rd_lengths": ("lengths", lambda v: None if v == "all" else [int(k) for k in v.split(",")]),
+    "qualities": ("qualities", lambda v: tuple(int(q) for q in v.split(","))),
+}
+
+
+def _evaluator_options(args: argparse.Namespace, metrics: Sequence[str], out: Path) -> dict:
+  """Keyword options for `evaluators.build_evaluators` from the flags that were given."""
+  parser = _parser()
+  options: dict[str, Any] = {"batch_size": args.batch_size}
+  if "rd" in metrics:
+    options["out_dir"] = str(out)
+  for flag, (option, convert) in _FLAG_OPTIONS.items():
+    value = getattr(args, flag)
+    if value != parser.get_default(flag):
+      options[option] = convert(value)
+  return options
+
+
 def evaluate(argv: Sequence[str] | None = None) -> dict:
   """Runs the CLI on `argv`; returns the record written to `metrics.json`."""
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -134,8 +167,7 @@ def evaluate(argv: Sequence[str] | None = None) -> dict:
   t0 = time.time()
   tok = None
   if args.checkpoint:
-    import jaxtok  # pylint: disable=g-import-not-at-top
-    tok = jaxtok.load(args.checkpoint)
+    tok = api.load(args.checkpoint)
   resolution = args.resolution or (tok.image_size if tok is not None else 256)
   if tok is not None and resolution != tok.image_size:
     raise ValueError(f"--resolution: the tokenizer takes {tok.image_size}x{tok.image_size} "
@@ -154,23 +186,13 @@ def evaluate(argv: Sequence[str] | None = None) -> dict:
       raise ValueError(f"--metrics: {unsupported} need a --checkpoint")
     results = _compare_sources(args, images, metrics, out)
   else:
-    from jaxtok.eval import common  # pylint: disable=g-import-not-at-top
-    lengths = (None if args.rd_lengths == "all"
-               else [int(k) for k in args.rd_lengths.split(",")])
-    kwargs = dict(batch_size=args.batch_size, prefix=args.prefix, method=args.fid_method,
-                  lpips_weights=args.lpips_weights, out_dir=str(out), lengths=lengths,
-                  reference_stats=args.reference_stats)
-    if args.qualities:
-      kwargs["qualities"] = tuple(int(q) for q in args.qualities.split(","))
-    evaluators = common.build_evaluators(metrics, **kwargs)
     results = {}
-    for ev in evaluators:
+    for ev in evaluators.build_evaluators(metrics, **_evaluator_options(args, metrics, out)):
       t = time.time()
       for name, value in ev.run(tok, images):
         results[f"{ev.name}/{name}"] = value
       _LOG.info("%s done in %.1fs", ev.name, time.time() - t)
     if args.save_stats:
-      from jaxtok.eval import fid  # pylint: disable=g-import-not-at-top
       fid.save_statistics(args.save_stats, *fid.compute_statistics(
           images, batch_size=args.batch_size))
   record = {"args": vars(args), "num_images": int(len(images)), "resolution": resolution,

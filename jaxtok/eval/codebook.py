@@ -44,7 +44,7 @@ class CodebookCounter:
     self.codebook_size = codebook_size
     self.counts: np.ndarray | None = None  # int64 [K, F, V]
 
-  def update(self, ids) -> "CodebookCounter":
+  def update(self, ids) -> CodebookCounter:
     """Adds token ids `[B, K]` or `[B, K, F]` (integers in [0, V))."""
     ids = np.asarray(ids)
     if ids.ndim == 2:
@@ -65,7 +65,7 @@ class CodebookCounter:
     self.counts += np.bincount(flat.ravel(), minlength=k * f * v).reshape(k, f, v)
     return self
 
-  def allreduce(self) -> "CodebookCounter":
+  def allreduce(self) -> CodebookCounter:
     """Sums counts over processes (no-op on one host)."""
     if self.counts is not None:
       self.counts = reduce.process_sum(self.counts)

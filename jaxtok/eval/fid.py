@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import jax
 import numpy as np
@@ -47,7 +48,7 @@ class FeatureStats:
     self.sum = np.zeros((dim,), np.float64)
     self.sum_sq = np.zeros((dim, dim), np.float64)
 
-  def update(self, features) -> "FeatureStats":
+  def update(self, features) -> FeatureStats:
     """Adds a batch `[B, D]` of features."""
     f = np.asarray(features, np.float64)
     if f.ndim != 2 or f.shape[1] != self.dim:
@@ -57,7 +58,7 @@ class FeatureStats:
     self.sum_sq += f.T @ f
     return self
 
-  def merge(self, other: "FeatureStats") -> "FeatureStats":
+  def merge(self, other: FeatureStats) -> FeatureStats:
     """Adds another accumulator's sums (e.g. another shard's) into this one."""
     if other.dim != self.dim:
       raise ValueError(f"other: expected dim {self.dim}, got {other.dim}")
@@ -66,7 +67,7 @@ class FeatureStats:
     self.sum_sq += other.sum_sq
     return self
 
-  def allreduce(self) -> "FeatureStats":
+  def allreduce(self) -> FeatureStats:
     """Sums the accumulators of all processes (no-op on one host); every host gets the total."""
     self.n = int(reduce.process_sum(np.array([self.n], np.int64))[0])
     self.sum = reduce.process_sum(self.sum)
@@ -98,8 +99,8 @@ def _trace_sqrt_product_eigh(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
   sigma1 sigma2 is similar to A sigma2 A with A = sigma1^(1/2) (symmetric PSD), so its
   eigenvalues are those of a symmetric PSD matrix; negative round-off is clipped to 0.
   """
-  l, v = np.linalg.eigh(sigma1)
-  a = (v * np.sqrt(np.clip(l, 0, None))) @ v.T
+  lam, v = np.linalg.eigh(sigma1)
+  a = (v * np.sqrt(np.clip(lam, 0, None))) @ v.T
   m = a @ sigma2 @ a
   ev = np.linalg.eigvalsh((m + m.T) / 2)
   return float(np.sum(np.sqrt(np.clip(ev, 0, None))))

@@ -21,14 +21,16 @@ import io
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import numpy as np
+from matplotlib.figure import Figure
 from PIL import Image
 
-from jaxtok.eval import common, fid, recon
+from jaxtok.eval import fid, recon
 from jaxtok.nets import inception
 
 MIN_FID_IMAGES = 2048
@@ -147,13 +149,12 @@ def write_json(result: dict, path: str | os.PathLike) -> Path:
 def plot(result: dict, path: str | os.PathLike, *, title: str | None = None,
          tokenizer_label: str = "tokenizer") -> Path:
   """One PNG: PSNR and SSIM (and rFID if measured) against bytes per image, all curves."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   curves = result["curves"]
   keys = ["psnr", "ssim"] + (["rfid"] if any("rfid" in p for c in curves.values()
                                              for p in c) else [])
-  fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4))
+  # A bare Figure (no pyplot): no global backend switch, nothing left open.
+  fig = Figure(figsize=(5 * len(keys), 4))
+  axes = fig.subplots(1, len(keys), squeeze=False)[0]
   styles = {"tokenizer": "o-", "jpeg": "s--", "webp": "^--"}
   for ax, key in zip(axes, keys):
     for name, pts in curves.items():
@@ -171,42 +172,4 @@ def plot(result: dict, path: str | os.PathLike, *, title: str | None = None,
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(path, dpi=120)
-  plt.close(fig)
   return path
-
-
-class RateDistortionEvaluator(common.Evaluator):
-  """Evaluator form: yields `k<K>/{bytes,psnr,ssim}` (and `<codec>/q<Q>/...`); with `out_dir`
-  also writes `rate_distortion.json` and `rate_distortion.png` there.
-
-  `data` must be an array (all images are kept for the sweep).
-  """
-
-  name = "rd"
-
-  def __init__(self, *, batch_size: int = 32, lengths: Sequence[int] | None = None,
-               codecs: Sequence[str] = ("jpeg", "webp"),
-               qualities: Sequence[int] = DEFAULT_QUALITIES, out_dir: str | None = None,
-               with_fid: bool | None = None, method: str = "sqrtm"):
-    super().__init__(batch_size=batch_size)
-    self.lengths, self.codecs, self.qualities = lengths, tuple(codecs), tuple(qualities)
-    self.out_dir, self.with_fid, self.method = out_dir, with_fid, method
-
-  def run(self, tokenizer, data):
-    images = data if isinstance(data, np.ndarray) else np.concatenate(list(self.batches(data)))
-    result = rate_distortion(tokenizer, images, lengths=self.lengths, codecs=self.codecs,
-                             qualities=self.qualities, batch_size=self.batch_size,
-                             with_fid=self.with_fid, fid_method=self.method)
-    if self.out_dir:
-      write_json(result, Path(self.out_dir) / "rate_distortion.json")
-      plot(result, Path(self.out_dir) / "rate_distortion.png",
-           tokenizer_label=getattr(tokenizer, "family", "tokenizer"))
-    for name, pts in result["curves"].items():
-      for p in pts:
-        tag = f"k{p['tokens']}" if name == "tokenizer" else f"{name}/q{p['quality']}"
-        for key in ("bytes_per_image", "psnr", "ssim", "rfid"):
-          if key in p:
-            yield f"{tag}/{key}", p[key]
-
-
-common.register("rd", RateDistortionEvaluator)

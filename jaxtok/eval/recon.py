@@ -1,4 +1,6 @@
-"""Reconstruction metrics: MSE, L1, PSNR, SSIM (and LPIPS through `trainers.perceptual`).
+"""Reconstruction metrics: MSE, L1, PSNR, SSIM (and LPIPS through `jaxtok.nets.perceptual`).
+
+`psnr` here is THE PSNR of jaxtok: the trainer's eval metric and every evaluator use it.
 
 All functions take two `[B, H, W, C]` image batches in the same range (`data_range`, 1.0 for
 [0, 1] floats; uint8 inputs are divided by 255 first) and return per-image values `[B]`
@@ -24,6 +26,8 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxtok.nets import perceptual
 
 SSIM_K1, SSIM_K2 = 0.01, 0.03  # Wang et al. 2004.
 SSIM_SIGMA = 1.5
@@ -129,7 +133,6 @@ METRICS = {"mse": mse, "l1": l1, "psnr": psnr, "ssim": ssim}
 
 def make_lpips(weights):
   """`fn(a, b) -> [B]` LPIPS from `jaxtok.nets.perceptual.LPIPS` weights (file paths)."""
-  from jaxtok.nets import perceptual  # pylint: disable=g-import-not-at-top
   paths = (weights,) if isinstance(weights, (str, bytes)) or not hasattr(
       weights, "__iter__") else tuple(weights)
   model = perceptual.LPIPS.from_file(*paths)

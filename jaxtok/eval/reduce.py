@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 
 def process_sum(x) -> np.ndarray:
@@ -14,7 +15,6 @@ def process_sum(x) -> np.ndarray:
   x = np.asarray(x)
   if jax.process_count() == 1:
     return x
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   flat = np.ascontiguousarray(x).reshape(-1)
   if flat.dtype.itemsize == 8:
     gathered = np.asarray(multihost_utils.process_allgather(flat.view(np.uint32)))

@@ -1,27 +1,38 @@
-"""The evaluator contract, the registry, and evaluators on a fake and a real tokenizer."""
+"""The evaluator contract, the EVALUATORS dict, and evaluators on a fake and a real tokenizer."""
 import numpy as np
 import pytest
 
 import jaxtok
-from jaxtok.eval import common, rate_distortion, recon
+from jaxtok.eval import evaluators, recon
 
 
 def test_build_evaluators_groups_recon_metrics():
-  evs = common.build_evaluators("psnr,ssim,codebook,rd,mse", batch_size=5, out_dir=None,
-                                method="eigh", unused_option=1)
-  assert [type(e) for e in evs] == [common.ReconEvaluator, common.CodebookEvaluator,
-                                    rate_distortion.RateDistortionEvaluator]
+  evs = evaluators.build_evaluators("psnr,ssim,codebook,rd,mse", batch_size=5, out_dir=None,
+                                    method="eigh")
+  assert [type(e) for e in evs] == [evaluators.ReconEvaluator, evaluators.CodebookEvaluator,
+                                    evaluators.RateDistortionEvaluator]
   assert evs[0].metrics == ("psnr", "ssim", "mse") and evs[0].batch_size == 5
-  fid_ev = common.build_evaluators(["fid"], method="eigh")[0]
-  assert isinstance(fid_ev, common.FidEvaluator) and fid_ev.method == "eigh"
+  fid_ev = evaluators.build_evaluators(["fid"], method="eigh")[0]
+  assert isinstance(fid_ev, evaluators.FidEvaluator) and fid_ev.method == "eigh"
   with pytest.raises(ValueError, match="unknown evaluators"):
-    common.build_evaluators(["psnr", "bleu"])
+    evaluators.build_evaluators(["psnr", "bleu"])
   with pytest.raises(ValueError, match="lpips_weights"):
-    common.build_evaluators(["lpips"])
+    evaluators.build_evaluators(["lpips"])
+  # Options no selected evaluator takes are named, never dropped.
+  with pytest.raises(ValueError, match=r"\['unused_option'\] are taken by none"):
+    evaluators.build_evaluators("psnr,codebook", batch_size=5, unused_option=1)
+  with pytest.raises(ValueError, match=r"\['out_dir'\] are taken by none"):
+    evaluators.build_evaluators(["psnr"], out_dir="x")
+
+
+def test_evaluators_dict_is_static():
+  assert sorted(evaluators.EVALUATORS) == ["codebook", "fid", "rd", "recon"]
+  assert all(issubclass(c, evaluators.Evaluator) and c.name == n
+             for n, c in evaluators.EVALUATORS.items())
 
 
 def test_recon_evaluator_sums_over_batches(fake_tokenizer, images):
-  ev = common.ReconEvaluator(("psnr", "ssim", "mse", "l1"), batch_size=5)
+  ev = evaluators.ReconEvaluator(("psnr", "ssim", "mse", "l1"), batch_size=5)
   got = dict(ev.run(fake_tokenizer, images))
   fake = fake_tokenizer.decode(fake_tokenizer.encode(images))
   assert got["num_images"] == 12
@@ -31,12 +42,12 @@ def test_recon_evaluator_sums_over_batches(fake_tokenizer, images):
   # Same numbers from an iterable of uneven batches.
   again = dict(ev.run(fake_tokenizer, [images[:3], {"image": images[3:]}]))
   assert again["psnr"] == pytest.approx(got["psnr"], rel=1e-6)
-  short = dict(common.ReconEvaluator(("psnr",), prefix=1).run(fake_tokenizer, images))
+  short = dict(evaluators.ReconEvaluator(("psnr",), prefix=1).run(fake_tokenizer, images))
   assert short["psnr"] < got["psnr"]
 
 
 def test_codebook_evaluator(fake_tokenizer, images):
-  got = dict(common.CodebookEvaluator(batch_size=5).run(fake_tokenizer, images))
+  got = dict(evaluators.CodebookEvaluator(batch_size=5).run(fake_tokenizer, images))
   ids = fake_tokenizer.encode(images)
   assert got["num_tokens"] == ids.size
   assert got["dead_codes"] == 16 - len(np.unique(ids))
@@ -45,7 +56,7 @@ def test_codebook_evaluator(fake_tokenizer, images):
 
 def test_fid_evaluator_with_stand_in_features(fake_tokenizer, images):
   feats = lambda x: np.asarray(x, np.float64).reshape(len(x), -1)[:, ::97]  # noqa: E731
-  got = dict(common.FidEvaluator(batch_size=5, extractor=feats, method="eigh").run(
+  got = dict(evaluators.FidEvaluator(batch_size=5, extractor=feats, method="eigh").run(
       fake_tokenizer, images))
   assert got["num_images"] == 12 and got["rfid"] > 0
 
@@ -54,7 +65,7 @@ def test_evaluators_on_a_real_one_d_piece_model():
   tok = jaxtok.load("one_d_piece:tiny")
   rng = np.random.default_rng(0)
   data = rng.integers(0, 256, (4, tok.image_size, tok.image_size, 3), dtype=np.uint8)
-  results = common.run_evaluators(common.build_evaluators(["psnr", "ssim", "codebook"],
+  results = evaluators.run_evaluators(evaluators.build_evaluators(["psnr", "ssim", "codebook"],
                                                           batch_size=4), tok, data)
   assert results["recon/num_images"] == 4
   assert np.isfinite(results["recon/psnr"]) and -1 <= results["recon/ssim"] <= 1
