@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +31,10 @@ from jaxtok.nets import inception_weights
 FEATURE_DIM = 2048
 INPUT_SIZE = 299
 BN_EPS = 1e-3  # TF's BatchNorm epsilon in the 2015 graph.
+# The Inception blocks after the stem, in order (35x35: mixed..mixed_2, 17x17: mixed_3..mixed_7,
+# 8x8: mixed_8..mixed_10 at 299 input).
+BLOCKS = ("mixed", "mixed_1", "mixed_2", "mixed_3", "mixed_4", "mixed_5", "mixed_6", "mixed_7",
+          "mixed_8", "mixed_9", "mixed_10")
 
 _PRECISIONS = {"highest": jax.lax.Precision.HIGHEST, "high": jax.lax.Precision.HIGH,
                "default": jax.lax.Precision.DEFAULT}
@@ -295,14 +299,30 @@ class InceptionV3FID(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     if x.ndim != 4 or x.shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3):
       raise ValueError(f"x: expected [B, {INPUT_SIZE}, {INPUT_SIZE}, 3], got {x.shape}")
+    return self.features(x)[1]
+
+  def features(self, x: jax.Array, taps: Sequence[str] = ()
+               ) -> tuple[list[jax.Array], jax.Array]:
+    """The maps after the blocks named in `taps` (in `BLOCKS` order) and pool3.
+
+    Args:
+      x: `[B, H, W, 3]` float in [-1, 1], H, W >= 75 (299 for FID).
+      taps: names from `BLOCKS`.
+
+    Returns:
+      (maps, pool3): `[B, h, w, C]` per tap and `[B, 2048]`, the global average of the last
+      map (the graph's 8x8 average pool at 299).
+    """
     x = self.conv_2(self.conv_1(self.conv(x)))
     x = _max_pool(x, 2, 0)
     x = self.conv_4(self.conv_3(x))
     x = _max_pool(x, 2, 0)
-    for name in ("mixed", "mixed_1", "mixed_2", "mixed_3", "mixed_4", "mixed_5", "mixed_6",
-                 "mixed_7", "mixed_8", "mixed_9", "mixed_10"):
+    maps = []
+    for name in BLOCKS:
       x = getattr(self, name)(x)
-    return jnp.mean(x, axis=(1, 2))  # The 8x8 average pool of the graph: pool3.
+      if name in taps:
+        maps.append(x)
+    return maps, jnp.mean(x, axis=(1, 2))
 
   def layer(self, name: str) -> ConvBN:
     """The ConvBN at a TF-graph path such as `mixed_4.tower_1.conv_3`."""

@@ -12,8 +12,8 @@ without torch by `jaxtok.io.torch_pickle`), and pytorch-fid's
 `pt_inception-2015-12-05-6726825d.pth` state dict (torchvision-style names; read without torch
 when zip-format, the legacy pickle format needs torch). Anything but an `.npz` is converted
 once into `$JAXTOK_CACHE_DIR/fid_inception.npz` (default `~/.cache/jaxtok/fid_inception.npz`)
-and loaded from there afterwards, so torch is never needed after the conversion (and never at all for the
-TorchScript file).
+and loaded from there afterwards, so torch is never needed after the conversion (and never at
+all for the TorchScript file).
 
 Parameter names in the `.npz` are the TF-graph names the TorchScript file uses, e.g.
 `mixed_10.tower_1_mixed_conv.weight` (OIHW), `.beta`, `.mean`, `.var`.

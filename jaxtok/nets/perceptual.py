@@ -24,12 +24,16 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Mapping, Sequence
+import zipfile
+from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+from jaxtok.io import torch_pickle
+from jaxtok.nets import inception, inception_weights
 
 # LPIPS input scaling constants (arXiv 1801.03924, the `ScalingLayer` of the lpips package).
 LPIPS_SHIFT = (-0.030, -0.088, -0.188)
@@ -118,12 +122,12 @@ class LPIPS(nnx.Module):
       setattr(self, f"lin{k}", nnx.Param(jax.random.uniform(rngs.params(), (c,)) / c))
 
   @classmethod
-  def from_file(cls, *paths: str | os.PathLike) -> "LPIPS":
+  def from_file(cls, *paths: str | os.PathLike) -> LPIPS:
     """LPIPS with weights from an `.npz` (ours) or PyTorch files (see module docstring)."""
     return cls.from_params(load_lpips_weights(*paths))
 
   @classmethod
-  def from_params(cls, params: Mapping[str, np.ndarray]) -> "LPIPS":
+  def from_params(cls, params: Mapping[str, np.ndarray]) -> LPIPS:
     """LPIPS holding `params` (layout of `save_lpips_weights`)."""
     # Shapes only, then the given arrays: no random init to compute (or compile).
     model = nnx.eval_shape(lambda: cls(rngs=nnx.Rngs(0)))
@@ -131,7 +135,7 @@ class LPIPS(nnx.Module):
     return model
 
   @classmethod
-  def random(cls, seed: int = 0) -> "LPIPS":
+  def random(cls, seed: int = 0) -> LPIPS:
     """Randomly initialised LPIPS, built by one jitted init (tests, benchmarks)."""
     return nnx.jit(lambda: cls(rngs=nnx.Rngs(seed)))()
 
@@ -238,8 +242,10 @@ def save_lpips_weights(path: str | os.PathLike, params: Mapping[str, np.ndarray]
 
 
 def _torch_state_dict(path: str) -> dict[str, np.ndarray]:
+  if zipfile.is_zipfile(path):  # torch.save of PyTorch >= 1.6: read without torch.
+    return torch_pickle.read_checkpoint(path)
   try:
-    import torch
+    import torch  # noqa: PLC0415  (optional dependency; legacy pickle files only)
   except ImportError as e:
     raise ValueError(
         f"path: {path!r} is a PyTorch file; reading it needs torch (pip install "
@@ -288,12 +294,11 @@ class InceptionPerceptual(nnx.Module):
   def __init__(self, weights: Mapping[str, np.ndarray] | str | None = None, *,
                size: int = 299, taps: Sequence[str] = INCEPTION_TAPS,
                pool_weight: float = 1.0, network=None):
-    from jaxtok.nets import inception, inception_weights
     if size < 75:
       raise ValueError(f"size: expected >= 75 (Inception's smallest input), got {size}")
-    unknown = [t for t in taps if t not in _INCEPTION_BLOCKS]
+    unknown = [t for t in taps if t not in inception.BLOCKS]
     if unknown:
-      raise ValueError(f"taps: expected names from {_INCEPTION_BLOCKS}, got {unknown}")
+      raise ValueError(f"taps: expected names from {inception.BLOCKS}, got {unknown}")
     self.size = size
     self.taps = tuple(taps)
     self.pool_weight = float(pool_weight)
@@ -304,35 +309,17 @@ class InceptionPerceptual(nnx.Module):
       network.load_weights(params)
     self.net = network
 
-  def _features(self, x: jax.Array) -> tuple[list[jax.Array], jax.Array]:
-    from jaxtok.nets import inception
-    net = self.net
-    x = inception.preprocess(x, size=self.size)
-    x = net.conv_2(net.conv_1(net.conv(x)))
-    x = inception._max_pool(x, 2, 0)
-    x = net.conv_4(net.conv_3(x))
-    x = inception._max_pool(x, 2, 0)
-    taps = []
-    for name in _INCEPTION_BLOCKS:
-      x = getattr(net, name)(x)
-      if name in self.taps:
-        taps.append(x)
-    return taps, jnp.mean(x, axis=(1, 2))
-
   def __call__(self, x0: jax.Array, x1: jax.Array) -> jax.Array:
     """`x0, x1`: `[B, H, W, 3]` in [0, 1] -> `[B]` float32 distances."""
     x0, x1 = _check_pair(x0, x1)
     b = x0.shape[0]
-    taps, pool = self._features(jnp.concatenate([x0, x1]))
+    taps, pool = self.net.features(
+        inception.preprocess(jnp.concatenate([x0, x1]), size=self.size), self.taps)
     total = self.pool_weight * jnp.mean(jnp.square(pool[:b] - pool[b:]), axis=-1)
     for f in taps:
       diff = jnp.square(_unit_normalize(f[:b]) - _unit_normalize(f[b:]))
       total = total + jnp.mean(diff, axis=(1, 2, 3))
     return total
-
-
-_INCEPTION_BLOCKS = ("mixed", "mixed_1", "mixed_2", "mixed_3", "mixed_4", "mixed_5",
-                     "mixed_6", "mixed_7", "mixed_8", "mixed_9", "mixed_10")
 
 
 def main(argv: Sequence[str]) -> None:

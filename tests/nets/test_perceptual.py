@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from jaxtok.nets import inception
 from jaxtok.nets import perceptual as P
 
 # torchvision vgg16 feature indices of the convs, with (in, out) channels.
@@ -135,7 +136,7 @@ def test_lpips_weight_file_errors(tmp_path):
     P.LPIPS.from_params(params)
   pth = tmp_path / "vgg.pth"
   try:
-    import torch
+    import torch  # noqa: PLC0415  (optional: both branches are tested)
   except ImportError:
     pth.write_bytes(b"not read")
     with pytest.raises(ValueError, match="torch"):
@@ -147,7 +148,6 @@ def test_lpips_weight_file_errors(tmp_path):
 
 
 def test_inception_perceptual_random_network():
-  from jaxtok.nets import inception
   net = inception.InceptionV3FID(rngs=nnx.Rngs(0))
   model = P.InceptionPerceptual(network=net, size=75, taps=("mixed_2", "mixed_7"))
   fn = nnx.jit(lambda m, a, b: m(a, b))
