@@ -7,10 +7,12 @@ For each variant (random init, float32, 256x256 inputs): images/s of `tok.encode
 ids) and `tok.decode` (ids -> images, including the MaskGIT pixel decoder of the two-stage
 models), the model FLOPs per image from XLA's cost analysis of the jitted function, and the
 achieved fraction of this machine's float32 matmul peak, measured in the same run with a
-jitted 2048x2048 `jnp.matmul`. The official PyTorch figures (/work/shared/BASELINES.md, torch
-2.13 CPU on a 2-core machine of the same kind) are quoted alongside as the baseline; with
-`--torch-vit` and torch installed, a same-run PyTorch ViT stack of the S-128 encoder's shape is
-timed as well, so ratios can be read from one run.
+jitted 2048x2048 `jnp.matmul`. Official PyTorch figures are quoted alongside as the baseline:
+by default the ones below (torch 2.13 CPU, 2-core machine), or those of a JSON file given with
+`--baselines FILE` or `$JAXTOK_BASELINES` (`{"S-128": {"encode": img/s, "decode": img/s},
+...}`, measured on your kind of machine). With `--torch-vit` and torch installed, a same-run
+PyTorch ViT stack of the S-128 encoder's shape is timed as well, so ratios can be read from one
+run.
 
 Times are medians over `--repeats` runs after one warm-up (compile) call. The load average
 is printed too: figures taken on a busy machine are not comparable.
@@ -33,8 +35,10 @@ from flax import nnx
 import jaxtok
 from jaxtok.tokenizers import get_family
 
-# Official PyTorch figures, quoted from /work/shared/BASELINES.md (batch 8, float32, 2 CPU
-# cores, random weights; images/s).
+BASELINES_ENV = "JAXTOK_BASELINES"
+
+# Official PyTorch figures (bytedance/1d-tokenizer, torch 2.13, batch 8, float32, 2 CPU cores,
+# random weights; images/s), the default of `--baselines`.
 OFFICIAL_TORCH_IMG_PER_S = {
     "S-128": {"encode": 7.04, "decode": 0.58},
     "B-64": {"encode": 2.45, "decode": 0.49},
@@ -90,7 +94,21 @@ def model_flops(config, image_shape, ids_shape) -> tuple[float | None, float | N
   return enc, dec
 
 
-def bench_variant(name: str, batch: int, repeats: int, peak_gflops: float) -> dict:
+def load_baselines(path: str | None) -> dict:
+  """`{variant: {"encode": img/s, "decode": img/s}}` from a JSON file, else the defaults."""
+  if not path:
+    return OFFICIAL_TORCH_IMG_PER_S
+  with open(path) as f:
+    baselines = json.load(f)
+  if not isinstance(baselines, dict) or not all(
+      isinstance(v, dict) and {"encode", "decode"} <= set(v) for v in baselines.values()):
+    raise ValueError(f"--baselines: expected {{variant: {{'encode': .., 'decode': ..}}}} in "
+                     f"{path!r}")
+  return baselines
+
+
+def bench_variant(name: str, batch: int, repeats: int, peak_gflops: float,
+                  baselines: dict) -> dict:
   t0 = time.perf_counter()
   tok = jaxtok.load(f"titok:{name}", seed=0)
   build_s = time.perf_counter() - t0
@@ -126,7 +144,7 @@ def bench_variant(name: str, batch: int, repeats: int, peak_gflops: float) -> di
       "encode": {**side(enc_s, enc_flops), "first_call_s": round(enc_first_s, 2)},
       "decode": {**side(dec_s, dec_flops), "first_call_s": round(dec_first_s, 2)},
   }
-  base = OFFICIAL_TORCH_IMG_PER_S.get(name)
+  base = baselines.get(name)
   if base:
     result["official_torch_baseline"] = base
     result["speedup_vs_official"] = {
@@ -137,7 +155,7 @@ def bench_variant(name: str, batch: int, repeats: int, peak_gflops: float) -> di
 def torch_vit_baseline(batch: int, repeats: int) -> dict | None:
   """Same-run PyTorch ViT stack of the S-128 encoder's shape (8 layers, width 512, 385 tokens)."""
   try:
-    import torch  # pylint: disable=g-import-not-at-top
+    import torch  # noqa: PLC0415  (optional baseline)
   except ImportError:
     return None
   torch.manual_seed(0)
@@ -161,6 +179,9 @@ def main(argv=None) -> None:
   p.add_argument("--repeats", type=int, default=3, help="timed runs per figure (median)")
   p.add_argument("--quick", action="store_true",
                  help="one timed run per figure and a shorter matmul measurement")
+  p.add_argument("--baselines", default=os.environ.get(BASELINES_ENV),
+                 help=f"JSON file of official img/s per variant (default ${BASELINES_ENV}, "
+                      "else the figures quoted in this script)")
   p.add_argument("--torch-vit", action="store_true",
                  help="also time a same-run PyTorch ViT stack (needs torch)")
   args = p.parse_args(argv)
@@ -168,6 +189,7 @@ def main(argv=None) -> None:
     raise ValueError(f"--batch: expected >= 1, got {args.batch}")
   repeats = 1 if args.quick else args.repeats
   variants = [v for v in args.variants.split(",") if v]
+  baselines = load_baselines(args.baselines)
   load_before = os.getloadavg()
   peak = matmul_peak_gflops(repeats=3 if args.quick else 10)
   out = {
@@ -180,7 +202,7 @@ def main(argv=None) -> None:
       "variants": {},
   }
   for name in variants:
-    out["variants"][name] = bench_variant(name, args.batch, repeats, peak)
+    out["variants"][name] = bench_variant(name, args.batch, repeats, peak, baselines)
   if args.torch_vit:
     out["torch_vit_same_run"] = torch_vit_baseline(args.batch, repeats)
   out["loadavg_1_5_15_after"] = [round(x, 2) for x in os.getloadavg()]

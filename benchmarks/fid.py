@@ -16,6 +16,9 @@ import time
 
 import jax
 import numpy as np
+import torch  # The baseline (this benchmark needs jaxtok[torch]).
+
+from jaxtok.nets import inception, inception_weights
 
 
 def _time(fn, repeats):
@@ -34,8 +37,6 @@ def main():
   p.add_argument("--batch-sizes", default="16,64")
   p.add_argument("--precision", default="highest", choices=("highest", "high", "default"))
   args = p.parse_args()
-  from jaxtok.nets import inception, inception_weights
-  import torch  # The baseline.
 
   weights = inception_weights.fid_helper_file() or inception_weights.resolve_weights()
   script = torch.jit.load(str(weights), map_location="cpu").eval()
@@ -50,11 +51,11 @@ def main():
     ext = inception.InceptionFeatures(batch_size=bs, precision=args.precision)
     x_torch = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 * 2 - 1
 
-    def run_torch():
+    def run_torch(x=x_torch):
       with torch.inference_mode():
-        return script(x_torch).numpy()
+        return script(x).numpy()
 
-    t_jax = _time(lambda: ext(images), args.repeats)
+    t_jax = _time(lambda ext=ext, images=images: ext(images), args.repeats)
     t_torch = _time(run_torch, args.repeats)
     diff = float(np.abs(ext(images) - run_torch()).max())
     results["runs"].append({"batch_size": bs, "jaxtok_images_per_s": bs / t_jax,

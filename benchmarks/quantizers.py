@@ -26,8 +26,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxtok.tokenizers.quantizers import (FactorizedVectorQuantizer, FiniteScalarQuantizer,
-                                          VectorQuantizer, core)
+from jaxtok.tokenizers.quantizers import (
+  FactorizedVectorQuantizer,
+  FiniteScalarQuantizer,
+  VectorQuantizer,
+  core,
+)
 
 
 def _grad_step(model, z):
