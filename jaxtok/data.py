@@ -23,6 +23,9 @@ Every random choice is a pure function of (seed, position in the stream), so res
 not depend on the number of worker threads/processes.
 
 Evaluation (`eval_images`) is deterministic: center square crop + bicubic resize.
+
+(Over 500 lines: the three sources, the crops, THE `DataConfig` and the checkpointable
+pipeline share private readers and record lists; split them only by making those public.)
 """
 # No `from __future__ import annotations`: config_flags reads DataConfig's field types.
 import dataclasses
@@ -31,8 +34,9 @@ import io
 import logging
 import os
 import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import grain
 import jax
@@ -247,7 +251,7 @@ class _TfdsReader:
 
 
 def _open_tfds(name: str, split: str, data_dir: str | None):
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (pulls TensorFlow)
+  import tensorflow_datasets as tfds  # noqa: PLC0415  (lazy: pulls in TensorFlow)
   try:
     return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
   except Exception as e:  # tfds raises many types; the message is what matters.
@@ -432,14 +436,23 @@ def _host(process_index: int | None, process_count: int | None) -> tuple[int, in
   return index, count
 
 
+def _host_shard(cfg: DataConfig, process_index: int | None, process_count: int | None
+                ) -> tuple[Sequence[Any], Callable[[Any], np.ndarray]]:
+  """(this host's records: every count-th from its index, the record reader)."""
+  index, count = _host(process_index, process_count)
+  kind, arg, split = _parse_source(cfg.source)
+  records, reader = _records(kind, arg, split, cfg, cfg.tfds_data_dir, cfg.image_key)
+  if len(records) < count:
+    raise ValueError(f"process_count: {count} hosts but source {cfg.source!r} has only "
+                     f"{len(records)} records; every host needs at least one")
+  return records[index::count], reader
+
+
 def host_records(cfg: DataConfig, process_index: int | None = None,
                  process_count: int | None = None) -> list[Any]:
   """The records (names / paths / tfds indices) this host trains on: every count-th."""
   cfg.validate()
-  index, count = _host(process_index, process_count)
-  kind, arg, split = _parse_source(cfg.source)
-  records, _ = _records(kind, arg, split, cfg, cfg.tfds_data_dir, cfg.image_key)
-  return list(records[index::count])
+  return list(_host_shard(cfg, process_index, process_count)[0])
 
 
 def create_train_iterator(cfg: DataConfig, *, batch_size: int, seed: int | None = None,
@@ -463,16 +476,8 @@ def create_train_iterator(cfg: DataConfig, *, batch_size: int, seed: int | None 
   if not isinstance(batch_size, int) or batch_size < 1:
     raise ValueError(f"batch_size: expected a positive int (per host), got {batch_size!r}")
   resolution = _check_resolution(cfg.resolution)
-  seed = cfg.seed if seed is None else seed
-  index, count = _host(process_index, process_count)
-  kind, arg, split = _parse_source(cfg.source)
-  records, reader = _records(kind, arg, split, cfg, cfg.tfds_data_dir, cfg.image_key)
-  n = len(records)
-  if n < count:
-    raise ValueError(f"process_count: {count} hosts but source {cfg.source!r} has only {n} "
-                     f"records; every host needs at least one")
-  ds = grain.MapDataset.source(records)[index::count]
-  ds = ds.seed(seed)
+  records, reader = _host_shard(cfg, process_index, process_count)
+  ds = grain.MapDataset.source(records).seed(cfg.seed if seed is None else seed)
   if cfg.shuffle:
     ds = ds.shuffle()  # Reshuffled every epoch (grain keys the shuffle by epoch).
   ds = ds.repeat(None)
@@ -486,7 +491,7 @@ def create_train_iterator(cfg: DataConfig, *, batch_size: int, seed: int | None 
       # take their defaults, as grain's own docs do.
       flags.FLAGS.mark_as_parsed()
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.num_workers))
-  return TrainIterator(iter(it_ds), batch_size, len(range(index, n, count)))
+  return TrainIterator(iter(it_ds), batch_size, len(records))
 
 
 def to_global_batch(batch: Mapping[str, np.ndarray],

@@ -280,7 +280,7 @@ def test_bad_arguments_raise_value_error(tmp_path):
 
 def _prepare_tiny_tfds(data_dir):
   """Writes a tiny array_record tfds dataset; images given as PNG bytes need no TF."""
-  import tensorflow_datasets as tfds
+  import tensorflow_datasets as tfds  # noqa: PLC0415  (lazy: pulls in TensorFlow)
 
   class JaxtokTinyPhotos(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version("1.0.0")

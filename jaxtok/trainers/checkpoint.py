@@ -138,10 +138,10 @@ def find_checkpoint_dir(path: str | os.PathLike) -> tuple[Path, int | None]:
   if path.name.isdigit():
     candidates.append((path.parent, int(path.name)))
   for directory, step in candidates:
-    if directory.is_dir() and any(p.name.isdigit() and p.is_dir()
-                                  for p in directory.iterdir()):
-      if step is None or (directory / str(step)).is_dir():
-        return directory, step
+    if (directory.is_dir() and any(p.name.isdigit() and p.is_dir()
+                                   for p in directory.iterdir())
+        and (step is None or (directory / str(step)).is_dir())):
+      return directory, step
   raise ValueError(f"resume: expected a workdir or checkpoint directory with step "
                    f"subdirectories, got {str(path)!r}")
 

@@ -13,11 +13,14 @@ use `jax.distributed.initialize()` with no arguments; a single host is a no-op.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 
 _INITIALIZED = False
 
@@ -26,11 +29,8 @@ def _auto_detectable_cluster() -> bool:
   hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
   if hosts and len([h for h in hosts.split(",") if h.strip()]) > 1:
     return True
-  if int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1:
-    return True
-  if int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1") or 1) > 1:
-    return True
-  return False
+  return (int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1
+          or int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1") or 1) > 1)
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
@@ -102,8 +102,6 @@ def sync_flag(flag: bool) -> bool:
   """
   if jax.process_count() == 1:
     return bool(flag)
-  import numpy as np
-  from jax.experimental import multihost_utils
   flags = multihost_utils.process_allgather(np.asarray([int(flag)], np.int32))
   return bool(np.any(flags))
 
@@ -121,10 +119,9 @@ class StopSignal:
 
   def install(self) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
-      try:
+      # ValueError: not the main thread (e.g. a worker thread of a test runner).
+      with contextlib.suppress(ValueError):
         self._old[sig] = signal.signal(sig, self._handle)
-      except ValueError:  # Not the main thread (e.g. a worker thread of a test runner).
-        pass
 
   def uninstall(self) -> None:
     for sig, old in self._old.items():

@@ -5,14 +5,14 @@ Only the primary process writes (`enabled=False` elsewhere).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from PIL import Image
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
-
 
 # Metrics shown next to the progress bar (by their last path component).
 BAR_METRICS = ("loss/total_loss", "loss/reconstruction_loss", "train/psnr", "codebook/usage",
@@ -24,7 +24,9 @@ class MetricWriter:
 
   def __init__(self, workdir: Path, enabled: bool = True):
     self.enabled = enabled
-    self.jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8") if enabled else None
+    # Open for the whole run (closed by `close`), appended to across restarts.
+    self.jsonl = (open(workdir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+                  if enabled else None)
     self.tb = SummaryWriter(str(workdir / "tensorboard")) if enabled else None
 
   def write(self, step: int, metrics: Mapping[str, float]) -> None:

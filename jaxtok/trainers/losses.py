@@ -16,7 +16,8 @@ Recipes (TiTok, arXiv 2406.07550 and its released configs):
 # No `from __future__ import annotations`: config_flags reads LossConfig's field types.
 import dataclasses
 import math
-from typing import Any, Callable, Mapping, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

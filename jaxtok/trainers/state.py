@@ -8,12 +8,14 @@ so the whole `TrainState` is a plain pytree that jit, sharding and Orbax handle 
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
+from flax import nnx
 
 from jaxtok.trainers.config import OptimConfig
 
@@ -41,6 +43,12 @@ class TrainState(flax.struct.PyTreeNode):
   disc_state: PyTree
   disc_opt_state: PyTree
   lecam: PyTree
+
+
+def split_pure(module: nnx.Module) -> tuple[Any, PyTree, PyTree]:
+  """(graphdef, params, other variables) of `module`, both as pure dicts of arrays."""
+  graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+  return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
 
 
 def path_str(path) -> str:

@@ -1,11 +1,15 @@
 """The train step: tokenizer loss + update (+ discriminator update), functional, jitted once.
 
-`make_train_step(parts)` returns a pure `step(state, batch, key, frozen) -> (state, metrics)`
-over the `TrainState` pytree of `jaxtok.trainers.state`; the trainer wraps it once in
-`jax.jit` with the state's shardings and donates the state.
+Also builds the networks the step closes over from the config (`teacher_network`,
+`perceptual_network`, `discriminator_network`) and the loss config it uses
+(`step_loss_config`). `make_train_step(parts)` returns a pure
+`step(state, batch, key, frozen) -> (state, metrics)` over the `TrainState` pytree of
+`jaxtok.trainers.state`; the trainer wraps it once in `jax.jit` with the state's shardings and
+donates the state.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
@@ -16,8 +20,13 @@ import optax
 from flax import nnx
 
 from jaxtok.eval.recon import psnr
+from jaxtok.io.torch_pickle import read_checkpoint
+from jaxtok.nets import discriminator, perceptual
+from jaxtok.tokenizers import maskgit_vqgan
+from jaxtok.tokenizers.convert import titok_mapping
 from jaxtok.trainers import losses
-from jaxtok.trainers.state import PyTree, TrainState, cast_for_compute, update_ema
+from jaxtok.trainers.config import TrainConfig
+from jaxtok.trainers.state import PyTree, TrainState, cast_for_compute, split_pure, update_ema
 
 # Parameters kept in float32 under bf16 compute: codebooks (distances and quantizer losses
 # are float32 by design, DESIGN.md §4) and norms (cheap, and their statistics need range).
@@ -59,6 +68,86 @@ class StepParts:
     return self.disc_apply is not None and self.loss.uses_gan
 
 
+# ------------------------------------------------------------------------------------------
+# The networks the step closes over (frozen teacher / perceptual net, trained discriminator),
+# each as (graphdef, params, state) pure dicts, or None when the config leaves it off.
+# ------------------------------------------------------------------------------------------
+def teacher_network(config: TrainConfig, model_config: Any):
+  """Frozen MaskGIT VQGAN for stage 1: (graphdef, params, model_state) or None."""
+  if config.recipe != "stage1":
+    return None
+  mg_cfg = dataclasses.replace(model_config.pixel_decoder,
+                               codebook_size=model_config.pixel_codebook_size)
+  if config.teacher == "random":  # Smoke tests only: no released weights offline.
+    teacher = maskgit_vqgan.MaskGITVQGAN(mg_cfg, rngs=nnx.Rngs(config.seed + 1))
+  elif config.teacher:
+    teacher = titok_mapping.maskgit_from_official(read_checkpoint(config.teacher), mg_cfg)
+  else:
+    raise ValueError("teacher: recipe 'stage1' needs the MaskGIT-VQGAN weights file "
+                     "(maskgit-vqgan-imagenet-f16-256.bin), or 'random' for smoke tests")
+  return split_pure(teacher)
+
+
+def discriminator_network(config: TrainConfig):
+  """(graphdef, params, state) of TiTok's GAN discriminator, or None when the GAN is off."""
+  if config.loss.gan_weight <= 0 or config.recipe == "stage1":
+    return None
+  return split_pure(discriminator.NLayerDiscriminator(rngs=nnx.Rngs(config.seed + 2)))
+
+
+def perceptual_network(config: TrainConfig):
+  """Frozen perceptual network (`config.loss.perceptual`) as (graphdef, params, state)."""
+  spec = config.loss.perceptual
+  if not spec or config.loss.perceptual_weight <= 0 or config.recipe == "stage1":
+    return None
+  kind, _, arg = spec.partition(":")
+  if kind == "lpips":
+    if not arg:
+      raise ValueError(f"loss.perceptual: 'lpips:PATH' needs the weights file, got {spec!r}")
+    net = perceptual.LPIPS.from_file(*arg.split(","))
+  elif kind == "inception":
+    net = perceptual.InceptionPerceptual(arg or None)
+  else:
+    raise ValueError(f"loss.perceptual: expected '', 'lpips:PATH' or 'inception[:PATH]', got "
+                     f"{spec!r}")
+  return split_pure(net)
+
+
+def step_loss_config(config: TrainConfig, has_perceptual: bool, has_disc: bool
+                     ) -> losses.LossConfig:
+  """`config.loss` with the perceptual / GAN weights at 0 where those networks are off."""
+  if config.loss.use_adaptive_gan_weight:
+    raise ValueError("loss.use_adaptive_gan_weight: the trainer does not compute the "
+                     "decoder's last-layer gradients it needs; expected False")
+  out = dataclasses.replace(
+      config.loss,
+      perceptual_weight=config.loss.perceptual_weight if has_perceptual else 0.0,
+      gan_weight=config.loss.gan_weight if has_disc else 0.0)
+  out.validate()
+  return out
+
+
+def frozen_apply(graphdef, method: str | None = None):
+  """`(frozen (params, state), *args) -> module(*args)` for a frozen network."""
+  def apply(frozen, *args):
+    module = nnx.merge(graphdef, frozen[0], frozen[1])
+    return (getattr(module, method) if method else module)(*args)
+  return apply
+
+
+def disc_apply(graphdef):
+  """`(disc_params, disc_state, images) -> (logits, new disc_state)`."""
+  def apply(params, disc_state, images):
+    disc = nnx.merge(graphdef, params, disc_state)
+    logits = disc(images)
+    return logits, nnx.to_pure_dict(nnx.state(disc, nnx.Not(nnx.Param)))
+  return apply
+
+
+
+# ------------------------------------------------------------------------------------------
+# The step.
+# ------------------------------------------------------------------------------------------
 def _scalar_stats(stats: Any, prefix: str) -> dict[str, jax.Array]:
   out = {}
   for k, v in (stats or {}).items():

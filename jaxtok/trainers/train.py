@@ -36,11 +36,10 @@ from ml_collections import config_flags
 import jaxtok
 from jaxtok import data as data_lib
 from jaxtok.api import Tokenizer
-from jaxtok.eval import evaluators as eval_common
+from jaxtok.eval import evaluators as evaluators_lib
 from jaxtok.eval import recon as recon_lib
 from jaxtok.io.torch_pickle import read_checkpoint
-from jaxtok.nets import discriminator, perceptual
-from jaxtok.tokenizers import get_family, maskgit_vqgan
+from jaxtok.tokenizers import get_family
 from jaxtok.tokenizers.convert import titok_mapping
 from jaxtok.trainers import checkpoint as ckpt_lib
 from jaxtok.trainers import distributed, feedback, losses
@@ -58,7 +57,7 @@ class NonFiniteLossError(FloatingPointError):
 
 
 # ==========================================================================================
-# Model, teacher, perceptual network and discriminator.
+# Model construction and host transfer.
 # ==========================================================================================
 def model_class_and_config(config: TrainConfig) -> tuple[type, Any]:
   """(model class, validated model config) of `config.family` / `config.model`.
@@ -71,82 +70,6 @@ def model_class_and_config(config: TrainConfig) -> tuple[type, Any]:
     raise ValueError(f"model: family {config.family!r} takes a "
                      f"{family.config_class.__name__}, got {type(config.model).__name__}")
   return family.model_class, family.config_class.from_dict(config.model.to_dict())
-
-
-def _split_pure(module: nnx.Module):
-  graphdef, params, rest = nnx.split(module, nnx.Param, ...)
-  return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
-
-
-def _teacher(config: TrainConfig, model_config: Any):
-  """Frozen MaskGIT VQGAN for stage 1: (graphdef, params, model_state) or None."""
-  if config.recipe != "stage1":
-    return None
-  mg_cfg = dataclasses.replace(model_config.pixel_decoder,
-                               codebook_size=model_config.pixel_codebook_size)
-  if config.teacher == "random":  # Smoke tests only: no released weights offline.
-    teacher = maskgit_vqgan.MaskGITVQGAN(mg_cfg, rngs=nnx.Rngs(config.seed + 1))
-  elif config.teacher:
-    teacher = titok_mapping.maskgit_from_official(read_checkpoint(config.teacher), mg_cfg)
-  else:
-    raise ValueError("teacher: recipe 'stage1' needs the MaskGIT-VQGAN weights file "
-                     "(maskgit-vqgan-imagenet-f16-256.bin), or 'random' for smoke tests")
-  return _split_pure(teacher)
-
-
-def _discriminator(config: TrainConfig):
-  """(graphdef, params, state) of TiTok's GAN discriminator, or None when the GAN is off."""
-  if config.loss.gan_weight <= 0 or config.recipe == "stage1":
-    return None
-  return _split_pure(discriminator.NLayerDiscriminator(rngs=nnx.Rngs(config.seed + 2)))
-
-
-def _perceptual(config: TrainConfig):
-  """Frozen perceptual network (`config.loss.perceptual`) as (graphdef, params, state)."""
-  spec = config.loss.perceptual
-  if not spec or config.loss.perceptual_weight <= 0 or config.recipe == "stage1":
-    return None
-  kind, _, arg = spec.partition(":")
-  if kind == "lpips":
-    if not arg:
-      raise ValueError(f"loss.perceptual: 'lpips:PATH' needs the weights file, got {spec!r}")
-    net = perceptual.LPIPS.from_file(*arg.split(","))
-  elif kind == "inception":
-    net = perceptual.InceptionPerceptual(arg or None)
-  else:
-    raise ValueError(f"loss.perceptual: expected '', 'lpips:PATH' or 'inception[:PATH]', got "
-                     f"{spec!r}")
-  return _split_pure(net)
-
-
-def step_loss_config(config: TrainConfig, has_perceptual: bool, has_disc: bool
-                     ) -> losses.LossConfig:
-  """`config.loss` with the perceptual / GAN weights at 0 where those networks are off."""
-  if config.loss.use_adaptive_gan_weight:
-    raise ValueError("loss.use_adaptive_gan_weight: the trainer does not compute the "
-                     "decoder's last-layer gradients it needs; expected False")
-  out = dataclasses.replace(
-      config.loss,
-      perceptual_weight=config.loss.perceptual_weight if has_perceptual else 0.0,
-      gan_weight=config.loss.gan_weight if has_disc else 0.0)
-  out.validate()
-  return out
-
-
-def _apply_fn(graphdef, method: str | None = None):
-  """`(frozen (params, state), *args) -> module(*args)` for a frozen network."""
-  def apply(frozen, *args):
-    module = nnx.merge(graphdef, frozen[0], frozen[1])
-    return (getattr(module, method) if method else module)(*args)
-  return apply
-
-
-def _disc_apply(graphdef):
-  def apply(params, disc_state, images):
-    disc = nnx.merge(graphdef, params, disc_state)
-    logits = disc(images)
-    return logits, nnx.to_pure_dict(nnx.state(disc, nnx.Not(nnx.Param)))
-  return apply
 
 
 def _to_host(x: jax.Array) -> Any:
@@ -187,20 +110,21 @@ class Experiment:
     self.data_config.validate()
     abstract_model = nnx.eval_shape(lambda: self.model_cls(self.model_config,
                                                            rngs=nnx.Rngs(0)))
-    self.graphdef, abs_params, _ = _split_pure(abstract_model)
+    self.graphdef, abs_params, _ = state_lib.split_pure(abstract_model)
     self.tx = state_lib.make_optimizer(config.optim, config.total_steps, abs_params)
-    teacher, perc, disc = _teacher(config, self.model_config), _perceptual(config), (
-        _discriminator(config))
+    teacher = step_lib.teacher_network(config, self.model_config)
+    perc = step_lib.perceptual_network(config)
+    disc = step_lib.discriminator_network(config)
     self.disc_tx = (state_lib.make_disc_optimizer(config.optim, config.total_steps)
                     if disc else None)
     self._disc_init = disc
     self.parts = step_lib.StepParts(
         graphdef=self.graphdef, tx=self.tx, recipe=config.recipe,
-        loss=step_loss_config(config, perc is not None, disc is not None),
+        loss=step_lib.step_loss_config(config, perc is not None, disc is not None),
         compute_dtype=jnp.dtype(config.dtype), ema_decay=config.optim.ema_decay,
-        teacher_apply=_apply_fn(teacher[0], "encode") if teacher else None,
-        perceptual_apply=_apply_fn(perc[0]) if perc else None,
-        disc_apply=_disc_apply(disc[0]) if disc else None, disc_tx=self.disc_tx)
+        teacher_apply=step_lib.frozen_apply(teacher[0], "encode") if teacher else None,
+        perceptual_apply=step_lib.frozen_apply(perc[0]) if perc else None,
+        disc_apply=step_lib.disc_apply(disc[0]) if disc else None, disc_tx=self.disc_tx)
     self.abstract_state = jax.eval_shape(self._init_state)
     self.state_shardings = shd.state_shardings(self.abstract_state, self.mesh,
                                                config.mesh.fsdp_min_size)
@@ -225,11 +149,11 @@ class Experiment:
 
   def _init_state(self) -> TrainState:
     model = self.model_cls(self.model_config, rngs=nnx.Rngs(self.config.seed))
-    _, params, rest = _split_pure(model)
+    _, params, rest = state_lib.split_pure(model)
     disc_params = disc_state = disc_opt = {}
     if self._disc_init:
       disc = nnx.merge(*self._disc_init)
-      _, disc_params, disc_state = _split_pure(disc)
+      _, disc_params, disc_state = state_lib.split_pure(disc)
       disc_opt = self.disc_tx.init(disc_params)
     return TrainState(
         step=jnp.zeros((), jnp.int32), params=params, model_state=rest,
@@ -277,7 +201,7 @@ class Experiment:
 
   def init_from(self, state: TrainState, path: str) -> TrainState:
     """Weights-only initialisation (params and EMA) from a jaxtok dir or an official file."""
-    _, params, _ = _split_pure(load_init_weights(path, self.model_config))
+    _, params, _ = state_lib.split_pure(load_init_weights(path, self.model_config))
     if jax.tree_util.tree_structure(params) != jax.tree_util.tree_structure(state.params):
       raise ValueError(f"init_from: parameter tree of {path!r} does not match the "
                        f"{self.config.family} model of this config")
@@ -321,8 +245,8 @@ def run_evaluators(exp: Experiment, state: TrainState) -> dict[str, float]:
   tok = Tokenizer(exp.export_model(state), family=config.family)
   images = data_lib.eval_images(data.eval_source, data.resolution,
                                 tfds_data_dir=data.tfds_data_dir, image_key=data.image_key)
-  evaluators = eval_common.build_evaluators(list(config.evaluators))
-  results = eval_common.run_evaluators(evaluators, tok, images)
+  evaluators = evaluators_lib.build_evaluators(list(config.evaluators))
+  results = evaluators_lib.run_evaluators(evaluators, tok, images)
   return {f"eval/{k}": float(v) for k, v in results.items()
           if isinstance(v, (int, float, np.floating, np.integer))}
 

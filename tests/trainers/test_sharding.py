@@ -3,10 +3,9 @@ import jax
 import numpy as np
 import pytest
 
-from jaxtok.trainers.config import MeshConfig
 from jaxtok.trainers import sharding as shd
+from jaxtok.trainers.config import MeshConfig
 from jaxtok.trainers.train import Experiment
-
 from tests.trainers.common import fixed_batches, small_config
 
 STEPS = 3

@@ -5,9 +5,9 @@ import numpy as np
 import optax
 import pytest
 
-from jaxtok.trainers.config import OptimConfig
 from jaxtok.trainers import state as state_lib
 from jaxtok.trainers import step as step_lib
+from jaxtok.trainers.config import OptimConfig
 
 
 def _params():

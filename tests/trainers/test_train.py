@@ -85,7 +85,7 @@ def test_cli_run_reports_psnr_grid_and_exports(reference):
   root, _, out = reference
   workdir = root / "ref"
   assert "held-out PSNR before training" in out, out[-2000:]
-  assert f"reconstruction grid" in out and (workdir / "recon_grid.png").exists()
+  assert "reconstruction grid" in out and (workdir / "recon_grid.png").exists()
   summary = json.loads((workdir / "summary.json").read_text())
   assert summary["status"] == "done" and summary["step"] == STEPS
   assert summary["psnr_after"] > summary["psnr_before"]  # 30 steps already help.
