@@ -141,6 +141,17 @@ def check_images(x: Any, image_size: int, name: str = "images") -> np.ndarray:
   return x
 
 
+def _check_token_dtype(dtype: Any, spec: TokenSpec, name: str) -> None:
+  """Float latents for a continuous spec, integer (not bool) ids otherwise."""
+  full = spec.shape_str()
+  if spec.continuous:
+    if not jnp.issubdtype(dtype, jnp.floating):
+      raise ValueError(f"{name}: expected float latents {full} (continuous tokens), got dtype "
+                       f"{dtype}")
+  elif dtype == np.bool_ or not jnp.issubdtype(dtype, jnp.integer):
+    raise ValueError(f"{name}: expected integer token ids (int32 {full}), got dtype {dtype}")
+
+
 def check_id_shape(ids: jax.Array, spec: TokenSpec, name: str = "ids") -> None:
   """Static (jit-safe) check of a token batch for a model's decoder.
 
@@ -149,13 +160,7 @@ def check_id_shape(ids: jax.Array, spec: TokenSpec, name: str = "ids") -> None:
   meaningful (`spec.prefix`) is the API's concern (`check_tokens`).
   """
   full = spec.shape_str()
-  if spec.continuous:
-    if not jnp.issubdtype(ids.dtype, jnp.floating):
-      raise ValueError(f"{name}: expected float latents {full} (continuous tokens), got dtype "
-                       f"{ids.dtype}")
-  elif ids.dtype == np.bool_ or not jnp.issubdtype(ids.dtype, jnp.integer):
-    raise ValueError(f"{name}: expected integer token ids (int32 {full}), got dtype "
-                     f"{ids.dtype}")
+  _check_token_dtype(ids.dtype, spec, name)
   if ids.ndim != spec.token_ndim or (spec.last_dim is not None
                                      and ids.shape[-1] != spec.last_dim):
     raise ValueError(f"{name}: expected shape {full} (or a prefix {spec.shape_str('L')}), got "
@@ -172,12 +177,7 @@ def check_tokens(t: Any, spec: TokenSpec, name: str = "tokens") -> np.ndarray:
   t = as_numpy(t, name)
   k = spec.num_tokens
   full = spec.shape_str()
-  if spec.continuous:
-    if not jnp.issubdtype(t.dtype, jnp.floating):
-      raise ValueError(f"{name}: expected float latents {full} (continuous tokens), got dtype "
-                       f"{t.dtype}")
-  elif t.dtype == np.bool_ or not jnp.issubdtype(t.dtype, jnp.integer):
-    raise ValueError(f"{name}: expected integer token ids (int32 {full}), got dtype {t.dtype}")
+  _check_token_dtype(t.dtype, spec, name)
   prefix_note = (f" (or a prefix {spec.shape_str('L')}, 1 <= L <= {k})" if spec.prefix else "")
   if t.ndim != spec.token_ndim or (spec.last_dim is not None and t.shape[-1] != spec.last_dim):
     raise ValueError(f"{name}: expected shape {full}{prefix_note}, got {t.shape}")
