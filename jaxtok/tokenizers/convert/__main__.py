@@ -8,11 +8,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import sys
 from pathlib import Path
 
-import jaxtok
 from jaxtok.tokenizers.convert import convert_titok
 from jaxtok.tokenizers.convert.titok_config import parse_heads
 
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                     "image_size": cfg["image_size"], "num_tokens": cfg["num_latent_tokens"],
                     "codebook_size": cfg["codebook_size"],
                     "files": sorted(p.name for p in out.iterdir()),
-                    "jaxtok_version": jaxtok.__version__}))
+                    "jaxtok_version": importlib.metadata.version("jaxtok")}))
   return 0
 
 
