@@ -40,7 +40,7 @@ FeatureFn = Callable[[np.ndarray], np.ndarray]
 
 
 class FeatureStats:
-  """Running `n`, `Σx`, `Σxxᵀ` in float64; add batches, merge, all-reduce, then `mean_cov()`."""
+  """Running `n`, `Σx`, `Σxxᵀ` in float64; add batches, all-reduce, then `mean_cov()`."""
 
   def __init__(self, dim: int = inception.FEATURE_DIM):
     self.dim = dim
@@ -56,15 +56,6 @@ class FeatureStats:
     self.n += f.shape[0]
     self.sum += f.sum(axis=0)
     self.sum_sq += f.T @ f
-    return self
-
-  def merge(self, other: FeatureStats) -> FeatureStats:
-    """Adds another accumulator's sums (e.g. another shard's) into this one."""
-    if other.dim != self.dim:
-      raise ValueError(f"other: expected dim {self.dim}, got {other.dim}")
-    self.n += other.n
-    self.sum += other.sum
-    self.sum_sq += other.sum_sq
     return self
 
   def allreduce(self) -> FeatureStats:

@@ -134,14 +134,9 @@ class LPIPS(nnx.Module):
     model.load_weights(params)
     return model
 
-  @classmethod
-  def random(cls, seed: int = 0) -> LPIPS:
-    """Randomly initialised LPIPS, built by one jitted init (tests, benchmarks)."""
-    return nnx.jit(lambda: cls(rngs=nnx.Rngs(seed)))()
-
   def load_weights(self, params: Mapping[str, np.ndarray]) -> None:
     """Loads a `{name: array}` dict in the layout of `save_lpips_weights`."""
-    expected = self.weight_shapes()
+    expected = lpips_weight_shapes()
     missing = sorted(set(expected) - set(params))
     if missing:
       raise ValueError(f"params: missing LPIPS weights {missing[:6]}"
@@ -152,9 +147,6 @@ class LPIPS(nnx.Module):
         raise ValueError(f"params[{name!r}]: expected shape {shape}, got {value.shape}")
       obj, leaf = self._leaf(name)
       getattr(obj, leaf).set_value(jnp.asarray(value))
-
-  def weight_shapes(self) -> dict[str, tuple[int, ...]]:
-    return lpips_weight_shapes()
 
   def _leaf(self, name: str):
     parts = name.split(".")

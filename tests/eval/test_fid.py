@@ -64,7 +64,7 @@ def test_bad_shapes_raise():
     fid.FeatureStats(8).update(np.zeros((2, 7)))
 
 
-def test_streaming_stats_equal_one_shot_and_merge():
+def test_streaming_stats_equal_one_shot():
   rng = np.random.default_rng(3)
   x = rng.standard_normal((301, 24)) * rng.uniform(0.5, 3, 24) + 5.0
   stream = fid.FeatureStats(24)
@@ -73,8 +73,8 @@ def test_streaming_stats_equal_one_shot_and_merge():
   mu, sigma = stream.mean_cov()
   np.testing.assert_allclose(mu, x.mean(0), rtol=1e-12)
   np.testing.assert_allclose(sigma, np.cov(x, rowvar=False), rtol=1e-9, atol=1e-12)
-  a, b = fid.FeatureStats(24).update(x[:100]), fid.FeatureStats(24).update(x[100:])
-  np.testing.assert_allclose(a.merge(b).allreduce().mean_cov()[1], sigma, rtol=1e-9, atol=1e-10)
+  # One host: the all-reduce leaves the sums as they are.
+  np.testing.assert_allclose(stream.allreduce().mean_cov()[1], sigma, rtol=1e-9, atol=1e-12)
 
 
 def test_sampled_gaussians_approach_closed_form():
