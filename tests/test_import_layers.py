@@ -127,6 +127,7 @@ def test_layer_check_catches_an_upward_import(tmp_path):
   assert LAYERS[_part("jaxtok.trainers.train")] > LAYERS[_part("jaxtok.io.fake")]
 
 
+@pytest.mark.slow  # ~55 interpreter starts with jax: about 100 s of CPU.
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_module_imports_in_a_fresh_interpreter(module):
   proc = subprocess.run([sys.executable, "-c", f"import {module}"], cwd=ROOT,
