@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from jaxtok.io import safetensors
 
@@ -121,11 +122,15 @@ def host_array(x: Any) -> Any:
 
   `np.asarray` cannot convert a typed key array; this rebuilds it from its key data, so a
   state tree with key variables (e.g. a VQ's dead-code-restart stream) can be brought to the
-  host leaf by leaf: `jax.tree_util.tree_map(host_array, state)`.
+  host leaf by leaf: `jax.tree_util.tree_map(host_array, state)`. An array sharded over
+  several processes is gathered first (a collective: every process must call this).
   """
   if is_key_array(x):
-    return jax.random.wrap_key_data(np.asarray(jax.random.key_data(x)),
+    return jax.random.wrap_key_data(host_array(jax.random.key_data(x)),
                                     impl=jax.random.key_impl(x))
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    # Sharded across processes (multi-host training): every process gets the whole array.
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
   return np.asarray(x)
 
 

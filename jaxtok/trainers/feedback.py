@@ -14,6 +14,8 @@ from PIL import Image
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
+from jaxtok.eval import fid
+
 # Metrics shown next to the progress bar (by their last path component).
 BAR_METRICS = ("loss/total_loss", "loss/reconstruction_loss", "train/psnr", "codebook/usage",
                "codebook/perplexity")
@@ -73,7 +75,7 @@ def grid_image(originals: np.ndarray, recons: np.ndarray, pad: int = 2) -> np.nd
     `[2R + 3 pad, N R + (N + 1) pad, 3]` uint8 on a white background.
   """
   n, r = originals.shape[0], originals.shape[1]
-  rec = np.clip(np.round(recons * 255.0), 0, 255).astype(np.uint8)
+  rec = fid.to_uint8(recons)
   out = np.full((2 * r + 3 * pad, n * r + (n + 1) * pad, 3), 255, np.uint8)
   for i in range(n):
     x = pad + i * (r + pad)

@@ -30,7 +30,6 @@ import numpy as np
 from absl import app, flags
 from absl import logging as absl_logging
 from flax import nnx
-from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
 import jaxtok
@@ -38,6 +37,7 @@ from jaxtok import data as data_lib
 from jaxtok.api import Tokenizer
 from jaxtok.eval import evaluators as evaluators_lib
 from jaxtok.eval import recon as recon_lib
+from jaxtok.io import checkpoint as checkpoint_format
 from jaxtok.io.torch_pickle import read_checkpoint
 from jaxtok.tokenizers import get_family
 from jaxtok.tokenizers.convert import titok_mapping
@@ -70,16 +70,6 @@ def model_class_and_config(config: TrainConfig) -> tuple[type, Any]:
     raise ValueError(f"model: family {config.family!r} takes a "
                      f"{family.config_class.__name__}, got {type(config.model).__name__}")
   return family.model_class, family.config_class.from_dict(config.model.to_dict())
-
-
-def _to_host(x: jax.Array) -> Any:
-  """A state leaf on host memory; typed PRNG keys (dead-code restart) stay keys."""
-  if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-    return jax.random.wrap_key_data(_to_host(jax.random.key_data(x)),
-                                    impl=jax.random.key_impl(x))
-  if not x.is_fully_addressable:
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-  return np.asarray(x)
 
 
 # ==========================================================================================
@@ -196,7 +186,7 @@ class Experiment:
   def export_model(self, state: TrainState, *, ema: bool = True) -> nnx.Module:
     """The tokenizer (an nnx module on host memory) with the EMA (or raw) weights."""
     params = state.ema_params if ema else state.params
-    host = lambda tree: jax.tree_util.tree_map(_to_host, tree)
+    host = lambda tree: jax.tree_util.tree_map(checkpoint_format.host_array, tree)
     return nnx.merge(self.graphdef, host(params), host(state.model_state))
 
   def init_from(self, state: TrainState, path: str) -> TrainState:
