@@ -14,6 +14,8 @@ INSTALL_REQUIRES = [
     "optax>=0.2.4",
     "orbax-checkpoint>=0.11.0",
     "grain>=0.2.10",
+    "array-record>=0.8",
+    "msgpack>=1.0",
     "tensorflow-datasets>=4.9.7",
     "ml-collections>=1.0.0",
     "numpy>=1.26",
@@ -26,6 +28,7 @@ INSTALL_REQUIRES = [
     "tensorboardX>=2.6.2",
     "absl-py>=2.0",
     "pyyaml>=6.0",  # official 1d-tokenizer configs are YAML
+    "constriction>=0.4.0",  # range coder of .jtok files (jaxtok.codec)
 ]
 
 EXTRAS = {

@@ -5,6 +5,7 @@
     tokens = tok.encode(images)    # [B, H, W, 3] uint8 or float in [0, 1] -> int32 [B, K]
     recon = tok.decode(tokens)     # float32 [B, H, W, 3] in [0, 1]
     recon = tok.decode(tokens[:, :k])   # any prefix, for ordered tokenizers (One-D-Piece)
+    ada = tok.encode_adaptive(images, target=("psnr", 25.0))   # per-image shortest prefix
     jaxtok.save(tok, "out_dir")
 
 The checkpoint directory format is `jaxtok.io.checkpoint`; families come from the one
@@ -13,6 +14,7 @@ registry `jaxtok.tokenizers.TOKENIZERS`; what a model's tokens look like from it
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -23,15 +25,66 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from skimage.metrics import structural_similarity
 
 from jaxtok.io import checkpoint
 from jaxtok.io.checkpoint import CONFIG_FILE
+from jaxtok.nets import perceptual
 from jaxtok.tokenizers import TOKENIZERS, Family, family_of, get_family, interface
 
 
 def available_variants() -> dict[str, list[str]]:
   """`{family: [variant, ...]}` that `load` accepts as `"family:variant"` (random init)."""
   return {name: sorted(fam.variants) for name, fam in TOKENIZERS.items()}
+
+
+# ------------------------------------------------------------------- adaptive length
+
+# Quality targets of `Tokenizer.encode_adaptive`: name -> higher is better. PSNR and SSIM are
+# the definitions of `jaxtok.eval.recon` (the api sits below eval, so SSIM comes from
+# scikit-image's `structural_similarity`, which `recon.ssim` reproduces; a test checks both).
+ADAPTIVE_METRICS = {"psnr": True, "ssim": True, "lpips": False}
+
+
+def _psnr(real: np.ndarray, fake: np.ndarray) -> np.ndarray:
+  """Per-image PSNR (dB) of [0, 1] images, capped at 100 dB like `recon.psnr`."""
+  err = np.mean(np.square(real.astype(np.float64) - fake), axis=(1, 2, 3))
+  return np.minimum(10.0 * np.log10(1.0 / np.maximum(err, 1e-30)), 100.0)
+
+
+def _ssim(real: np.ndarray, fake: np.ndarray) -> np.ndarray:
+  """Per-image SSIM: Gaussian window, sigma 1.5, population covariances (= `recon.ssim`)."""
+  return np.array([structural_similarity(
+      a.astype(np.float64), b.astype(np.float64), channel_axis=-1, data_range=1.0,
+      gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+      for a, b in zip(real, fake)])
+
+
+@dataclasses.dataclass(frozen=True)
+class AdaptiveTokens:
+  """Per-image adaptive-length tokens from `Tokenizer.encode_adaptive`.
+
+  Attributes:
+    ids: `[B, K]` (`[B, K, F]`) int32, the full ids `encode` gives; image i keeps
+      `ids[i, :lengths[i]]`.
+    lengths: `[B]` int32 chosen prefix lengths.
+    scores: `[B]` float64, the metric of each image decoded from its chosen prefix.
+    reached: `[B]` bool, whether the target was met (False: even the longest length misses
+      it, and that length was kept).
+    metric, target: the target the lengths were chosen for.
+    num_decodes: `decode` calls made (each a batch of up to `batch_size` images).
+  """
+  ids: np.ndarray
+  lengths: np.ndarray
+  scores: np.ndarray
+  reached: np.ndarray
+  metric: str
+  target: float
+  num_decodes: int
+
+  def prefixes(self) -> list[np.ndarray]:
+    """Each image's kept ids: `[L_i]` (`[L_i, F]`) int32."""
+    return [self.ids[i, :int(n)] for i, n in enumerate(self.lengths)]
 
 
 class Tokenizer:
@@ -134,6 +187,124 @@ class Tokenizer:
       `[B, H, W, 3] float32` numpy images clipped to [0, 1].
     """
     return self._run("decode", self.check_tokens(tokens))
+
+  def _quality_fn(self, metric: str, lpips_weights: Any) -> Callable:
+    if metric == "psnr":
+      return _psnr
+    if metric == "ssim":
+      return _ssim
+    if lpips_weights is None:
+      raise ValueError("lpips_weights: target metric 'lpips' needs LPIPS weight files (see "
+                       "jaxtok.nets.perceptual), got None")
+    paths = ((lpips_weights,) if isinstance(lpips_weights, (str, os.PathLike))
+             else tuple(lpips_weights))
+    key = ("lpips",) + tuple(os.fspath(p) for p in paths)
+    with self._lock:
+      fn = self._compiled.get(key)
+      if fn is None:
+        model = perceptual.LPIPS.from_file(*paths)
+        graphdef, state = nnx.split(model)
+        run = jax.jit(lambda st, a, b: nnx.merge(graphdef, st)(a, b))
+        fn = lambda a, b: np.asarray(run(state, a.astype(np.float32), b), np.float64)  # noqa: E731
+        self._compiled[key] = fn
+    return fn
+
+  def encode_adaptive(self, images: Any, target: tuple[str, float] = ("psnr", 25.0), *,
+                      lengths: Any = None, lpips_weights: Any = None, batch_size: int = 32,
+                      ids: Any = None) -> AdaptiveTokens:
+    """Per image, the shortest prefix whose decode reaches a quality target.
+
+    Bisection over the valid lengths, batched across images: one round decodes every image
+    still searching at its own midpoint (images that share a midpoint share a batch), so a
+    search takes `1 + ceil(log2(len(lengths)))` rounds (the first checks the longest length).
+    The result is the shortest length when quality rises with length, as it does for
+    tokenizers trained with tail-token-drop; otherwise it is a length where quality first
+    crosses the target (the one before it misses).
+
+    Args:
+      images: `[B, S, S, 3]` uint8 or float in [0, 1].
+      target: `(metric, value)`: `("psnr", dB)`, `("ssim", s)` (at least this), or
+        `("lpips", d)` (at most this; needs `lpips_weights`).
+      lengths: the candidate prefix lengths, increasing (default every length 1..K; e.g.
+        powers of two for FlexTok-style nested prefixes).
+      lpips_weights: LPIPS weight file(s) for the "lpips" metric.
+      batch_size: images per decode call.
+      ids: the images' `encode` output when already at hand (saves the encode).
+
+    Returns:
+      `AdaptiveTokens` (ids, lengths, scores, reached, ...).
+    """
+    if not self.supports_prefix:
+      raise ValueError(f"encode_adaptive: needs an ordered tokenizer whose prefixes decode "
+                       f"(supports_prefix); this {self.family} tokenizer decodes only all "
+                       f"{self.num_tokens} tokens")
+    if (not isinstance(target, (tuple, list)) or len(target) != 2
+        or target[0] not in ADAPTIVE_METRICS or isinstance(target[1], bool)
+        or not isinstance(target[1], (int, float, np.floating, np.integer))
+        or not np.isfinite(target[1])):
+      raise ValueError(f"target: expected (metric, value) with metric in "
+                       f"{sorted(ADAPTIVE_METRICS)} and a finite number, got {target!r}")
+    metric, value = target[0], float(target[1])
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+      raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
+    higher = ADAPTIVE_METRICS[metric]
+    quality = self._quality_fn(metric, lpips_weights)
+    images = self.check_images(images)
+    real = (images.astype(np.float32) / 255.0 if images.dtype == np.uint8
+            else np.clip(images.astype(np.float32), 0.0, 1.0))
+    k = self.num_tokens
+    cand = np.arange(1, k + 1) if lengths is None else np.asarray(lengths)
+    if (cand.ndim != 1 or cand.size == 0 or not np.issubdtype(cand.dtype, np.integer)
+        or np.any(np.diff(cand) <= 0) or cand[0] < 1 or cand[-1] > k):
+      raise ValueError(f"lengths: expected increasing prefix lengths in [1, {k}], got "
+                       f"{lengths!r}")
+    n = len(images)
+    if ids is None:
+      ids = np.concatenate([self.encode(images[s:s + batch_size])
+                            for s in range(0, n, batch_size)])
+    else:
+      ids = self.check_tokens(ids)
+      if ids.shape[:2] != (n, k):
+        raise ValueError(f"ids: expected the images' full ids {self.token_spec.shape_str()} "
+                         f"with B = {n}, got {ids.shape}")
+    decodes = 0
+
+    def scores_at(rows: np.ndarray, idx: np.ndarray) -> np.ndarray:
+      """Metric of image rows[j] decoded from its first cand[idx[j]] tokens."""
+      nonlocal decodes
+      out = np.zeros(len(rows), np.float64)
+      for i in np.unique(idx):
+        sel = np.flatnonzero(idx == i)
+        for s in range(0, len(sel), batch_size):
+          part = sel[s:s + batch_size]
+          # Pad to a power of two (<= batch_size): few distinct shapes, few compilations.
+          size = min(batch_size, 1 << int(np.ceil(np.log2(len(part)))))
+          padded = np.concatenate([part, np.repeat(part[:1], size - len(part))])
+          fake = self.decode(ids[rows[padded], :int(cand[i])])
+          decodes += 1
+          out[part] = quality(real[rows[part]], fake[:len(part)])
+      return out
+
+    def ok(score):
+      return score >= value if higher else score <= value
+
+    last = len(cand) - 1
+    all_rows = np.arange(n)
+    score_hi = scores_at(all_rows, np.full(n, last))
+    reached = ok(score_hi)
+    lo, hi = np.zeros(n, np.int64), np.full(n, last)
+    lo[~reached] = last  # Misses even at the longest length: keep it.
+    best = score_hi.copy()
+    while np.any(lo < hi):
+      rows = np.flatnonzero(lo < hi)
+      mid = (lo[rows] + hi[rows]) // 2
+      sc = scores_at(rows, mid)
+      good = ok(sc)
+      hi[rows[good]] = mid[good]
+      best[rows[good]] = sc[good]
+      lo[rows[~good]] = mid[~good] + 1
+    return AdaptiveTokens(ids=ids, lengths=cand[hi].astype(np.int32), scores=best,
+                          reached=reached, metric=metric, target=value, num_decodes=decodes)
 
 
 # ------------------------------------------------------------------------- load / save
@@ -244,4 +415,5 @@ def save(tok_or_model: Tokenizer | nnx.Module, directory: str | os.PathLike, *,
   return checkpoint.write_dir(directory, meta, arrays, metadata, overwrite=overwrite)
 
 
-__all__ = ["Tokenizer", "available_variants", "load", "read_config", "save"]
+__all__ = ["ADAPTIVE_METRICS", "AdaptiveTokens", "Tokenizer", "available_variants", "load",
+           "read_config", "save"]

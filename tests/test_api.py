@@ -9,6 +9,7 @@ from flax import nnx
 
 import jaxtok
 from jaxtok import api
+from jaxtok.eval import recon
 from jaxtok.io import checkpoint, safetensors
 from jaxtok.tokenizers.one_d_piece import OneDPiece
 from jaxtok.tokenizers.titok import TiTok, TiTokConfig
@@ -352,3 +353,71 @@ def test_old_quantize_mode_key_loads():
 def test_ambiguous_bare_variant_names_raise():
   with pytest.raises(ValueError, match=r"several families.*'titok:tiny', 'one_d_piece:tiny'"):
     jaxtok.load("tiny")
+
+
+# -- encode_adaptive ------------------------------------------------------------------------
+
+
+def _psnr_all_lengths(tok, images, ids):
+  return np.stack([np.asarray(recon.psnr(images, tok.decode(ids[:, :n])), np.float64)
+                   for n in range(1, tok.num_tokens + 1)], axis=1)  # [B, K]
+
+
+def test_encode_adaptive_first_crossing(prefix_tok):
+  x = _images(6, 16, seed=4)
+  ids = prefix_tok.encode(x)
+  table = _psnr_all_lengths(prefix_tok, x, ids)
+  target = float(np.median(table))  # Some images reach it early, some late or never.
+  ada = prefix_tok.encode_adaptive(x, ("psnr", target), batch_size=4)
+  np.testing.assert_array_equal(ada.ids, ids)
+  k = prefix_tok.num_tokens
+  for i, n in enumerate(ada.lengths):
+    row = table[i]
+    if ada.reached[i]:
+      assert row[n - 1] >= target - 1e-4
+      assert n == 1 or row[n - 2] < target + 1e-4
+      if np.all(np.diff(row) >= 0):  # Monotone: bisection finds the shortest length.
+        assert n == 1 + int(np.argmax(row >= target))
+    else:
+      assert n == k and row[-1] < target + 1e-4
+    np.testing.assert_allclose(ada.scores[i], row[n - 1], atol=1e-3)
+  assert ada.reached.any() and ada.lengths.min() < k
+  # Rounds: 1 (longest) + ceil(log2 K); each image is decoded at most once a round.
+  assert ada.num_decodes <= (1 + int(np.ceil(np.log2(k)))) * len(x)
+  assert ada.prefixes()[0].shape == (ada.lengths[0],)
+
+
+def test_encode_adaptive_unreachable_and_trivial_targets(prefix_tok):
+  x = _images(3, 16, seed=5)
+  none = prefix_tok.encode_adaptive(x, ("psnr", 99.0))
+  assert not none.reached.any() and (none.lengths == prefix_tok.num_tokens).all()
+  assert none.num_decodes == 1  # Only the longest length is checked.
+  low = prefix_tok.encode_adaptive(x, ("ssim", -1.0))
+  assert low.reached.all() and (low.lengths == 1).all()
+  few = prefix_tok.encode_adaptive(x, ("psnr", 0.0), lengths=[2, 4, 6])
+  assert (few.lengths == 2).all()
+
+
+def test_adaptive_metrics_match_eval_recon():
+  a, b = _images(3, 32, seed=1), _images(3, 32, seed=2)
+  b = 0.7 * a + 0.3 * b  # Correlated, so SSIM is far from 0.
+  np.testing.assert_allclose(api._psnr(a, b), recon.psnr(a, b), rtol=1e-5)
+  np.testing.assert_allclose(api._ssim(a, b), recon.ssim(a, b), atol=1e-5)
+  assert api._ssim(a, b).min() > 0.3
+
+
+def test_encode_adaptive_bad_input(prefix_tok, pixel_tok):
+  x = _images(2, 16)
+  with pytest.raises(ValueError, match="supports_prefix"):
+    pixel_tok.encode_adaptive(x)
+  for bad in (("mse", 1.0), ("psnr",), ("psnr", float("nan")), "psnr", ("psnr", True)):
+    with pytest.raises(ValueError, match="target"):
+      prefix_tok.encode_adaptive(x, bad)
+  with pytest.raises(ValueError, match="lpips_weights"):
+    prefix_tok.encode_adaptive(x, ("lpips", 0.3))
+  with pytest.raises(ValueError, match="lengths"):
+    prefix_tok.encode_adaptive(x, lengths=[3, 2])
+  with pytest.raises(ValueError, match="lengths"):
+    prefix_tok.encode_adaptive(x, lengths=[0, 2])
+  with pytest.raises(ValueError, match="ids"):
+    prefix_tok.encode_adaptive(x, ids=prefix_tok.encode(x)[:1])
