@@ -1,8 +1,9 @@
 """Imports point down the house and never in a loop (DESIGN.md §1).
 
-From the top: `configs/` (imported by nothing) -> `trainers/`, `codec`, `tokenize` -> `eval/`
--> `api` (and the root package) -> `tokenizers/`, `nets/`, `data`, `testing` -> `io/` (uses
-nothing of jaxtok). A module may import modules of a lower layer and of its own package; the
+From the top: `configs/` (imported by nothing) -> `codec` (its priors may read token shards)
+-> `tokenize` (encodes on the trainer's mesh code) -> `trainers/` -> `eval/` -> `api` (and the
+root package) -> `tokenizers/`, `nets/`, `data`, `testing` -> `io/` (uses nothing of jaxtok).
+A module may import modules of a lower layer and of its own package; the
 imports are read with `ast`, at any depth of the file (a lazy import counts as much as a top one).
 """
 import ast
@@ -17,8 +18,10 @@ PACKAGE = ROOT / "jaxtok"
 
 # Layer of each first-level part of jaxtok (higher imports lower).
 LAYERS = {
-    "configs": 6,
-    "trainers": 5, "codec": 5, "tokenize": 5,
+    "configs": 8,
+    "codec": 7,  # its priors may read token shards
+    "tokenize": 6,  # encodes on the trainer's mesh code
+    "trainers": 5,
     "eval": 4,
     "api": 3, "": 3,  # "" = the root package `jaxtok/__init__.py` (it re-exports api).
     "tokenizers": 2, "nets": 2, "data": 2, "testing": 2,

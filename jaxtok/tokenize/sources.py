@@ -1,0 +1,91 @@
+"""Image sources for tokenization: `jaxtok.data`'s sources, plus image ids and labels.
+
+`jaxtok.data` parses and lists the sources (`bundled`, `folder:PATH`, `tfds:NAME[:split]`) and
+decodes images; its readers return only pixels, so this module adds what a token shard keeps
+beside the ids: a stable image id and, where the source has one, the label.
+
+- `bundled`: every bundled photo (the held-out ones included: nothing is trained here), id =
+  the photo's name, no label.
+- `folder:PATH`: id = the file's path relative to PATH (POSIX separators); with
+  `folder_labels=True`, label = the index of the file's first-level sub-directory among the
+  sorted sub-directory names (the ImageFolder layout `PATH/<class>/<file>`).
+- `tfds:NAME[:split]`: id = the example's `id`/`file_name`/`image/filename` feature if it has
+  one, else its index; label = its `label` feature if it has one.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxtok import data as data_lib
+
+# tfds features that name an example, in order of preference.
+_TFDS_ID_KEYS = ("id", "file_name", "image/filename", "filename")
+
+
+def _scalar(value: Any) -> Any:
+  value = np.asarray(value)
+  return value.item() if value.ndim == 0 else None
+
+
+def _text(value: Any) -> str:
+  value = _scalar(value)
+  return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+class Source:
+  """A deterministic, random-access list of records of one image source.
+
+  `len(source)` records; `source.load(i)` -> `(image [H, W, 3] uint8, image_id, label|None)`
+  (raises on an unreadable record); `class_names` (folder labels) or None.
+  """
+
+  def __init__(self, spec: str, *, folder_labels: bool = False,
+               tfds_data_dir: str | None = None, image_key: str = "image"):
+    kind, arg, split = data_lib._parse_source(spec)  # noqa: SLF001  (no public equivalent yet)
+    self.spec, self.kind = spec, kind
+    self.class_names: list[str] | None = None
+    if folder_labels and kind != "folder":
+      raise ValueError(f"folder_labels: only folder: sources have sub-directory labels, got "
+                       f"source {spec!r}")
+    if kind == "bundled":
+      self._photos = data_lib.bundled_photos()
+      self._records: Sequence[Any] = list(data_lib.bundled_train_names(include_held_out=True))
+      return
+    self._records, self._reader = data_lib._records(  # noqa: SLF001
+        kind, arg, split, None, tfds_data_dir, image_key)
+    if kind == "folder":
+      self._root = Path(arg).expanduser()
+      self._ids = [Path(p).relative_to(self._root).as_posix() for p in self._records]
+      if folder_labels:
+        top = [i.split("/")[0] if "/" in i else None for i in self._ids]
+        loose = [i for i, t in zip(self._ids, top) if t is None]
+        if loose:
+          raise ValueError(f"folder_labels: expected every image inside a class sub-directory "
+                           f"of {arg!r}, but {len(loose)} lie at its top (e.g. {loose[0]!r})")
+        self.class_names = sorted(set(top))
+        index = {name: i for i, name in enumerate(self.class_names)}
+        self._labels = [index[t] for t in top]
+    self._image_key = image_key
+
+  def __len__(self) -> int:
+    return len(self._records)
+
+  def load(self, i: int) -> tuple[np.ndarray, str, int | None]:
+    if self.kind == "bundled":
+      name = self._records[i]
+      return self._photos[name], name, None
+    if self.kind == "folder":
+      label = self._labels[i] if self.class_names is not None else None
+      return self._reader(self._records[i]), self._ids[i], label
+    example = self._reader.source[int(self._records[i])]
+    if self._image_key not in example:
+      raise KeyError(f"tfds example has no feature {self._image_key!r} "
+                     f"(features: {sorted(example)})")
+    image = data_lib._decode(example[self._image_key], f"{self.spec}[{i}]")  # noqa: SLF001
+    image_id = next((_text(example[k]) for k in _TFDS_ID_KEYS if k in example), str(i))
+    label = _scalar(example["label"]) if "label" in example else None
+    return image, image_id, None if label is None else int(label)
