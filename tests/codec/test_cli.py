@@ -1,0 +1,88 @@
+"""`python -m jaxtok.codec`: compress/decompress/info/fit-prior on files, and bad input."""
+import json
+
+import numpy as np
+import pytest
+from flax import nnx
+from PIL import Image
+
+import jaxtok
+from jaxtok import codec, data
+from jaxtok.codec import __main__ as cli
+from jaxtok.tokenizers.one_d_piece import OneDPiece
+from jaxtok.tokenizers.titok import TiTokConfig
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+  cfg = TiTokConfig(image_size=16, enc_patch_size=8, dec_patch_size=8, enc_width=32,
+                    enc_depth=1, enc_heads=2, dec_width=32, dec_depth=1, dec_heads=2,
+                    num_latent_tokens=4, token_size=4, codebook_size=32, head="pixel",
+                    legacy_projection=False, use_l2_norm=False, tail_token_drop=True)
+  return str(jaxtok.save(jaxtok.Tokenizer(OneDPiece(cfg, rngs=nnx.Rngs(0))),
+                         tmp_path_factory.mktemp("ck") / "odp"))
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+  d = tmp_path_factory.mktemp("photos")
+  rng = np.random.default_rng(0)
+  for i in range(3):
+    Image.fromarray(rng.integers(0, 256, (20 + 4 * i, 24, 3), dtype=np.uint8)).save(
+        d / f"p{i}.png")
+  return d
+
+
+def test_compress_info_decompress(ckpt, photos, tmp_path, capsys):
+  out = cli.run(["compress", "--checkpoint", ckpt, str(photos), "--out", str(tmp_path / "j")])
+  files = sorted((tmp_path / "j").glob("*.jtok"))
+  assert [f.name for f in files] == ["p0.jtok", "p1.jtok", "p2.jtok"]
+  assert [r["bytes"] for r in out["files"]] == [f.stat().st_size for f in files]
+  info = cli.run(["info", str(tmp_path / "j")])
+  assert [r["num_tokens"] for r in info["files"]] == [4, 4, 4]
+  assert info["files"][0]["prior"] == "uniform"
+  cli.run(["decompress", "--checkpoint", ckpt, str(tmp_path / "j"), "--out",
+           str(tmp_path / "png")])
+  tok = jaxtok.load(ckpt)
+  src = np.stack([data.center_crop_resize(np.asarray(Image.open(photos / f"p{i}.png")), 16)
+                  for i in range(3)])
+  want = np.round(tok.decode(tok.encode(src)) * 255).astype(np.uint8)
+  got = np.stack([np.asarray(Image.open(tmp_path / "png" / f"p{i}.png")) for i in range(3)])
+  np.testing.assert_array_equal(got, want)
+  assert json.loads(capsys.readouterr().out.split("\n}\n")[0] + "\n}")["files"]
+
+
+@pytest.mark.slow  # Grain stream + 2 compiles: ~15 s on a loaded CPU.
+def test_fit_prior_and_marginal_files(ckpt, photos, tmp_path):
+  res = cli.run(["fit-prior", "--checkpoint", ckpt, "--data", f"folder:{photos}",
+                 "--num-images", "24", "--batch-size", "8", "--out", str(tmp_path / "p.npz")])
+  prior = codec.MarginalPrior.load(res["file"])
+  assert prior.num_sequences == 24
+  cli.run(["compress", "--checkpoint", ckpt, str(photos / "p1.png"), "--out",
+           str(tmp_path / "m"), "--prior", str(tmp_path / "p.npz"), "--num-tokens", "2"])
+  h = codec.read_header((tmp_path / "m" / "p1.jtok").read_bytes())
+  assert (h.prior, h.num_tokens) == ("marginal", 2)
+  assert cli.main(["decompress", "--checkpoint", ckpt, str(tmp_path / "m"), "--out",
+                   str(tmp_path / "o")]) == 2  # Marginal file, no prior given.
+  assert cli.main(["decompress", "--checkpoint", ckpt, str(tmp_path / "m"), "--out",
+                   str(tmp_path / "o"), "--prior", str(tmp_path / "p.npz")]) == 0
+  assert (tmp_path / "o" / "p1.png").is_file()
+
+
+@pytest.mark.slow  # The Python path is tested in tests/codec/test_jtok.py.
+def test_adaptive_compress(ckpt, photos, tmp_path):
+  out = cli.run(["compress", "--checkpoint", ckpt, str(photos), "--out", str(tmp_path / "a"),
+                 "--target", "psnr:0"])
+  assert [r["num_tokens"] for r in out["files"]] == [1, 1, 1]
+
+
+def test_errors_exit_2(ckpt, photos, tmp_path, capsys):
+  bad = tmp_path / "bad.jtok"
+  bad.write_bytes(b"JTK\x01garbage-garbage")
+  assert cli.main(["info", str(bad)]) == 2
+  assert "checksum" in capsys.readouterr().err
+  assert cli.main(["compress", "--checkpoint", ckpt, str(tmp_path / "nope"), "--out",
+                   str(tmp_path)]) == 2
+  assert cli.main(["compress", "--checkpoint", ckpt, str(photos), "--out", str(tmp_path),
+                   "--target", "psnr"]) == 2
+  assert "--target" in capsys.readouterr().err
