@@ -14,6 +14,11 @@ Without a tokenizer, FID (plus PSNR/SSIM/bytes for codecs) between sources:
   python -m jaxtok.eval --data folder:A --save-stats a.npz --out DIR    # mu/sigma file
   python -m jaxtok.eval --data bundled --metrics rd --out DIR           # JPEG/WebP curves only
 
+`--metrics rd` rates tokenizer prefixes at the fixed-length code size K·log2(V)/8. For real
+`.jtok` file sizes (uniform and marginal prior), the adaptive-length curve and AVIF, use
+`python -m jaxtok.codec rd --checkpoint DIR --data SOURCE --out DIR` (jaxtok.codec sits
+above eval, so this CLI cannot write `.jtok` files itself).
+
 SOURCE is what `jaxtok.data.eval_images` takes: `bundled` (the held-out photos),
 `folder:PATH`, `tfds:NAME[:split]`. `--tiles T` loads each image at T*R and cuts it into
 T x T tiles of R x R, to get more (distinct) images out of a few photos.

@@ -9,6 +9,8 @@ from PIL import Image
 import jaxtok
 from jaxtok import codec, data
 from jaxtok.codec import __main__ as cli
+from jaxtok.codec import rd
+from jaxtok.eval import rate_distortion
 from jaxtok.tokenizers.one_d_piece import OneDPiece
 from jaxtok.tokenizers.titok import TiTokConfig
 
@@ -86,3 +88,30 @@ def test_errors_exit_2(ckpt, photos, tmp_path, capsys):
   assert cli.main(["compress", "--checkpoint", ckpt, str(photos), "--out", str(tmp_path),
                    "--target", "psnr"]) == 2
   assert "--target" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # Every prefix length, 3 codecs x 2 qualities, adaptive targets: ~30 s.
+def test_rd_command_writes_plot_and_figures(ckpt, photos, tmp_path):
+  prior = tmp_path / "prior.npz"
+  tok = jaxtok.load(ckpt)
+  codec.fit_marginal(tok, [data.eval_images(f"folder:{photos}", 16)]).save(prior)
+  res = cli.run(["rd", "--checkpoint", ckpt, "--data", f"folder:{photos}", "--out",
+                 str(tmp_path / "rd"), "--prior", str(prior), "--qualities", "30,80"])
+  mvu = res["marginal_vs_uniform"]
+  assert mvu["tokens"] == 4 and mvu["uniform_bytes"] > 0 and mvu["marginal_bytes"] > 0
+  assert len(res["adaptive_vs_fixed"]) >= 1
+  for name in ("rate_distortion.json", "rate_distortion.png", "figures.json"):
+    assert (tmp_path / "rd" / name).is_file()
+
+
+def test_rd_sizes_match_compress(ckpt, photos, tmp_path):
+  tok = jaxtok.load(ckpt)
+  images = data.eval_images(f"folder:{photos}", 16)
+  prior = codec.fit_marginal(tok, [images])
+  prior.save(tmp_path / codec.MARGINAL_FILE)
+  res = rate_distortion.rate_distortion(tok, images, codecs=(), coders=rd.coders(tok, prior),
+                                        lengths=[2, 4])
+  for name, p in (("uniform", "uniform"), ("marginal", prior)):
+    want = [np.mean([len(b) for b in codec.compress(tok, images, prior=p, num_tokens=k)])
+            for k in (2, 4)]
+    assert [q["bytes_per_image"] for q in res["curves"][f"tokenizer/{name}"]] == want
