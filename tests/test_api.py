@@ -11,6 +11,7 @@ import jaxtok
 from jaxtok import api
 from jaxtok.eval import recon
 from jaxtok.io import checkpoint, safetensors
+from jaxtok.nets import perceptual
 from jaxtok.tokenizers.one_d_piece import OneDPiece
 from jaxtok.tokenizers.titok import TiTok, TiTokConfig
 
@@ -421,3 +422,24 @@ def test_encode_adaptive_bad_input(prefix_tok, pixel_tok):
     prefix_tok.encode_adaptive(x, lengths=[0, 2])
   with pytest.raises(ValueError, match="ids"):
     prefix_tok.encode_adaptive(x, ids=prefix_tok.encode(x)[:1])
+
+
+@pytest.mark.slow  # Compiles VGG16 (LPIPS) on CPU.
+def test_encode_adaptive_lpips_target_is_an_upper_bound(prefix_tok, tmp_path):
+  rng = np.random.default_rng(0)
+  params = {k: np.abs(rng.standard_normal(s)).astype(np.float32) * 0.05
+            for k, s in perceptual.lpips_weight_shapes().items()}
+  path = tmp_path / "lpips.npz"
+  perceptual.save_lpips_weights(path, params)
+  x = _images(4, 16, seed=6)
+  ids = prefix_tok.encode(x)
+  model = perceptual.LPIPS.from_file(path)
+  table = np.stack([np.asarray(model(x, prefix_tok.decode(ids[:, :n])))
+                    for n in range(1, prefix_tok.num_tokens + 1)], axis=1)
+  target = float(np.median(table))
+  ada = prefix_tok.encode_adaptive(x, ("lpips", target), lpips_weights=[path])
+  for i, n in enumerate(ada.lengths):
+    if ada.reached[i]:
+      assert table[i, n - 1] <= target + 1e-4
+      assert n == 1 or table[i, n - 2] > target - 1e-4
+    np.testing.assert_allclose(ada.scores[i], table[i, n - 1], rtol=1e-4, atol=1e-5)
