@@ -70,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
   r.add_argument("--tiles", type=int, default=1, help="T: T x T tiles per loaded image")
   r.add_argument("--max-images", type=int, default=None)
   r.add_argument("--prior", default="marginal",
-                 help="marginal (CKPT's file; fitted first if missing) | prior file")
+                 help="marginal (= CKPT/prior_marginal.npz) | prior file; fitted on "
+                      "--prior-data and written there first if missing")
   r.add_argument("--prior-data", default="bundled", help="training source for a new prior")
   r.add_argument("--prior-images", type=int, default=4096)
   r.add_argument("--targets", default="auto", help="'auto' or comma list of PSNR targets")
@@ -167,7 +168,7 @@ def run(argv: Sequence[str] | None = None) -> dict:
     result = {"file": str(dest), "prior": repr(prior)}
   else:  # rd
     prior_path = Path(_prior_arg(args.prior, args.checkpoint))
-    if args.prior == "marginal" and not prior_path.is_file():
+    if not prior_path.is_file():
       _LOG.info("no %s: fitting one on %d training images of %s", prior_path,
                 args.prior_images, args.prior_data)
       _fit_prior(tok, args.prior_data, args.prior_images, args.batch_size, 0.5).save(
