@@ -16,9 +16,9 @@ from tqdm import tqdm
 
 from jaxtok.eval import fid
 
-# Metrics shown next to the progress bar (by their last path component).
-BAR_METRICS = ("loss/total_loss", "loss/reconstruction_loss", "train/psnr", "codebook/usage",
-               "codebook/perplexity")
+# Metrics shown next to the progress bar: (metric key, short label).
+BAR_METRICS = (("loss/total_loss", "loss"), ("train/psnr", "psnr"),
+               ("codebook/usage", "usage"))
 
 
 class MetricWriter:
@@ -51,17 +51,33 @@ class MetricWriter:
 
 
 class ProgressBar:
-  """A tqdm bar with the main losses as postfix; a no-op when disabled."""
+  """A tqdm bar: steps, images/s, the main losses and the last held-out PSNR; a no-op when
+  disabled (non-primary processes, `config.progress_bar=False`)."""
 
-  def __init__(self, total: int, initial: int, enabled: bool):
-    self.bar = (tqdm(total=total, initial=initial, dynamic_ncols=True, desc="train")
-                if enabled else None)
+  def __init__(self, total: int, initial: int, enabled: bool, batch_size: int = 1):
+    self.bar = (tqdm(total=total, initial=initial, dynamic_ncols=True, desc="train",
+                     unit="step") if enabled else None)
+    self.batch_size = batch_size
+    self.heldout_psnr: float | None = None
+
+  def set_heldout_psnr(self, psnr: float) -> None:
+    """Shown as `held-out` until the next evaluation."""
+    self.heldout_psnr = float(psnr)
 
   def update(self, metrics: Mapping[str, Any]) -> None:
-    if self.bar is not None:
-      self.bar.update(1)
-      self.bar.set_postfix({k.split("/")[-1]: f"{float(v):.4g}" for k, v in metrics.items()
-                            if k in BAR_METRICS})
+    if self.bar is None:
+      return
+    self.bar.update(1)
+    post = {}
+    rate = self.bar.format_dict.get("rate")  # tqdm's smoothed steps/s (None at first).
+    if rate:
+      post["img/s"] = f"{rate * self.batch_size:.0f}"
+    for key, label in BAR_METRICS:
+      if key in metrics:
+        post[label] = f"{float(metrics[key]):.4g}"
+    if self.heldout_psnr is not None:
+      post["held-out"] = f"{self.heldout_psnr:.2f} dB"
+    self.bar.set_postfix(post, refresh=False)
 
   def close(self) -> None:
     if self.bar is not None:
@@ -94,17 +110,31 @@ def save_grid(workdir: Path, step: int, originals: np.ndarray, recons: np.ndarra
   return latest
 
 
-def print_summary(summary: Mapping[str, Any]) -> None:
-  """The run's last words: status, held-out PSNR before/after, grid and export paths."""
-  lines = [f"[jaxtok] {summary['status']} at step {summary['step']} ({summary['origin']})"]
+def summary_table(summary: Mapping[str, Any]) -> str:
+  """The run's figures as a small aligned two-column table (only the rows it has)."""
+  rows = [("status", f"{summary['status']} at step {summary['step']} ({summary['origin']})")]
+  if "train_seconds" in summary:
+    rows.append(("training time", f"{summary['train_seconds']:.0f} s, "
+                                  f"{summary['images_per_sec']:.0f} images/s"))
   if "psnr_after" in summary:
-    lines.append(f"[jaxtok] held-out PSNR before training: {summary['psnr_before']:.2f} dB; "
-                 f"after: {summary['psnr_after']:.2f} dB "
-                 f"({summary['psnr_after'] - summary['psnr_before']:+.2f} dB)")
+    rows.append(("held-out PSNR", f"{summary['psnr_before']:.2f} dB before -> "
+                                  f"{summary['psnr_after']:.2f} dB after "
+                                  f"({summary['psnr_after'] - summary['psnr_before']:+.2f} dB)"))
+  if "tokens_per_image" in summary:
+    line = f"{summary['tokens_per_image']}"
+    if summary.get("bytes_per_image") is not None:
+      line += (f" ({summary['bits_per_token']:.3g} bits each: "
+               f"{summary['bytes_per_image']:.0f} bytes per image)")
+    rows.append(("tokens per image", line))
   if summary.get("grid"):
-    lines.append(f"[jaxtok] reconstruction grid (top: held-out originals, bottom: "
-                 f"reconstructions): {summary['grid']}")
+    rows.append(("grid", f"{summary['grid']} (top: held-out originals, bottom: "
+                         "reconstructions)"))
   if summary.get("export"):
-    lines.append(f"[jaxtok] EMA weights exported to {summary['export']} "
-                 f"(jaxtok.load(...))")
-  print("\n".join(lines), flush=True)
+    rows.append(("export", f"{summary['export']} (EMA weights; jaxtok.load(...))"))
+  width = max(len(k) for k, _ in rows)
+  return "\n".join(f"[jaxtok] {k.ljust(width)}  {v}" for k, v in rows)
+
+
+def print_summary(summary: Mapping[str, Any]) -> None:
+  """The run's last words: the `summary_table`."""
+  print(summary_table(summary), flush=True)

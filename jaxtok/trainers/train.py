@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -100,6 +101,7 @@ class Experiment:
     self.data_config.validate()
     abstract_model = nnx.eval_shape(lambda: self.model_cls(self.model_config,
                                                            rngs=nnx.Rngs(0)))
+    self.token_spec = abstract_model.token_spec
     self.graphdef, abs_params, _ = state_lib.split_pure(abstract_model)
     self.tx = state_lib.make_optimizer(config.optim, config.total_steps, abs_params)
     teacher = step_lib.teacher_network(config, self.model_config)
@@ -281,6 +283,15 @@ def _psnr_before(exp: Experiment, state: TrainState, eval_imgs: np.ndarray, work
 # ==========================================================================================
 # The loop.
 # ==========================================================================================
+def _token_figures(spec) -> dict[str, Any]:
+  """Tokens per image and, for discrete ids, bits per token and fixed-length bytes per image."""
+  out: dict[str, Any] = {"tokens_per_image": spec.num_tokens}
+  if spec.vocab_size is not None:
+    bits = spec.ids_per_token * math.log2(spec.vocab_size)
+    out.update(bits_per_token=bits, bytes_per_image=spec.num_tokens * bits / 8)
+  return out
+
+
 def _check_finite(metrics: dict[str, Any], step: int, ckpt, workdir: Path) -> None:
   watched = {k: v for k, v in metrics.items() if k.startswith(("loss/", "train/grad_norm"))}
   bad = sorted(losses.nonfinite_terms(watched))
@@ -294,12 +305,15 @@ def _check_finite(metrics: dict[str, Any], step: int, ckpt, workdir: Path) -> No
 
 
 def _loop(exp: Experiment, state: TrainState, it, ckpt, writer: feedback.MetricWriter,
-          eval_imgs: np.ndarray, workdir: Path, start: int, config_json: str):
+          eval_imgs: np.ndarray, workdir: Path, start: int, config_json: str,
+          psnr_before: float):
   """Steps `start + 1 .. total_steps` (or until preemption): (status, step, state, grid)."""
   config, primary = exp.config, distributed.is_primary()
   stop = distributed.StopSignal()
   stop.install()
-  bar = feedback.ProgressBar(config.total_steps, start, config.progress_bar and primary)
+  bar = feedback.ProgressBar(config.total_steps, start, config.progress_bar and primary,
+                             batch_size=config.batch_size)
+  bar.set_heldout_psnr(psnr_before)
   status, step, grid_path = "done", start, None
   lr_fn = state_lib.lr_schedule(config.optim, config.total_steps)
   t_last, n_last = time.perf_counter(), start
@@ -320,7 +334,9 @@ def _loop(exp: Experiment, state: TrainState, it, ckpt, writer: feedback.MetricW
         recon = exp.reconstruct(state, eval_imgs)
         grid_path = feedback.save_grid(workdir, step, eval_imgs, recon)
         writer.image(step, "heldout/recon_grid", feedback.grid_image(eval_imgs, recon))
-        writer.write(step, {"eval/heldout/psnr": heldout_psnr(eval_imgs, recon)})
+        psnr = heldout_psnr(eval_imgs, recon)
+        bar.set_heldout_psnr(psnr)
+        writer.write(step, {"eval/heldout/psnr": psnr})
       if config.eval_every and step % config.eval_every == 0:
         writer.write(step, run_evaluators(exp, state))
       preempt = distributed.sync_flag(stop.signum is not None) or ckpt.reached_preemption(step)
@@ -379,13 +395,18 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
     writer.write(start, {"eval/heldout/psnr": psnr_before})
 
   # ---- train ----
+  t0 = time.perf_counter()
   status, step, state, grid_path = _loop(exp, state, it, ckpt, writer, eval_imgs, workdir,
-                                         start, config_json)
+                                         start, config_json, psnr_before)
+  seconds = time.perf_counter() - t0
 
   # ---- final evaluation and export ----
   summary = {"status": status, "step": int(step), "origin": origin,
              "psnr_before": psnr_before, "workdir": str(workdir),
-             "skipped_records": it.stats.get("skipped", 0)}
+             "skipped_records": it.stats.get("skipped", 0),
+             "train_seconds": seconds,
+             "images_per_sec": (int(step) - start) * config.batch_size / max(seconds, 1e-9)}
+  summary.update(_token_figures(exp.token_spec))
   if status == "done":
     recon = exp.reconstruct(state, eval_imgs)
     summary["psnr_after"] = heldout_psnr(eval_imgs, recon)

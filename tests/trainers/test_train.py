@@ -84,9 +84,13 @@ def reference(tmp_path_factory):
 def test_cli_run_reports_psnr_grid_and_exports(reference):
   root, _, out = reference
   workdir = root / "ref"
-  assert "held-out PSNR before training" in out, out[-2000:]
-  assert "reconstruction grid" in out and (workdir / "recon_grid.png").exists()
   summary = json.loads((workdir / "summary.json").read_text())
+  # The closing table: one row per figure, with the run's own numbers.
+  assert f"{summary['psnr_before']:.2f} dB before -> {summary['psnr_after']:.2f} dB after" in out
+  assert f"tokens per image  {summary['tokens_per_image']} (" in out, out[-2000:]
+  assert "images/s" in out and str(workdir / "recon_grid.png") in out
+  assert (workdir / "recon_grid.png").exists()
+  assert summary["train_seconds"] > 0 and summary["images_per_sec"] > 0
   assert summary["status"] == "done" and summary["step"] == STEPS
   assert summary["psnr_after"] > summary["psnr_before"]  # 30 steps already help.
   rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
