@@ -168,14 +168,15 @@ def released(variant: str, down: int) -> FQGANConfig:
 
 
 # CPU model: 64x64 images, down 8 (an 8x8 grid, 64 positions x 2 branches), a 512 x 8
-# codebook per branch, ch 32, one-layer adapters and head (~1M parameters). The feature head
-# is 2048 wide to match the offline default teacher (the FID Inception pool features).
-TINY = FQGANConfig(image_size=64, feature_heads={"sem": (2048, 1, 8)}, codebook_size=512,
+# codebook per branch, ch 32, one-layer adapters and head. The feature head is 288 wide to
+# match the offline default teacher (`jaxtok.nets.teachers.InceptionTeacher`, FID Inception
+# `mixed_2` features).
+TINY = FQGANConfig(image_size=64, feature_heads={"sem": (288, 1, 8)}, codebook_size=512,
                    ch=32, encoder_ch_mult=(1, 1, 2, 2), decoder_ch_mult=(1, 1, 2, 2),
                    num_res_blocks=1, z_channels=64, adapter_layers=1, adapter_heads=4)
 
 # Seconds to train: 32x32 images, 4x4 grid, a 64 x 8 codebook, 32-channel trunk.
-SMOKE = dataclasses.replace(TINY, image_size=32, feature_heads={"sem": (2048, 1, 8)},
+SMOKE = dataclasses.replace(TINY, image_size=32, feature_heads={"sem": (288, 1, 4)},
                             codebook_size=64, encoder_ch_mult=(1, 1, 1, 1),
                             decoder_ch_mult=(1, 1, 1, 1), z_channels=32, adapter_heads=2)
 
