@@ -8,6 +8,7 @@ from flax import nnx
 from jaxtok.nets import teachers
 
 
+@pytest.mark.slow  # ~15 s: a random-init FID Inception, eager
 def test_inception_teacher_shapes_and_cls_is_patch_mean():
   t = teachers.build_teacher("inception:mixed", rngs=nnx.Rngs(0))
   t.size = 75  # smallest input the stem takes: keeps the test fast.

@@ -13,7 +13,9 @@ from jaxtok.tokenizers.convert import fqgan_mapping
 from jaxtok.tokenizers.fqgan_config import TRIPLE_BRANCHES, VARIANTS, FQGANConfig
 
 
-@pytest.mark.parametrize("name", ["dual-16", "triple-16", "dual-8", "triple-8"])
+@pytest.mark.parametrize("name", ["dual-16", pytest.param("triple-16", marks=pytest.mark.slow),
+                                  pytest.param("dual-8", marks=pytest.mark.slow),
+                                  pytest.param("triple-8", marks=pytest.mark.slow)])
 def test_released_variants_build(name):
   c = VARIANTS[name]
   model = nnx.eval_shape(lambda: fqgan.FQGAN(c, rngs=nnx.Rngs(0)))
@@ -39,6 +41,7 @@ def test_config_roundtrip_and_validation():
     FQGANConfig.from_dict({"bogus": 1})
 
 
+@pytest.mark.slow  # ~15 s (two jit compiles of the conv model); convert tests load too
 def test_api_roundtrip_smoke():
   tok = jaxtok.load("fqgan:smoke")
   c = VARIANTS["smoke"]
