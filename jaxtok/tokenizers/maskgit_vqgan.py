@@ -97,23 +97,71 @@ def avg_pool_2x(x: jax.Array) -> jax.Array:
 
 
 class ResnetBlock(nnx.Module):
-  """GN-SiLU-conv3x3 twice; residual is x, or `nin_shortcut(h)` when in != out."""
+  """GN-SiLU-conv3x3 twice, plus a residual.
 
-  def __init__(self, cin: int, cout: int, *, rngs: nnx.Rngs):
+  MaskGIT layout (default): bias-free convs; the residual is x, or `nin_shortcut(h)`
+  (out -> out) when in != out. VQGAN layout (`vqgan=True`, taming / LlamaGen / FQGAN): convs
+  with bias, and the residual is x or `nin_shortcut(x)` (in -> out, 1x1 with bias).
+  """
+
+  def __init__(self, cin: int, cout: int, *, vqgan: bool = False, rngs: nnx.Rngs):
     self.cin, self.cout = cin, cout
+    self.vqgan = vqgan
     self.norm1 = layers.group_norm(cin, rngs=rngs)
-    self.conv1 = _conv(cin, cout, 3, use_bias=False, rngs=rngs)
+    self.conv1 = _conv(cin, cout, 3, use_bias=vqgan, rngs=rngs)
     self.norm2 = layers.group_norm(cout, rngs=rngs)
-    self.conv2 = _conv(cout, cout, 3, use_bias=False, rngs=rngs)
+    self.conv2 = _conv(cout, cout, 3, use_bias=vqgan, rngs=rngs)
     # Released MaskGIT weights: a (out, out, 1x1) shortcut applied to h, not to x.
-    self.nin_shortcut = (_conv(cout, cout, 1, use_bias=False, rngs=rngs)
+    short_in = cin if vqgan else cout
+    self.nin_shortcut = (_conv(short_in, cout, 1, use_bias=vqgan, rngs=rngs)
                          if cin != cout else None)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     h = self.conv1(jax.nn.silu(self.norm1(x)))
     h = self.conv2(jax.nn.silu(self.norm2(h)))
-    residual = x if self.nin_shortcut is None else self.nin_shortcut(h)
-    return h + residual
+    if self.nin_shortcut is None:
+      return h + x
+    return h + self.nin_shortcut(x if self.vqgan else h)
+
+
+class AttnBlock(nnx.Module):
+  """VQGAN non-local block: GN, 1x1 q/k/v, single-head softmax attention over the h*w
+  positions (scale C^-1/2), 1x1 `proj_out`, residual. `[B, H, W, C] -> [B, H, W, C]`."""
+
+  def __init__(self, channels: int, *, rngs: nnx.Rngs):
+    self.norm = layers.group_norm(channels, rngs=rngs)
+    self.q = _conv(channels, channels, 1, use_bias=True, rngs=rngs)
+    self.k = _conv(channels, channels, 1, use_bias=True, rngs=rngs)
+    self.v = _conv(channels, channels, 1, use_bias=True, rngs=rngs)
+    self.proj_out = _conv(channels, channels, 1, use_bias=True, rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    b, h, w, c = x.shape
+    y = self.norm(x)
+    q, k, v = (m(y).reshape(b, h * w, 1, c) for m in (self.q, self.k, self.v))
+    out = jax.nn.dot_product_attention(q, k, v)  # scale C^-1/2, softmax over keys
+    return x + self.proj_out(out.reshape(b, h, w, c))
+
+
+class Downsample(nnx.Module):
+  """VQGAN downsampling: zero-pad right and bottom by 1, then a 3x3 stride-2 conv (no pad)."""
+
+  def __init__(self, channels: int, *, rngs: nnx.Rngs):
+    self.conv = nnx.Conv(channels, channels, (3, 3), strides=(2, 2), padding="VALID",
+                         rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.conv(jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0))))
+
+
+class Upsample(nnx.Module):
+  """VQGAN upsampling: nearest x2, then a 3x3 conv."""
+
+  def __init__(self, channels: int, *, rngs: nnx.Rngs):
+    self.conv = _conv(channels, channels, 3, use_bias=True, rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.conv(upsample_nearest_2x(x))
 
 
 def _resnet_stack(cin: int, cout: int, num_blocks: int, rngs: nnx.Rngs) -> nnx.List:

@@ -3,6 +3,8 @@
     python -m jaxtok.tokenizers.convert titok --checkpoint model.safetensors \
         --config config.json [--maskgit-vqgan maskgit-vqgan-imagenet-f16-256.bin] --out DIR
 
+    python -m jaxtok.tokenizers.convert fqgan --checkpoint fqgan.pt --variant dual-16 --out DIR
+
 (also installed as `jaxtok-convert`). Prints a JSON summary of the written checkpoint.
 """
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sys
 from pathlib import Path
 
 from jaxtok.tokenizers.convert import convert_titok
+from jaxtok.tokenizers.convert.fqgan_mapping import convert_fqgan
 from jaxtok.tokenizers.convert.titok_config import parse_heads
 
 
@@ -43,11 +46,45 @@ def _parser() -> argparse.ArgumentParser:
                  help="read .bin/.pt with torch.load instead of the torch-free reader")
   t.add_argument("--no-overwrite", action="store_true",
                  help="fail if --out already holds a jaxtok checkpoint")
+  fq = sub.add_parser("fqgan", help="FQGAN-Dual / -Triple (showlab/FQGAN) checkpoints")
+  fq.add_argument("--checkpoint", required=True, type=Path,
+                  help="released .pt ({'model': state_dict}), .safetensors, or fixture .npz")
+  fq.add_argument("--variant", default=None,
+                  help="jaxtok FQGAN variant: dual-16, triple-16, dual-8, triple-8, ...")
+  fq.add_argument("--config", type=Path, default=None,
+                  help="instead of --variant: JSON with the official model_args and sizes")
+  fq.add_argument("--out", required=True, type=Path, help="output checkpoint directory")
+  fq.add_argument("--use-torch", action="store_true",
+                  help="read .pt with torch.load instead of the torch-free reader")
+  fq.add_argument("--no-overwrite", action="store_true",
+                  help="fail if --out already holds a jaxtok checkpoint")
   return p
+
+
+def _main_fqgan(args) -> int:
+  try:
+    config = None
+    if args.config is not None:
+      config = json.loads(Path(args.config).read_text())
+    out = convert_fqgan(args.checkpoint, args.out, variant=args.variant, config=config,
+                        use_torch=bool(args.use_torch), overwrite=not args.no_overwrite)
+  except (ValueError, OSError, json.JSONDecodeError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  meta = json.loads((out / "config.json").read_text())
+  cfg = meta["config"]
+  print(json.dumps({"out": str(out), "family": meta["family"],
+                    "image_size": cfg["image_size"], "branches": cfg["branches"],
+                    "codebook_size": cfg["codebook_size"],
+                    "files": sorted(p.name for p in out.iterdir()),
+                    "jaxtok_version": importlib.metadata.version("jaxtok")}))
+  return 0
 
 
 def main(argv: list[str] | None = None) -> int:
   args = _parser().parse_args(argv)
+  if args.family == "fqgan":
+    return _main_fqgan(args)
   try:
     out = convert_titok(args.checkpoint, args.config, args.out,
                         maskgit_vqgan=args.maskgit_vqgan, maskgit_override=args.maskgit_override,

@@ -1,0 +1,87 @@
+r"""FQGAN training configs (arXiv 2411.16681; showlab/FQGAN `train_fqgan_{dual,triple}.sh`).
+
+  python -m jaxtok.trainers.train --config jaxtok/configs/fqgan.py:variant=dual-16 \
+      --workdir runs/fqgan_dual16
+  # CPU: FQGAN-Dual tiny on the bundled photos (~10 min on 2 cores).
+  python -m jaxtok.trainers.train --config jaxtok/configs/fqgan.py:tiny --workdir runs/fqgan
+  # One training step with tiny sizes (test suite):
+  python -m jaxtok.trainers.train --config jaxtok/configs/fqgan.py:smoke --workdir /tmp/s
+
+Official recipe: loss = 1.0 L2 + 1.0 LPIPS + 0.5 PatchGAN hinge (from step 20,000) + per
+branch codebook + commitment (beta 0.25) + entropy (0.03, T 0.01) + 0.1 disentanglement
+(the model's `quantizer_loss`) + 0.5 semantic alignment per teacher; Adam lr 2e-4, betas
+(0.9, 0.95), no weight decay, gradient clipping 1.0, bf16 compute, global batch 256, ImageNet
+256^2 random crop + flip, ~200k steps (dual-16: 40 epochs at batch 256 ~ 200k).
+
+Not wired yet in the shared trainer: the semantic-alignment term (the model returns
+`aux["semantic_features"]` and `FQGAN.semantic_losses` computes the InfoNCE, but the trainer
+has no teacher slot for it), and LPIPS needs user-provided weights (`--config.loss.perceptual=
+lpips:PATH`). The L2 term is on [0, 1] images (the official one is on [-1, 1], 4x larger).
+"""
+from __future__ import annotations
+
+from jaxtok.tokenizers import get_family
+from jaxtok.trainers.config import TrainConfig, parse_arg, smoke
+
+
+def official(config: TrainConfig, variant: str) -> TrainConfig:
+  """The official FQGAN optimisation / loss settings for a released variant."""
+  config.name = f"fqgan_{variant}"
+  config.family, config.model = "fqgan", get_family("fqgan").variant(variant)
+  config.recipe = "single"
+  config.batch_size = 256
+  config.total_steps = 200_000
+  config.dtype = "bfloat16"
+  config.data.source = "tfds:imagenet2012"
+  config.data.eval_source = "tfds:imagenet2012:validation"
+  config.optim.lr, config.optim.end_lr = 2e-4, 2e-4
+  config.optim.warmup_steps = 0
+  config.optim.b1, config.optim.b2 = 0.9, 0.95
+  config.optim.weight_decay = 0.0
+  config.optim.grad_clip = 1.0
+  config.optim.disc_lr, config.optim.disc_weight_decay = 2e-4, 0.0
+  config.loss.reconstruction_loss, config.loss.reconstruction_weight = "l2", 1.0
+  config.loss.quantizer_weight = 1.0
+  config.loss.perceptual_weight = 1.0
+  config.loss.gan_weight, config.loss.gan_start_step = 0.5, 20_000
+  config.loss.lecam_weight = 0.0
+  config.log_every, config.checkpoint_every = 100, 5_000
+  config.grid_every, config.eval_every = 5_000, 50_000
+  return config
+
+
+def tiny(config: TrainConfig) -> TrainConfig:
+  """FQGAN-Dual `tiny` on the bundled photos: pixel + quantizer losses, no GAN."""
+  config.name = "fqgan_tiny"
+  config.family, config.model = "fqgan", get_family("fqgan").variant("tiny")
+  config.recipe = "single"
+  config.data.source = config.data.eval_source = "bundled"
+  config.data.num_eval_images = 8
+  config.data.crop_scale = (0.3, 1.0)
+  config.batch_size = 16
+  config.total_steps = 1500
+  config.optim.lr, config.optim.end_lr = 1e-3, 1e-4
+  config.optim.warmup_steps = 100
+  config.optim.b1, config.optim.b2 = 0.9, 0.95
+  config.optim.weight_decay = 0.0
+  config.optim.ema_decay = 0.99
+  config.loss.reconstruction_loss, config.loss.quantizer_weight = "l2", 1.0
+  config.log_every, config.checkpoint_every, config.grid_every = 50, 500, 500
+  config.keep_checkpoints = 2
+  return config
+
+
+def get_config(arg: str | None = None) -> TrainConfig:
+  """`arg`: "variant=dual-16[,smoke]", "tiny[,smoke]" or "smoke"."""
+  a = parse_arg(arg, variant="dual-16", tiny=False, smoke=False)
+  config = TrainConfig()
+  if a["tiny"] or (a["smoke"] and arg.strip() == "smoke"):
+    config = tiny(config)
+  else:
+    config = official(config, a["variant"])
+  if a["smoke"]:
+    config = smoke(config)
+    config.model = get_family("fqgan").variant("smoke")
+    config.dtype = "float32"
+    config.name += "_smoke"
+  return config

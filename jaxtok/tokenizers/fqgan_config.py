@@ -1,0 +1,190 @@
+"""`FQGANConfig` and the released / CPU-sized FQGAN variants (arXiv 2411.16681).
+
+Sizes of the released models: showlab/FQGAN `train_fqgan_{dual,triple}.sh` with `VQ-16`
+(`ch_mult` [1, 1, 2, 2, 4]) or `VQ-8` ([1, 2, 2, 4]): ch 128, 2 res blocks, z 256, K 16384,
+D 8, adapters 512 wide / 6 layers / 8 heads, feature heads 3 layers / 8 heads, 256x256 input.
+"""
+# No `from __future__ import annotations`: ml_collections config_flags reads the config
+# dataclass's field types at runtime (`--config.model.<field>=...` in the trainer).
+
+import dataclasses
+import json
+from typing import Any
+
+from jaxtok.tokenizers import layers
+
+# Official branch names: Dual = (vis, sem), Triple = (vis, sem_mid, sem_high). The tuple
+# order is the decoder's concatenation order, which is also jaxtok's token-id order.
+DUAL_BRANCHES = ("vis", "sem")
+TRIPLE_BRANCHES = ("vis", "sem_mid", "sem_high")
+# Official `decode_code` argument order (indices first, then shapes, in this order).
+DECODE_CODE_ORDER = {DUAL_BRANCHES: ("sem", "vis"), TRIPLE_BRANCHES: TRIPLE_BRANCHES}
+# Released teachers per semantic branch (vq_loss.py), with their CLS feature widths.
+TEACHERS = {
+    DUAL_BRANCHES: {"sem": "openai/clip-vit-large-patch14"},
+    TRIPLE_BRANCHES: {"sem_mid": "facebook/dinov2-small",
+                      "sem_high": "openai/clip-vit-base-patch16"},
+}
+TEACHER_WIDTHS = {"openai/clip-vit-large-patch14": 1024, "facebook/dinov2-small": 384,
+                  "openai/clip-vit-base-patch16": 768}
+
+
+@dataclasses.dataclass(kw_only=True)
+class FQGANConfig:
+  """Everything an FQGAN model needs; JSON-serializable through `to_dict`/`from_dict`.
+
+  Attributes:
+    image_size: square input side S (the adapters' position embeddings fix the latent grid).
+    branches: branch names in the decoder's concatenation order = token-id order.
+    decode_code_order: branch order of the official `decode_code` arguments.
+    feature_heads: semantic branch -> (width, layers, heads) of its feature-prediction head
+      (`FeatPredHead`); width = the teacher's feature width.
+    codebook_size: K codes per branch.
+    codebook_dim: D, code size per branch.
+    use_l2_norm: cosine VQ (l2-normalised z and codes), as released.
+    commitment_cost: beta (0.25).
+    entropy_loss_weight: per-branch entropy loss weight (0.03 in the training scripts).
+    entropy_temperature: its softmax temperature (0.01, hard-coded officially).
+    disentangle_weight: weight of each pairwise disentanglement term (0.1).
+    ch: trunk base width; encoder level i has `ch * encoder_ch_mult[i]` channels.
+    encoder_ch_mult, decoder_ch_mult: 4 levels (down 8) or 5 levels (down 16).
+    num_res_blocks: ResnetBlocks per encoder level (decoder: one more).
+    z_channels: channels of the branch outputs and of the decoder input.
+    in_channels, out_channels: image channels.
+    adapter_layers, adapter_heads, mlp_ratio: per-branch `FactorizedAdapter` transformer
+      (its width is the trunk width `ch * encoder_ch_mult[-1]`).
+    scan_unroll: `lax.scan` unroll of the transformer layer loops (speed knob).
+  """
+  image_size: int = 256
+  branches: tuple[str, ...] = DUAL_BRANCHES
+  decode_code_order: tuple[str, ...] = ("sem", "vis")
+  feature_heads: dict[str, Any] = dataclasses.field(
+      default_factory=lambda: {"sem": (1024, 3, 8)})
+  codebook_size: int = 16384
+  codebook_dim: int = 8
+  use_l2_norm: bool = True
+  commitment_cost: float = 0.25
+  entropy_loss_weight: float = 0.03
+  entropy_temperature: float = 0.01
+  disentangle_weight: float = 0.1
+  ch: int = 128
+  encoder_ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
+  decoder_ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
+  num_res_blocks: int = 2
+  z_channels: int = 256
+  in_channels: int = 3
+  out_channels: int = 3
+  adapter_layers: int = 6
+  adapter_heads: int = 8
+  mlp_ratio: float = 4.0
+  scan_unroll: int = 1
+
+  def __post_init__(self):
+    self.branches = tuple(str(b) for b in self.branches)
+    self.decode_code_order = tuple(str(b) for b in self.decode_code_order)
+    self.encoder_ch_mult = tuple(int(m) for m in self.encoder_ch_mult)
+    self.decoder_ch_mult = tuple(int(m) for m in self.decoder_ch_mult)
+    self.feature_heads = {str(b): tuple(int(v) for v in spec)
+                          for b, spec in dict(self.feature_heads).items()}
+    self.validate()
+
+  def validate(self) -> None:
+    """Raises ValueError naming the first inconsistent field."""
+    def need(cond, name, expected):
+      if not cond:
+        raise ValueError(f"{name}: expected {expected}, got {getattr(self, name)!r}")
+    need(len(self.branches) >= 2 and len(set(self.branches)) == len(self.branches),
+         "branches", ">= 2 distinct branch names")
+    need(sorted(self.decode_code_order) == sorted(self.branches), "decode_code_order",
+         f"a permutation of branches={self.branches}")
+    need(all(b in self.branches and len(s) == 3 and s[0] % s[2] == 0
+             for b, s in self.feature_heads.items()), "feature_heads",
+         f"branch -> (width, layers, heads) with branch in {self.branches} and heads dividing "
+         f"width")
+    need(len(self.encoder_ch_mult) in (4, 5), "encoder_ch_mult",
+         "4 levels (down 8) or 5 levels (down 16), as the official code")
+    need(len(self.decoder_ch_mult) == len(self.encoder_ch_mult), "decoder_ch_mult",
+         f"{len(self.encoder_ch_mult)} levels like encoder_ch_mult")
+    for name in ("encoder_ch_mult", "decoder_ch_mult"):
+      need(all((self.ch * m) % layers.GROUP_NORM_GROUPS == 0 for m in getattr(self, name)),
+           name, f"ch*mult multiples of {layers.GROUP_NORM_GROUPS} (GroupNorm(32))")
+    need(self.image_size % self.downsample_factor == 0, "image_size",
+         f"a multiple of the downsample factor {self.downsample_factor}")
+    need(self.trunk_width % self.adapter_heads == 0, "adapter_heads",
+         f"a divisor of the trunk width {self.trunk_width}")
+    for name in ("codebook_size", "codebook_dim", "num_res_blocks", "adapter_layers"):
+      need(getattr(self, name) >= 1, name, ">= 1")
+
+  # ---- derived sizes ----
+  @property
+  def downsample_factor(self) -> int:
+    return 2 ** (len(self.encoder_ch_mult) - 1)
+
+  @property
+  def grid_size(self) -> int:
+    """Side h = w of the latent grid."""
+    return self.image_size // self.downsample_factor
+
+  @property
+  def trunk_width(self) -> int:
+    """Channels of the shared trunk output (= the adapters' width)."""
+    return self.ch * self.encoder_ch_mult[-1]
+
+  @property
+  def num_branches(self) -> int:
+    return len(self.branches)
+
+  def teachers(self) -> dict[str, str]:
+    """Semantic branch -> released teacher name (empty for non-official branch sets)."""
+    return dict(TEACHERS.get(self.branches, {}))
+
+  # ---- (de)serialization ----
+  def to_dict(self) -> dict[str, Any]:
+    d = dataclasses.asdict(self)
+    for k in ("branches", "decode_code_order", "encoder_ch_mult", "decoder_ch_mult"):
+      d[k] = list(d[k])
+    d["feature_heads"] = {b: list(s) for b, s in self.feature_heads.items()}
+    return d
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]) -> "FQGANConfig":
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+      raise ValueError(f"config: unknown FQGANConfig fields {unknown}")
+    return cls(**d)
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def released(variant: str, down: int) -> FQGANConfig:
+  """The released FQGAN-{Dual,Triple} at down 16 (VQ-16) or 8 (VQ-8)."""
+  mult = {16: (1, 1, 2, 2, 4), 8: (1, 2, 2, 4)}[down]
+  branches = {"dual": DUAL_BRANCHES, "triple": TRIPLE_BRANCHES}[variant]
+  heads = {b: (TEACHER_WIDTHS[t], 3, 8) for b, t in TEACHERS[branches].items()}
+  return FQGANConfig(branches=branches, decode_code_order=DECODE_CODE_ORDER[branches],
+                     feature_heads=heads, encoder_ch_mult=mult, decoder_ch_mult=mult)
+
+
+# CPU model: 64x64 images, down 8 (an 8x8 grid, 64 positions x 2 branches), a 512 x 8
+# codebook per branch, ch 32, one-layer adapters and head. The feature head is 288 wide to
+# match the offline default teacher (`jaxtok.nets.teachers.InceptionTeacher`, FID Inception
+# `mixed_2` features).
+TINY = FQGANConfig(image_size=64, feature_heads={"sem": (288, 1, 8)}, codebook_size=512,
+                   ch=32, encoder_ch_mult=(1, 1, 2, 2), decoder_ch_mult=(1, 1, 2, 2),
+                   num_res_blocks=1, z_channels=64, adapter_layers=1, adapter_heads=4)
+
+# Seconds to train: 32x32 images, 4x4 grid, a 64 x 8 codebook, 32-channel trunk.
+SMOKE = dataclasses.replace(TINY, image_size=32, feature_heads={"sem": (288, 1, 4)},
+                            codebook_size=64, encoder_ch_mult=(1, 1, 1, 1),
+                            decoder_ch_mult=(1, 1, 1, 1), z_channels=32, adapter_heads=2)
+
+VARIANTS: dict[str, FQGANConfig] = {
+    "dual-16": released("dual", 16),
+    "triple-16": released("triple", 16),
+    "dual-8": released("dual", 8),
+    "triple-8": released("triple", 8),
+    "tiny": TINY,
+    "smoke": SMOKE,
+}

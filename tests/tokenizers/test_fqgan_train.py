@@ -1,0 +1,56 @@
+"""FQGAN through the shared trainer: fqgan.py:smoke trains from the CLI, resumes, exports and
+loads with jaxtok.load (slow: two short CLI runs of a conv model)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import jaxtok
+from jaxtok.configs import fqgan as fqgan_configs
+
+REPO = Path(__file__).parents[2]
+
+
+def test_configs():
+  c = fqgan_configs.get_config("variant=triple-16")
+  assert c.family == "fqgan" and c.model.branches == ("vis", "sem_mid", "sem_high")
+  assert (c.optim.lr, c.optim.b1, c.optim.b2, c.optim.grad_clip) == (2e-4, 0.9, 0.95, 1.0)
+  assert (c.loss.gan_weight, c.loss.gan_start_step, c.batch_size) == (0.5, 20_000, 256)
+  assert c.dtype == "bfloat16"
+  t = fqgan_configs.get_config("tiny")
+  assert t.model == jaxtok.tokenizers.get_family("fqgan").variant("tiny")
+  s = fqgan_configs.get_config("smoke")
+  assert s.total_steps == 1 and s.model.image_size == 32
+
+
+def _run(workdir, steps, cache):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO),
+             XLA_FLAGS="--xla_force_host_platform_device_count=1",
+             JAX_COMPILATION_CACHE_DIR=str(cache),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  cmd = [sys.executable, "-m", "jaxtok.trainers.train", "--config",
+         str(REPO / "jaxtok/configs/fqgan.py") + ":smoke", "--workdir", str(workdir),
+         f"--config.total_steps={steps}", "--config.grid_every=0"]
+  out = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+  return out.stdout + out.stderr
+
+
+@pytest.mark.slow
+def test_smoke_trains_resumes_exports(tmp_path):
+  work, cache = tmp_path / "run", tmp_path / "cache"
+  _run(work, 1, cache)
+  log = _run(work, 2, cache)
+  assert "resumed from" in log and "at step 1" in log, log[-2000:]
+  steps = [json.loads(line)["step"] for line in (work / "metrics.jsonl").read_text().splitlines()]
+  assert max(steps) >= 1
+  tok = jaxtok.load(work / "export")
+  assert tok.family == "fqgan"
+  img = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype(np.uint8)
+  ids = tok.encode(img)
+  assert ids.shape == (2, 16, 2)
+  assert tok.decode(ids).shape == (2, 32, 32, 3)
