@@ -2,6 +2,8 @@
 
     python -m jaxtok.tokenizers.convert titok --checkpoint model.safetensors \
         --config config.json [--maskgit-vqgan maskgit-vqgan-imagenet-f16-256.bin] --out DIR
+    python -m jaxtok.tokenizers.convert flextok --checkpoint model.safetensors \
+        [--config config.json] --out DIR
 
 (also installed as `jaxtok-convert`). Prints a JSON summary of the written checkpoint.
 """
@@ -14,6 +16,7 @@ import sys
 from pathlib import Path
 
 from jaxtok.tokenizers.convert import convert_titok
+from jaxtok.tokenizers.convert.flextok_mapping import convert_flextok
 from jaxtok.tokenizers.convert.titok_config import parse_heads
 
 
@@ -43,11 +46,37 @@ def _parser() -> argparse.ArgumentParser:
                  help="read .bin/.pt with torch.load instead of the torch-free reader")
   t.add_argument("--no-overwrite", action="store_true",
                  help="fail if --out already holds a jaxtok checkpoint")
+  f = sub.add_parser("flextok", help="FlexTok (apple/ml-flextok) releases")
+  f.add_argument("--checkpoint", required=True, type=Path, help="model.safetensors")
+  f.add_argument("--config", type=Path, default=None,
+                 help="release config.json (default: beside --checkpoint, else the "
+                      "safetensors __metadata__)")
+  f.add_argument("--out", required=True, type=Path, help="output checkpoint directory")
+  f.add_argument("--no-overwrite", action="store_true",
+                 help="fail if --out already holds a jaxtok checkpoint")
   return p
+
+
+def _main_flextok(args) -> int:
+  try:
+    out = convert_flextok(args.checkpoint, args.config, args.out,
+                          overwrite=not args.no_overwrite)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  meta = json.loads((out / "config.json").read_text())
+  cfg = meta["config"]
+  print(json.dumps({"out": str(out), "family": meta["family"], "input_size": cfg["input_size"],
+                    "num_tokens": cfg["num_registers"], "levels": cfg["levels"],
+                    "files": sorted(p.name for p in out.iterdir()),
+                    "jaxtok_version": importlib.metadata.version("jaxtok")}))
+  return 0
 
 
 def main(argv: list[str] | None = None) -> int:
   args = _parser().parse_args(argv)
+  if args.family == "flextok":
+    return _main_flextok(args)
   try:
     out = convert_titok(args.checkpoint, args.config, args.out,
                         maskgit_vqgan=args.maskgit_vqgan, maskgit_override=args.maskgit_override,

@@ -12,11 +12,18 @@ handled here (`strip_vae`). Loading is strict otherwise (see `titok_mapping.buil
 """
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from jaxtok.io import checkpoint as ckpt_format
+from jaxtok.io.torch_pickle import read_checkpoint
 from jaxtok.tokenizers import layers
+from jaxtok.tokenizers.convert.flextok_config import official_flextok_config, read_release_config
 from jaxtok.tokenizers.convert.titok_mapping import build_with_params
 from jaxtok.tokenizers.flextok import FlexTok, FlexTokConfig
 
@@ -134,3 +141,39 @@ def flextok_from_params(config: FlexTokConfig, params: Mapping[str, np.ndarray])
       _check_sincos(params, key, config.grid, width)
       del params[key]
   return build_with_params(FlexTok, config, fuse_qkv(params), flextok_rules)
+
+
+def from_official(release: Mapping[str, Any], params: Mapping[str, np.ndarray]) -> FlexTok:
+  """FlexTok from a checked release dict and its state dict (`vae.*` keys ignored)."""
+  params, _ = strip_vae(params)
+  return flextok_from_params(official_flextok_config(release, params), params)
+
+
+def convert_flextok(checkpoint: str | os.PathLike,
+                    config: str | os.PathLike | Mapping[str, Any] | None,
+                    out: str | os.PathLike, *, overwrite: bool = True) -> Path:
+  """Official FlexTok release -> a jaxtok checkpoint directory (`jaxtok.load`-able).
+
+  Args:
+    checkpoint: `model.safetensors` (or a torch zip `.bin` / a fixture `.npz`).
+    config: the release `config.json` (path, dict or JSON string); None: the `config.json`
+      beside `checkpoint`, else the safetensors `__metadata__`.
+    out: destination directory (written atomically).
+    overwrite: replace an existing jaxtok checkpoint at `out`.
+
+  Returns:
+    The output directory. The VAE (`vae.*`) is not converted: a release over VAE latents
+    becomes a `front_end="latent"` model (its `source` records the dropped keys' count).
+  """
+  checkpoint = Path(checkpoint)
+  release, where = read_release_config(checkpoint, config)
+  params = read_checkpoint(checkpoint)
+  kept, vae_keys = strip_vae(params)
+  model = flextok_from_params(official_flextok_config(release, kept), kept)
+  with open(checkpoint, "rb") as f:
+    sha = hashlib.file_digest(f, "sha256").hexdigest()
+  source = {"checkpoint": checkpoint.name, "checkpoint_sha256": sha, "config_from": where,
+            "official_config": release, "vae_keys_not_converted": len(vae_keys)}
+  arrays, metadata = ckpt_format.state_to_arrays(model)
+  meta = ckpt_format.make_meta("flextok", model.config, source)
+  return ckpt_format.write_dir(out, meta, arrays, metadata, overwrite=overwrite)
