@@ -187,7 +187,7 @@ class FlexTok(nnx.Module):
     decode_padded(ids [B, R], keep [B], ...): the same with a per-image kept length (one
       compile for every k).
     sample(cond, cond_uncond, noise, ...): Euler sampler over front-end arrays.
-    __call__(images, train=False, *, rngs) -> (one-step x0 estimate, aux with `flow_loss`).
+    __call__(images, train=False, *, rngs) -> (recon, aux with `flow_loss`).
 
   Attributes:
     token_spec: the `TokenSpec` the API reads.
@@ -336,7 +336,7 @@ class FlexTok(nnx.Module):
 
   def __call__(self, x: jax.Array, train: bool = False, *,
                rngs: nnx.Rngs | jax.Array | None = None) -> tuple[jax.Array, dict[str, Any]]:
-    """One rectified-flow training pass. Returns `(x0_hat, aux)`.
+    """One rectified-flow pass. Returns `(recon, aux)`.
 
     Args:
       x: images `[B, S, S, 3]` in [0, 1] (identity front end) or front-end latents.
@@ -344,7 +344,9 @@ class FlexTok(nnx.Module):
       rngs: randomness for t, the noise and the training options (default key 0).
 
     Returns:
-      x0_hat: the one-step data estimate x_t - t v (images for "identity"), `x`'s shape.
+      recon: `train=True`: the one-step data estimate x_t - t v; `train=False`: the
+        reconstruction by the config's default sampler (all R tokens, noise from key 0);
+        images for "identity", `x`'s shape.
       aux: `flow_loss` (MSE of v against eps - x0), `quantizer_loss`, `commitment_loss`,
         `codebook_loss` (0: FSQ), `stats`, `ids` `[B, R]`, `latents` (codes `[B, R, d]`),
         `num_tokens_kept` `[B]`, `t` `[B]`, `velocity`, `target_velocity`.
@@ -375,8 +377,13 @@ class FlexTok(nnx.Module):
     v = self.decoder(x_t, t, cond)
     target = flow.velocity_target(x0, eps)
     loss = jnp.mean(jnp.square(v.astype(jnp.float32) - target))
-    x0_hat = x_t - t[:, None, None, None] * v
-    out = self.from_front(x0_hat) if c.front_end == "identity" else x0_hat
+    if train:
+      out = x_t - t[:, None, None, None] * v  # one-step data estimate
+    else:  # A real reconstruction: the config's default sampler from fixed noise.
+      noise = jax.random.normal(jax.random.key(0), x0.shape, jnp.float32)
+      out = self.sample(cond, self.decoder.null_condition(cond), noise, steps=c.sample_steps,
+                        guidance=c.guidance, guidance_scale=c.guidance_scale)
+    out = self.from_front(out) if c.front_end == "identity" else out
     aux = dict(flow_loss=loss, quantizer_loss=qaux["loss"],
                commitment_loss=qaux["commitment_loss"], codebook_loss=qaux["codebook_loss"],
                stats=qaux["stats"], ids=qaux["ids"], latents=codes, num_tokens_kept=keep, t=t,

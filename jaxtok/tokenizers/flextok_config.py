@@ -137,6 +137,12 @@ class FlexTokConfig:
 
   # ---- derived sizes ----
   @property
+  def image_size(self) -> int:
+    """Side of the images the model takes (the trainer's data resolution): `input_size` (the
+    identity front end; for "latent" the side of the latents handed in)."""
+    return self.input_size
+
+  @property
   def grid(self) -> int:
     return self.input_size // self.patch_size
 
