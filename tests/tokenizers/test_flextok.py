@@ -240,28 +240,21 @@ def test_prefix_encoding_equals_fewer_registers_and_prefix_decode():
   np.testing.assert_allclose(a, b, atol=1e-6)
 
 
-def test_training_forward_flow_loss_and_gradients():
+def test_training_forward_flow_loss():
+  """The train pass: loss = MSE(v, eps - x0), per-image pow2 keep lengths, logit-normal t.
+  (Gradients through the one trainer: test_flextok_train.py.)"""
   fam = get_family("flextok")
   cfg = fam.variant("smoke")
   cfg.drop_quant_p, cfg.token_corruption_p = 0.5, 0.1
   model = fam.model_class(cfg, rngs=nnx.Rngs(0))
   x = jax.random.uniform(jax.random.key(0), (4, cfg.input_size, cfg.input_size, 3))
-
-  def loss_fn(m):
-    _, aux = m(x, train=True, rngs=jax.random.key(5))
-    return aux["flow_loss"], aux
-
-  (loss, aux), grads = nnx.jit(nnx.value_and_grad(loss_fn, has_aux=True))(model)
+  _, aux = nnx.jit(lambda m, x: m(x, train=True, rngs=jax.random.key(5)))(model, x)
+  loss, v, tgt = aux["flow_loss"], aux["velocity"], aux["target_velocity"]
   assert np.isfinite(float(loss)) and float(loss) > 0
-  v, tgt = aux["velocity"], aux["target_velocity"]
   np.testing.assert_allclose(float(loss), float(jnp.mean((v - tgt) ** 2)), rtol=1e-5)
   keep = np.asarray(aux["num_tokens_kept"])
   assert keep.shape == (4,) and set(keep) <= {1, 2, 4, 8}
   assert float(aux["t"].min()) > 0 and float(aux["t"].max()) < 1
-  # Zero-init output head (adaLN-zero): at init the head projection gets a gradient.
-  g = nnx.to_flat_state(grads)
-  norms = {".".join(map(str, k)): float(jnp.linalg.norm(v[...])) for k, v in g}
-  assert norms["decoder.head_proj.kernel"] > 0
   with pytest.raises(ValueError, match="rngs"):
     model(x, train=True)
 
