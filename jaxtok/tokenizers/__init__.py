@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from jaxtok.tokenizers import fqgan, one_d_piece, titok
+from jaxtok.tokenizers import flextok, fqgan, one_d_piece, titok
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +40,7 @@ TOKENIZERS: dict[str, Family] = {
     "titok": Family("titok", titok.TiTok, titok.TiTokConfig, titok.VARIANTS),
     "one_d_piece": Family("one_d_piece", one_d_piece.OneDPiece, titok.TiTokConfig,
                           one_d_piece.VARIANTS),
+    "flextok": Family("flextok", flextok.FlexTok, flextok.FlexTokConfig, flextok.VARIANTS),
     "fqgan": Family("fqgan", fqgan.FQGAN, fqgan.FQGANConfig, fqgan.VARIANTS),
 }
 

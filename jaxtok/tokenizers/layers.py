@@ -1,7 +1,7 @@
 """Shared building blocks of the ViT tokenizers: pre-LN transformer, patch embedding, heads.
 
-Everything here is NHWC / token-major (`[B, T, W]`) and float32 by default. The blocks follow
-the CLIP-style ViT that TiTok (arXiv 2406.07550) builds on:
+Everything here is NHWC / token-major (`[B, T, W]`) and float32 by default. The default block
+is the CLIP-style ViT that TiTok (arXiv 2406.07550) builds on:
 
   x = x + out_proj(MHA(ln_1(x)))
   x = x + c_proj(GELU(c_fc(ln_2(x))))
@@ -10,6 +10,12 @@ with PyTorch's conventions kept where the released weights depend on them: Layer
 (biased variance) and the exact (erf) GELU. q, k and v come from ONE fused `[W, 3W]`
 projection (one matmul instead of three; faster on CPU and the same layout as PyTorch's packed
 `in_proj_weight`).
+
+The same block also takes FlexTok's (arXiv 2502.13967) choices, each a keyword: bias-free
+projections, QK-norm (no-affine LayerNorm over head_dim on q and k), a softmax scale other
+than head_dim^-0.5, a SwiGLU MLP, no-affine LayerNorms, and a full `[T, T]` attention mask
+(`attention_mask`). `AdaLNBlock` is the adaLN-zero (DiT, arXiv 2212.09748) variant with one
+modulation per sub-sequence of the tokens.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 # PyTorch's nn.LayerNorm default; flax's default is 1e-6 and the released TiTok weights were
@@ -51,9 +58,46 @@ def gelu(x: jax.Array) -> jax.Array:
   return jax.nn.gelu(x, approximate=False)
 
 
-def layer_norm(width: int, *, rngs: nnx.Rngs, eps: float = LAYER_NORM_EPS) -> nnx.LayerNorm:
-  """LayerNorm over the last axis with PyTorch's eps (1e-5) and a two-pass variance."""
-  return nnx.LayerNorm(width, epsilon=eps, use_fast_variance=False, rngs=rngs)
+def layer_norm(width: int, *, rngs: nnx.Rngs, eps: float = LAYER_NORM_EPS,
+               affine: bool = True) -> nnx.LayerNorm:
+  """LayerNorm over the last axis with PyTorch's eps (1e-5) and a two-pass variance.
+
+  `affine=False`: no scale and no bias (PyTorch `elementwise_affine=False`), no parameters.
+  """
+  return nnx.LayerNorm(width, epsilon=eps, use_fast_variance=False, use_scale=affine,
+                       use_bias=affine, rngs=rngs)
+
+
+def normalize(x: jax.Array, eps: float = LAYER_NORM_EPS) -> jax.Array:
+  """No-affine LayerNorm over the last axis (biased variance), computed in float32."""
+  xf = x.astype(jnp.float32)
+  mean = jnp.mean(xf, axis=-1, keepdims=True)
+  var = jnp.mean(jnp.square(xf - mean), axis=-1, keepdims=True)
+  return ((xf - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
+
+
+def swiglu_hidden(width: int, mlp_ratio: float) -> int:
+  """SwiGLU hidden width `int(2 * int(width * mlp_ratio) / 3)` (2/3 of the GELU MLP's, so the
+  three matrices hold about as many parameters as its two; LLaMA / FlexTok rule)."""
+  return int(2 * int(width * mlp_ratio) / 3)
+
+
+def attention_mask(kind: str, num_prefix: int, num_suffix: int) -> jax.Array | None:
+  """`[T, T]` bool (query, key), True = may attend, over `[prefix ‖ suffix]` tokens.
+
+  kind: "full" -> None (no mask); "causal_last": every query sees the whole prefix (e.g.
+  patches), prefix queries see no suffix token, a suffix query at position i sees suffix
+  tokens 0..i -- `mask[q, k] = k < P or P <= k <= q` (FlexTok's encoder, where the suffix is
+  the registers, so a truncated register output equals encoding with fewer registers).
+  """
+  if kind == "full":
+    return None
+  if kind != "causal_last":
+    raise ValueError(f"kind: expected one of ('full', 'causal_last'), got {kind!r}")
+  t = num_prefix + num_suffix
+  q = jnp.arange(t)[:, None]
+  k = jnp.arange(t)[None, :]
+  return (k < num_prefix) | ((k >= num_prefix) & (k <= q))
 
 
 def group_norm(channels: int, *, rngs: nnx.Rngs,
@@ -74,31 +118,51 @@ def vit_linear(din: int, dout: int, *, rngs: nnx.Rngs, use_bias: bool = True,
                     bias_init=nnx.initializers.zeros_init(), rngs=rngs)
 
 
+def _combine_masks(key_mask: jax.Array | None, attn_mask: jax.Array | None
+                   ) -> jax.Array | None:
+  """`[B, T]` key mask and `[T, T]` / `[B, T, T]` query-key mask -> `[B|1, 1, T, T]` or None."""
+  mask = None
+  if attn_mask is not None:
+    mask = attn_mask[None, None] if attn_mask.ndim == 2 else attn_mask[:, None]
+  if key_mask is not None:
+    km = key_mask[:, None, None, :]  # [B, 1, 1, T]
+    mask = km if mask is None else (mask & km)
+  return mask
+
+
 class MultiHeadAttention(nnx.Module):
   """Self-attention with a fused qkv projection.
 
   Attributes:
     qkv: `nnx.Linear` W -> 3W; output columns are [q | k | v], each split into contiguous
-      head-sized chunks (PyTorch `in_proj_weight.T`).
+      head-sized chunks (PyTorch `in_proj_weight.T`; for separate `wq, wk, wv` Linears,
+      `concat([wq.T, wk.T, wv.T], 1)`).
     out: `nnx.Linear` W -> W.
+    qk_norm: no-affine LayerNorm over head_dim on q and k before the scores.
+    scale: softmax scale (None: head_dim^-0.5).
   """
 
   def __init__(self, width: int, num_heads: int, *, rngs: nnx.Rngs,
-               init_std: float | None = VIT_INIT_STD):
+               init_std: float | None = VIT_INIT_STD, use_bias: bool = True,
+               qk_norm: bool = False, scale: float | None = None):
     if width % num_heads:
       raise ValueError(f"num_heads: expected a divisor of width={width}, got {num_heads}")
     self.width = width
     self.num_heads = num_heads
     self.head_dim = width // num_heads
-    self.qkv = vit_linear(width, 3 * width, rngs=rngs, init_std=init_std)
-    self.out = vit_linear(width, width, rngs=rngs, init_std=init_std)
+    self.qk_norm = qk_norm
+    self.scale = scale
+    self.qkv = vit_linear(width, 3 * width, rngs=rngs, init_std=init_std, use_bias=use_bias)
+    self.out = vit_linear(width, width, rngs=rngs, init_std=init_std, use_bias=use_bias)
 
-  def __call__(self, x: jax.Array, key_mask: jax.Array | None = None) -> jax.Array:
+  def __call__(self, x: jax.Array, key_mask: jax.Array | None = None,
+               attn_mask: jax.Array | None = None) -> jax.Array:
     """Self-attention.
 
     Args:
       x: `[B, T, W]` float.
       key_mask: optional `[B, T]` bool, False for keys no query may attend to.
+      attn_mask: optional `[T, T]` or `[B, T, T]` bool (query, key), True = may attend.
 
     Returns:
       `[B, T, W]`.
@@ -106,8 +170,11 @@ class MultiHeadAttention(nnx.Module):
     b, t, _ = x.shape
     qkv = self.qkv(x).reshape(b, t, 3, self.num_heads, self.head_dim)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [B, T, H, D] each
-    mask = None if key_mask is None else key_mask[:, None, None, :]  # [B, 1, 1, T]
-    y = jax.nn.dot_product_attention(q, k, v, mask=mask)  # scale D^-0.5, softmax over keys
+    if self.qk_norm:
+      q, k = normalize(q), normalize(k)
+    mask = _combine_masks(key_mask, attn_mask)
+    # Softmax over keys; scale D^-0.5 unless given.
+    y = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=self.scale)
     return self.out(y.reshape(b, t, self.width))
 
 
@@ -115,31 +182,138 @@ class MLP(nnx.Module):
   """c_proj(GELU(c_fc(x))) with hidden width `mlp_ratio * W`."""
 
   def __init__(self, width: int, hidden: int, *, rngs: nnx.Rngs,
-               init_std: float | None = VIT_INIT_STD):
-    self.c_fc = vit_linear(width, hidden, rngs=rngs, init_std=init_std)
-    self.c_proj = vit_linear(hidden, width, rngs=rngs, init_std=init_std)
+               init_std: float | None = VIT_INIT_STD, use_bias: bool = True):
+    self.c_fc = vit_linear(width, hidden, rngs=rngs, init_std=init_std, use_bias=use_bias)
+    self.c_proj = vit_linear(hidden, width, rngs=rngs, init_std=init_std, use_bias=use_bias)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return self.c_proj(gelu(self.c_fc(x)))
 
 
+class SwiGLU(nnx.Module):
+  """fc2(SiLU(fc1(x)) * fc3(x)) (arXiv 2002.05202), W -> hidden -> W."""
+
+  def __init__(self, width: int, hidden: int, *, rngs: nnx.Rngs,
+               init_std: float | None = VIT_INIT_STD, use_bias: bool = False):
+    self.fc1 = vit_linear(width, hidden, rngs=rngs, init_std=init_std, use_bias=use_bias)
+    self.fc3 = vit_linear(width, hidden, rngs=rngs, init_std=init_std, use_bias=use_bias)
+    self.fc2 = vit_linear(hidden, width, rngs=rngs, init_std=init_std, use_bias=use_bias)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.fc2(jax.nn.silu(self.fc1(x)) * self.fc3(x))
+
+
+MLP_TYPES = ("gelu", "swiglu")
+
+
+def _block_parts(module: nnx.Module, width: int, num_heads: int, *, mlp_ratio: float,
+                 rngs: nnx.Rngs, init_std: float | None, use_bias: bool, qk_norm: bool,
+                 attn_scale: float | None, mlp: str, norm_affine: bool) -> None:
+  """The ln_1 / attn / ln_2 / mlp members shared by both block kinds."""
+  if mlp not in MLP_TYPES:
+    raise ValueError(f"mlp: expected one of {MLP_TYPES}, got {mlp!r}")
+  module.ln_1 = layer_norm(width, rngs=rngs, affine=norm_affine)
+  module.attn = MultiHeadAttention(width, num_heads, rngs=rngs, init_std=init_std,
+                                   use_bias=use_bias, qk_norm=qk_norm, scale=attn_scale)
+  module.ln_2 = layer_norm(width, rngs=rngs, affine=norm_affine)
+  if mlp == "gelu":
+    module.mlp = MLP(width, int(width * mlp_ratio), rngs=rngs, init_std=init_std,
+                     use_bias=use_bias)
+  else:
+    module.mlp = SwiGLU(width, swiglu_hidden(width, mlp_ratio), rngs=rngs, init_std=init_std,
+                        use_bias=use_bias)
+
+
 class ResidualAttentionBlock(nnx.Module):
-  """Pre-LN transformer block: attention then MLP, each with a residual."""
+  """Pre-LN transformer block: attention then MLP, each with a residual.
+
+  Keywords beyond TiTok's defaults: `use_bias` (projections and MLP), `qk_norm`,
+  `attn_scale`, `mlp` ("gelu" or "swiglu"), `norm_affine` (LayerNorm scale and bias).
+  """
 
   def __init__(self, width: int, num_heads: int, *, mlp_ratio: float = 4.0, rngs: nnx.Rngs,
-               init_std: float | None = VIT_INIT_STD):
-    self.ln_1 = layer_norm(width, rngs=rngs)
-    self.attn = MultiHeadAttention(width, num_heads, rngs=rngs, init_std=init_std)
-    self.ln_2 = layer_norm(width, rngs=rngs)
-    self.mlp = MLP(width, int(width * mlp_ratio), rngs=rngs, init_std=init_std)
+               init_std: float | None = VIT_INIT_STD, use_bias: bool = True,
+               qk_norm: bool = False, attn_scale: float | None = None, mlp: str = "gelu",
+               norm_affine: bool = True):
+    _block_parts(self, width, num_heads, mlp_ratio=mlp_ratio, rngs=rngs, init_std=init_std,
+                 use_bias=use_bias, qk_norm=qk_norm, attn_scale=attn_scale, mlp=mlp,
+                 norm_affine=norm_affine)
 
-  def __call__(self, x: jax.Array, key_mask: jax.Array | None = None) -> jax.Array:
-    x = x + self.attn(self.ln_1(x), key_mask)
+  def __call__(self, x: jax.Array, key_mask: jax.Array | None = None,
+               attn_mask: jax.Array | None = None) -> jax.Array:
+    x = x + self.attn(self.ln_1(x), key_mask, attn_mask)
     return x + self.mlp(self.ln_2(x))
 
 
+# adaLN-zero chunk order of the modulation vector (FlexTok / DiT): 6 chunks of W each.
+ADALN_CHUNKS = ("gate_msa", "gate_mlp", "shift_msa", "scale_msa", "shift_mlp", "scale_mlp")
+
+
+def per_token(mod: jax.Array, sizes: tuple[int, ...]) -> jax.Array:
+  """`[B, S, ...]` per-sub-sequence values -> `[B, sum(sizes), ...]` (token t of sub-sequence
+  s gets `mod[:, s]`); S = 1 broadcasts one value to every token."""
+  if mod.shape[1] == 1:
+    return jnp.broadcast_to(mod, (mod.shape[0], sum(sizes)) + mod.shape[2:])
+  if mod.shape[1] != len(sizes):
+    raise ValueError(f"sizes: expected {mod.shape[1]} sub-sequence lengths, got {sizes}")
+  parts = [jnp.broadcast_to(mod[:, s:s + 1], (mod.shape[0], n) + mod.shape[2:])
+           for s, n in enumerate(sizes)]
+  return jnp.concatenate(parts, axis=1)
+
+
+class AdaLNBlock(nnx.Module):
+  """adaLN-zero pre-LN block (DiT, arXiv 2212.09748) with per-sub-sequence modulation.
+
+    m = adaLN_modulation(SiLU(c)) -> [B, S, 6, W] (chunk order `ADALN_CHUNKS`)
+    x += gate_msa * Attn(LN(x) * (1 + scale_msa) + shift_msa)
+    x += gate_mlp * MLP(LN(x) * (1 + scale_mlp) + shift_mlp)
+
+  where token t of sub-sequence s (lengths `sizes`, static) is modulated by `m[:, s]`
+  (FlexTok's `per_subseq_embs`: S = 2, noised patches then registers).
+
+  Attributes: `ln_1`, `attn`, `ln_2`, `mlp` (as `ResidualAttentionBlock`) and
+  `adaLN_modulation`: Linear cond_width -> S * 6 * W (zero-initialised: the block starts as
+  the identity).
+  """
+
+  def __init__(self, width: int, num_heads: int, *, cond_width: int, num_subseqs: int = 1,
+               mlp_ratio: float = 4.0, rngs: nnx.Rngs, init_std: float | None = VIT_INIT_STD,
+               use_bias: bool = False, qk_norm: bool = False, attn_scale: float | None = None,
+               mlp: str = "swiglu", norm_affine: bool = False):
+    _block_parts(self, width, num_heads, mlp_ratio=mlp_ratio, rngs=rngs, init_std=init_std,
+                 use_bias=use_bias, qk_norm=qk_norm, attn_scale=attn_scale, mlp=mlp,
+                 norm_affine=norm_affine)
+    self.num_subseqs = num_subseqs
+    self.adaLN_modulation = nnx.Linear(cond_width, num_subseqs * 6 * width,
+                                       kernel_init=nnx.initializers.zeros_init(),
+                                       bias_init=nnx.initializers.zeros_init(), rngs=rngs)
+
+  def modulation(self, cond: jax.Array, sizes: tuple[int, ...]) -> dict[str, jax.Array]:
+    """`[B, C]` conditioning -> {chunk name: `[B, T, W]`}."""
+    b, w = cond.shape[0], self.ln_1.num_features
+    m = self.adaLN_modulation(jax.nn.silu(cond)).reshape(b, self.num_subseqs, 6, w)
+    m = per_token(m, sizes)  # [B, T, 6, W]
+    return {name: m[:, :, i] for i, name in enumerate(ADALN_CHUNKS)}
+
+  def __call__(self, x: jax.Array, key_mask: jax.Array | None = None,
+               attn_mask: jax.Array | None = None, *, cond: jax.Array,
+               sizes: tuple[int, ...]) -> jax.Array:
+    m = self.modulation(cond, sizes)
+    h = self.ln_1(x) * (1 + m["scale_msa"]) + m["shift_msa"]
+    x = x + m["gate_msa"] * self.attn(h, key_mask, attn_mask)
+    h = self.ln_2(x) * (1 + m["scale_mlp"]) + m["shift_mlp"]
+    return x + m["gate_mlp"] * self.mlp(h)
+
+
+BLOCKS = {"residual": ResidualAttentionBlock, "adaln": AdaLNBlock}
+
+
 class Transformer(nnx.Module):
-  """`depth` ResidualAttentionBlocks applied in order; `[B, T, W] -> [B, T, W]`.
+  """`depth` blocks applied in order; `[B, T, W] -> [B, T, W]`.
+
+  `block` names the block class in `BLOCKS` ("residual": `ResidualAttentionBlock`, "adaln":
+  `AdaLNBlock`); `**block_kwargs` go to it (e.g. `qk_norm=True`, `mlp="swiglu"`). Call
+  keywords (`attn_mask`, and `cond` / `sizes` for "adaln") go to every block.
 
   The blocks' parameters are stacked along a leading `depth` axis (built with `nnx.vmap`) and
   applied with `jax.lax.scan`: one block is traced and compiled instead of `depth` copies,
@@ -148,25 +322,37 @@ class Transformer(nnx.Module):
   """
 
   def __init__(self, width: int, depth: int, num_heads: int, *, mlp_ratio: float = 4.0,
-               unroll: int = 1, rngs: nnx.Rngs, init_std: float | None = VIT_INIT_STD):
+               unroll: int = 1, rngs: nnx.Rngs, init_std: float | None = VIT_INIT_STD,
+               block: str = "residual", **block_kwargs: Any):
     if depth < 1:
       raise ValueError(f"depth: expected >= 1, got {depth}")
+    if block not in BLOCKS:
+      raise ValueError(f"block: expected one of {sorted(BLOCKS)}, got {block!r}")
     self.depth = depth
     self.unroll = unroll
+    cls = BLOCKS[block]
 
     @nnx.split_rngs(splits=depth)
     @nnx.vmap(in_axes=(0,), out_axes=0)
     def make(r):
-      return ResidualAttentionBlock(width, num_heads, mlp_ratio=mlp_ratio, rngs=r,
-                                    init_std=init_std)
+      return cls(width, num_heads, mlp_ratio=mlp_ratio, rngs=r, init_std=init_std,
+                 **block_kwargs)
 
     self.blocks = make(rngs)
 
-  def __call__(self, x: jax.Array, key_mask: jax.Array | None = None) -> jax.Array:
+  def layer(self, i: int) -> nnx.Module:
+    """Block `i` as a standalone module (a copy of its slice of the stacked parameters)."""
+    if not 0 <= i < self.depth:
+      raise ValueError(f"i: expected 0 <= i < {self.depth}, got {i}")
+    graphdef, state = nnx.split(self.blocks)
+    return nnx.merge(graphdef, jax.tree_util.tree_map(lambda a: a[i], state))
+
+  def __call__(self, x: jax.Array, key_mask: jax.Array | None = None,
+               attn_mask: jax.Array | None = None, **kwargs: Any) -> jax.Array:
     graphdef, state = nnx.split(self.blocks)
 
     def body(h, layer_state):
-      return nnx.merge(graphdef, layer_state)(h, key_mask), None
+      return nnx.merge(graphdef, layer_state)(h, key_mask, attn_mask, **kwargs), None
 
     x, _ = jax.lax.scan(body, x, state, unroll=self.unroll)
     return x
@@ -197,6 +383,23 @@ class PatchEmbed(nnx.Module):
     x = x.reshape(b, gh * gw, p * p * c)
     kernel = self.proj.kernel[...].reshape(p * p * c, -1)
     return x @ kernel + self.proj.bias[...]
+
+
+def sincos_2d(grid: int, width: int) -> jax.Array:
+  """Fixed 2-D sin-cos position table `[grid * grid, width]` float32, row-major tokens.
+
+  `pe[row * g + col] = [sin(row w), cos(row w), sin(col w), cos(col w)]`, w_k =
+  10000^(-k / (width / 4)), k = 0..width/4 - 1: the row drives the first width/2 channels
+  (FlexTok's table; MAE's (arXiv 2111.06377) uses the same frequencies).
+  """
+  if width % 4:
+    raise ValueError(f"width: expected a multiple of 4 (2-D sin-cos embedding), got {width}")
+  q = width // 4
+  omega = 1.0 / 10000.0 ** (np.arange(q, dtype=np.float64) / q)
+  pos = np.arange(grid, dtype=np.float64)[:, None] * omega[None]  # [g, q]
+  rows = np.concatenate([np.sin(pos), np.cos(pos)], axis=1)  # [g, width/2]
+  table = np.concatenate([np.repeat(rows, grid, axis=0), np.tile(rows, (grid, 1))], axis=1)
+  return jnp.asarray(table, jnp.float32)
 
 
 def pixel_unpatchify(x: jax.Array, grid: int, patch_size: int, channels: int = 3) -> jax.Array:

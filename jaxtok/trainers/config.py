@@ -24,6 +24,8 @@ import json
 from typing import Any
 
 from jaxtok.data import DataConfig
+from jaxtok.tokenizers.flextok_config import FlexTokConfig
+from jaxtok.tokenizers.fqgan_config import FQGANConfig
 from jaxtok.tokenizers.titok import TiTokConfig
 from jaxtok.trainers.losses import LossConfig
 
@@ -34,7 +36,7 @@ from jaxtok.trainers.losses import LossConfig
 # union is as overridable as a single class, nested and optional fields included
 # (`--config.model.pixel_decoder.z_channels=64`, `--config.model.init_std=0.01`). Only
 # replacing the whole model from the command line (`--config.model=...`) is unsupported.
-ModelConfig = TiTokConfig
+ModelConfig = TiTokConfig | FlexTokConfig | FQGANConfig
 
 
 @dataclasses.dataclass(kw_only=True)

@@ -198,6 +198,10 @@ def forward_losses(parts: StepParts, params: PyTree, model_state: PyTree, images
     total, terms = losses.generator_loss(parts.loss, images, recon, aux, step=step,
                                          perceptual_fn=perceptual_fn,
                                          discriminator_fn=disc_fn)
+  if "flow_loss" in aux:  # Rectified-flow decoders (FlexTok): the velocity MSE.
+    terms["flow_loss"] = aux["flow_loss"].astype(jnp.float32)
+    total = total + terms["flow_loss"]
+    terms["total_loss"] = total
   if "kl_loss" in aux:  # VAE tokenizers: the KL term, weighted like the quantizer loss.
     terms["kl_loss"] = parts.loss.quantizer_weight * aux["kl_loss"].astype(jnp.float32)
     total = total + terms["kl_loss"]

@@ -3,6 +3,9 @@
     python -m jaxtok.tokenizers.convert titok --checkpoint model.safetensors \
         --config config.json [--maskgit-vqgan maskgit-vqgan-imagenet-f16-256.bin] --out DIR
 
+    python -m jaxtok.tokenizers.convert flextok --checkpoint model.safetensors \
+        [--config config.json] --out DIR
+
     python -m jaxtok.tokenizers.convert fqgan --checkpoint fqgan.pt --variant dual-16 --out DIR
 
 (also installed as `jaxtok-convert`). Prints a JSON summary of the written checkpoint.
@@ -16,8 +19,18 @@ import sys
 from pathlib import Path
 
 from jaxtok.tokenizers.convert import convert_titok
+from jaxtok.tokenizers.convert.flextok_mapping import convert_flextok
 from jaxtok.tokenizers.convert.fqgan_mapping import convert_fqgan
 from jaxtok.tokenizers.convert.titok_config import parse_heads
+
+# Config fields each family's JSON summary shows (beside out, family, files, version).
+SUMMARY_FIELDS = {
+    "titok": {"image_size": "image_size", "num_tokens": "num_latent_tokens",
+              "codebook_size": "codebook_size"},
+    "fqgan": {"image_size": "image_size", "branches": "branches",
+              "codebook_size": "codebook_size"},
+    "flextok": {"input_size": "input_size", "num_tokens": "num_registers", "levels": "levels"},
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,50 +71,51 @@ def _parser() -> argparse.ArgumentParser:
                   help="read .pt with torch.load instead of the torch-free reader")
   fq.add_argument("--no-overwrite", action="store_true",
                   help="fail if --out already holds a jaxtok checkpoint")
+  f = sub.add_parser("flextok", help="FlexTok (apple/ml-flextok) releases")
+  f.add_argument("--checkpoint", required=True, type=Path, help="model.safetensors")
+  f.add_argument("--config", type=Path, default=None,
+                 help="release config.json (default: beside --checkpoint, else the "
+                      "safetensors __metadata__)")
+  f.add_argument("--out", required=True, type=Path, help="output checkpoint directory")
+  f.add_argument("--no-overwrite", action="store_true",
+                 help="fail if --out already holds a jaxtok checkpoint")
   return p
 
 
-def _main_fqgan(args) -> int:
-  try:
-    config = None
-    if args.config is not None:
-      config = json.loads(Path(args.config).read_text())
-    out = convert_fqgan(args.checkpoint, args.out, variant=args.variant, config=config,
-                        use_torch=bool(args.use_torch), overwrite=not args.no_overwrite)
-  except (ValueError, OSError, json.JSONDecodeError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+def _report(out: Path, fields: dict[str, str]) -> int:
+  """Prints the JSON summary of the checkpoint written to `out`; returns exit status 0."""
   meta = json.loads((out / "config.json").read_text())
   cfg = meta["config"]
   print(json.dumps({"out": str(out), "family": meta["family"],
-                    "image_size": cfg["image_size"], "branches": cfg["branches"],
-                    "codebook_size": cfg["codebook_size"],
+                    **{name: cfg[key] for name, key in fields.items()},
                     "files": sorted(p.name for p in out.iterdir()),
                     "jaxtok_version": importlib.metadata.version("jaxtok")}))
   return 0
+
+
+def _convert(args):
+  """Runs the family's converter; returns the output directory."""
+  if args.family == "fqgan":
+    config = json.loads(Path(args.config).read_text()) if args.config is not None else None
+    return convert_fqgan(args.checkpoint, args.out, variant=args.variant, config=config,
+                         use_torch=bool(args.use_torch), overwrite=not args.no_overwrite)
+  if args.family == "flextok":
+    return convert_flextok(args.checkpoint, args.config, args.out,
+                           overwrite=not args.no_overwrite)
+  return convert_titok(args.checkpoint, args.config, args.out,
+                       maskgit_vqgan=args.maskgit_vqgan, maskgit_override=args.maskgit_override,
+                       one_d_piece=args.one_d_piece, heads=parse_heads(args.heads),
+                       use_torch=bool(args.use_torch), overwrite=not args.no_overwrite)
 
 
 def main(argv: list[str] | None = None) -> int:
   args = _parser().parse_args(argv)
-  if args.family == "fqgan":
-    return _main_fqgan(args)
   try:
-    out = convert_titok(args.checkpoint, args.config, args.out,
-                        maskgit_vqgan=args.maskgit_vqgan, maskgit_override=args.maskgit_override,
-                        one_d_piece=args.one_d_piece, heads=parse_heads(args.heads),
-                        use_torch=bool(args.use_torch),
-                        overwrite=not args.no_overwrite)
-  except ValueError as e:
+    out = _convert(args)
+  except (ValueError, OSError, json.JSONDecodeError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  meta = json.loads((out / "config.json").read_text())
-  cfg = meta["config"]
-  print(json.dumps({"out": str(out), "family": meta["family"],
-                    "image_size": cfg["image_size"], "num_tokens": cfg["num_latent_tokens"],
-                    "codebook_size": cfg["codebook_size"],
-                    "files": sorted(p.name for p in out.iterdir()),
-                    "jaxtok_version": importlib.metadata.version("jaxtok")}))
-  return 0
+  return _report(out, SUMMARY_FIELDS[args.family])
 
 
 if __name__ == "__main__":

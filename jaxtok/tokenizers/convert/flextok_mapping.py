@@ -1,0 +1,179 @@
+"""Official FlexTok state_dict names -> jaxtok NNX state (apple/ml-flextok layout).
+
+Numpy in, no torch: `params` is a flat `{official_key: np.ndarray}`. Key names, shapes and
+roles: tests/fixtures/flextok/README.md §3. Layout rules: Linear (out, in) -> kernel
+(in, out); the patch projections' Linear (W, p*p*C) with features (py, px, c) -> conv kernel
+(p, p, C, W); the separate bias-free `wq, wk, wv` -> one fused qkv kernel
+`concat([wq.T, wk.T, wv.T], 1)`; the decoder register posemb (1, 1, W, R) -> (R, W).
+
+The fixed sin-cos tables (`*posemb_module.posembs` of the patches) are not parameters in jaxtok:
+they are checked against `layers.sincos_2d` and dropped. `vae.*` keys (the front end) are not
+handled here (`strip_vae`). Loading is strict otherwise (see `titok_mapping.build_with_params`).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxtok.io import checkpoint as ckpt_format
+from jaxtok.io.torch_pickle import read_checkpoint
+from jaxtok.tokenizers import layers
+from jaxtok.tokenizers.convert.flextok_config import official_flextok_config, read_release_config
+from jaxtok.tokenizers.convert.titok_mapping import build_with_params
+from jaxtok.tokenizers.flextok import FlexTok, FlexTokConfig
+
+E = "encoder.module_dict."
+D = "decoder.module_dict."
+# Max |difference| tolerated between a checkpoint's fixed sin-cos table and jaxtok's.
+SINCOS_ATOL = 1e-5
+
+
+def _t(w):
+  return np.ascontiguousarray(np.asarray(w).T)
+
+
+def _same(w):
+  return w
+
+
+def _patch_kernel(p: int, c: int):
+  def fn(w):  # (W, p*p*C), features (py, px, c) -> (p, p, C, W)
+    return np.ascontiguousarray(np.asarray(w).T.reshape(p, p, c, -1))
+  return fn
+
+
+def _reg_posemb(w):  # (1, 1, W, R) -> (R, W)
+  return np.ascontiguousarray(np.asarray(w)[0, 0].T)
+
+
+def strip_vae(params: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[str]]:
+  """(params without `vae.*`, the removed keys)."""
+  vae = sorted(k for k in params if k.startswith("vae."))
+  return {k: v for k, v in params.items() if not k.startswith("vae.")}, vae
+
+
+def _check_sincos(params: Mapping[str, np.ndarray], key: str, grid: int, width: int) -> None:
+  table = np.asarray(params[key], np.float32)
+  if table.shape != (1, width, grid, grid):
+    raise ValueError(f"params[{key!r}]: expected the fixed sin-cos table of shape "
+                     f"{(1, width, grid, grid)}, got {table.shape}")
+  mine = np.asarray(layers.sincos_2d(grid, width)).reshape(grid, grid, width).transpose(2, 0, 1)
+  err = float(np.max(np.abs(table[0] - mine)))
+  if err > SINCOS_ATOL:
+    raise ValueError(f"params[{key!r}]: expected the 2-D sin-cos table (max |diff| <= "
+                     f"{SINCOS_ATOL}), got max |diff| {err:.3g}: a learned or differently "
+                     f"built position embedding, which jaxtok does not support")
+
+
+def fuse_qkv(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """Replaces every `...attn.wq/wk/wv.weight` triple by one `...attn.wqkv.weight` (3W, W)."""
+  out = dict(params)
+  for key in [k for k in params if k.endswith(".attn.wq.weight")]:
+    base = key[:-len("wq.weight")]
+    parts = [base + f"w{n}.weight" for n in "qkv"]
+    missing = [p for p in parts if p not in params]
+    if missing:
+      raise ValueError(f"params: {missing[0]!r} is missing (attention needs wq, wk and wv)")
+    out[base + "wqkv.weight"] = np.concatenate([np.asarray(params[p]) for p in parts], 0)
+    for p in parts:
+      del out[p]
+  return out
+
+
+def flextok_rules(config: FlexTokConfig, params: Mapping[str, np.ndarray]) -> dict:
+  """official key -> (jaxtok path, transform[, layer]) after `fuse_qkv`."""
+  c = config
+  p, ch = c.patch_size, c.channels
+  r = {
+      E + "enc_patch_emb.patch_proj.weight": (("encoder", "patch_emb", "proj", "kernel"),
+                                              _patch_kernel(p, ch)),
+      E + "enc_patch_emb.patch_proj.bias": (("encoder", "patch_emb", "proj", "bias"), _same),
+      E + "enc_register_module.registers": (("encoder", "registers"), _same),
+      E + "enc_to_latents.proj.weight": (("encoder", "to_latents", "kernel"), _t),
+      E + "enc_to_latents.proj.bias": (("encoder", "to_latents", "bias"), _same),
+      D + "dec_from_latents.proj.weight": (("decoder", "from_latents", "kernel"), _t),
+      D + "dec_from_latents.proj.bias": (("decoder", "from_latents", "bias"), _same),
+      D + "dec_registers_posemb_module.posembs": (("decoder", "register_posemb"), _reg_posemb),
+      D + "dec_nested_dropout.dropout_mask_token": (("decoder", "mask_token"), _same),
+      D + "dec_noise_patch_emb.patch_proj.weight": (("decoder", "patch_emb", "proj", "kernel"),
+                                                    _patch_kernel(p, ch)),
+      D + "dec_noise_patch_emb.patch_proj.bias": (("decoder", "patch_emb", "proj", "bias"),
+                                                  _same),
+      D + "dec_time_embedder.mlp.0.weight": (("decoder", "time_fc1", "kernel"), _t),
+      D + "dec_time_embedder.mlp.0.bias": (("decoder", "time_fc1", "bias"), _same),
+      D + "dec_time_embedder.mlp.2.weight": (("decoder", "time_fc2", "kernel"), _t),
+      D + "dec_time_embedder.mlp.2.bias": (("decoder", "time_fc2", "bias"), _same),
+      D + "dec_to_patches.adaLN_modulation.1.weight": (("decoder", "head_modulation", "kernel"),
+                                                       _t),
+      D + "dec_to_patches.adaLN_modulation.1.bias": (("decoder", "head_modulation", "bias"),
+                                                     _same),
+      D + "dec_to_patches.proj.weight": (("decoder", "head_proj", "kernel"), _t),
+      D + "dec_to_patches.proj.bias": (("decoder", "head_proj", "bias"), _same),
+  }
+  if c.null_cond == "learned":
+    r[D + "dec_latent_dropout.nullcond"] = (("decoder", "nullcond"), _same)
+  for side, prefix, depth in (("encoder", E + "enc_transformer", c.enc_depth),
+                              ("decoder", D + "dec_transformer", c.dec_depth)):
+    blocks = (side, "transformer", "blocks")
+    for i in range(depth):
+      o = f"{prefix}.blocks.{i}."
+      r[o + "attn.wqkv.weight"] = (blocks + ("attn", "qkv", "kernel"), _t, i)
+      r[o + "attn.proj.weight"] = (blocks + ("attn", "out", "kernel"), _t, i)
+      for fc in ("fc1", "fc2", "fc3"):
+        r[o + f"mlp.{fc}.weight"] = (blocks + ("mlp", fc, "kernel"), _t, i)
+      if side == "decoder":
+        r[o + "adaLN_modulation.1.weight"] = (blocks + ("adaLN_modulation", "kernel"), _t, i)
+        r[o + "adaLN_modulation.1.bias"] = (blocks + ("adaLN_modulation", "bias"), _same, i)
+  return r
+
+
+def flextok_from_params(config: FlexTokConfig, params: Mapping[str, np.ndarray]) -> FlexTok:
+  """A `FlexTok(config)` holding the official `params` (without `vae.*`), checked strictly."""
+  params = dict(params)
+  for key, width in ((E + "enc_posemb_module.posembs", config.enc_width),
+                     (D + "dec_patches_posemb_module.posembs", config.dec_width)):
+    if key in params:
+      _check_sincos(params, key, config.grid, width)
+      del params[key]
+  return build_with_params(FlexTok, config, fuse_qkv(params), flextok_rules)
+
+
+def from_official(release: Mapping[str, Any], params: Mapping[str, np.ndarray]) -> FlexTok:
+  """FlexTok from a checked release dict and its state dict (`vae.*` keys ignored)."""
+  params, _ = strip_vae(params)
+  return flextok_from_params(official_flextok_config(release, params), params)
+
+
+def convert_flextok(checkpoint: str | os.PathLike,
+                    config: str | os.PathLike | Mapping[str, Any] | None,
+                    out: str | os.PathLike, *, overwrite: bool = True) -> Path:
+  """Official FlexTok release -> a jaxtok checkpoint directory (`jaxtok.load`-able).
+
+  Args:
+    checkpoint: `model.safetensors` (or a torch zip `.bin` / a fixture `.npz`).
+    config: the release `config.json` (path, dict or JSON string); None: the `config.json`
+      beside `checkpoint`, else the safetensors `__metadata__`.
+    out: destination directory (written atomically).
+    overwrite: replace an existing jaxtok checkpoint at `out`.
+
+  Returns:
+    The output directory. The VAE (`vae.*`) is not converted: a release over VAE latents
+    becomes a `front_end="latent"` model (its `source` records the dropped keys' count).
+  """
+  checkpoint = Path(checkpoint)
+  release, where = read_release_config(checkpoint, config)
+  params = read_checkpoint(checkpoint)
+  kept, vae_keys = strip_vae(params)
+  model = flextok_from_params(official_flextok_config(release, kept), kept)
+  with open(checkpoint, "rb") as f:
+    sha = hashlib.file_digest(f, "sha256").hexdigest()
+  source = {"checkpoint": checkpoint.name, "checkpoint_sha256": sha, "config_from": where,
+            "official_config": release, "vae_keys_not_converted": len(vae_keys)}
+  arrays, metadata = ckpt_format.state_to_arrays(model)
+  meta = ckpt_format.make_meta("flextok", model.config, source)
+  return ckpt_format.write_dir(out, meta, arrays, metadata, overwrite=overwrite)

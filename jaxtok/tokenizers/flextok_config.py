@@ -1,0 +1,190 @@
+"""`FlexTokConfig`: everything a FlexTok model needs, JSON-serializable.
+
+Semantics of every field: tests/fixtures/flextok/README.md (the official module behind each is
+named there). Fields marked [inferred] follow that README's best knowledge of the released
+models; the official checkpoint converter (`convert/flextok_config.py`) reads them from a
+release's Hydra config instead.
+"""
+# No `from __future__ import annotations`: ml_collections config_flags reads the config
+# dataclass's field types at runtime (`--config.model.<field>=...` in the trainer).
+
+import dataclasses
+import json
+from typing import Any
+
+from jaxtok.tokenizers import token_drop
+
+FRONT_ENDS = ("identity", "latent")
+MASKS = ("causal_last", "full")
+NULL_CONDS = ("learned", "zero")
+GUIDANCE = ("none", "cfg", "apg")
+NESTED_DROPOUT = ("none",) + token_drop.DISTRIBUTIONS
+
+
+@dataclasses.dataclass(kw_only=True)
+class FlexTokConfig:
+  """A FlexTok tokenizer (arXiv 2502.13967).
+
+  Attributes:
+    front_end: "identity": the encoder patchifies the images themselves (pixels mapped from
+      [0, 1] to [-1, 1], `channels` = 3; the CPU default); "latent": the model works on
+      front-end latents `[B, input_size, input_size, channels]` handed in directly (the
+      released models' 16-channel f8 VAE latents; the VAE itself is not part of this class).
+    input_size: side of the square array the encoder patchifies (pixels or latents).
+    channels: its channels C.
+    patch_size: p; grid g = input_size / p, P = g*g patch tokens.
+    enc_width, enc_depth, enc_head_dim: encoder transformer (heads = width / head_dim).
+    dec_width, dec_depth, dec_head_dim: decoder transformer.
+    mlp_ratio: SwiGLU hidden = int(2 * int(width * mlp_ratio) / 3).
+    num_registers: R, tokens per image (every prefix 1..R decodes).
+    levels: FSQ levels (prod = vocabulary size; [8, 8, 8, 5, 5, 5] = 64,000).
+    enc_mask: "causal_last" (registers see all patches and earlier registers) or "full".
+    adaln_expansion: 2 = separate adaLN modulation for patches and registers
+      (`per_subseq_embs`), 1 = one modulation for all tokens.
+    max_timestep: timestep scale; sinusoid frequencies are (1000 / max_timestep) * ... [inferred
+      1.0].
+    time_freq_size, time_max_period: sinusoid features (256) and their max period (256).
+    null_cond: "learned" (one learned vector, `LearnedNullCond`) or "zero" (`ZeroNullCond`).
+    nested_dropout: training keep-length distribution of the registers ("none" keeps all),
+      one of `token_drop.DISTRIBUTIONS` ("pow2" [inferred] for the released models).
+    cond_dropout_p: training probability that an image's conditions are all replaced by the
+      null condition (classifier-free guidance training).
+    drop_quant_p: training probability, per image, of skipping the FSQ rounding (the bounded
+      continuous values go to the decoder).
+    token_corruption_p: training probability, per token, of replacing its FSQ code by a
+      uniformly random code.
+    noise_mean, noise_std: logit-normal timestep sampling, t = sigmoid(N(mean, std^2)).
+    sample_steps: default Euler steps of `decode_tokens`.
+    guidance: default guidance of `decode_tokens`: "none", "cfg" or "apg" (arXiv 2410.02416).
+    guidance_scale: default guidance scale (guidance is off at 1.0).
+    apg_momentum, apg_eta, apg_norm_threshold: APG constants (the official pipeline's -0.5,
+      0.0, 2.5).
+    init_std: init only: trunc-normal std of the kernels (0.02, as the official code), None
+      -> LeCun fan-in scaling (small widths).
+    scan_unroll: `lax.scan` unroll of the block loops (speed knob; same numbers).
+  """
+  front_end: str = "identity"
+  input_size: int = 256
+  channels: int = 3
+  patch_size: int = 16
+  enc_width: int = 768
+  enc_depth: int = 12
+  enc_head_dim: int = 64
+  dec_width: int = 768
+  dec_depth: int = 12
+  dec_head_dim: int = 64
+  mlp_ratio: float = 4.0
+  num_registers: int = 256
+  levels: tuple[int, ...] = (8, 8, 8, 5, 5, 5)
+  enc_mask: str = "causal_last"
+  adaln_expansion: int = 2
+  max_timestep: float = 1.0
+  time_freq_size: int = 256
+  time_max_period: float = 256.0
+  null_cond: str = "learned"
+  nested_dropout: str = "pow2"
+  cond_dropout_p: float = 0.1
+  drop_quant_p: float = 0.0
+  token_corruption_p: float = 0.0
+  noise_mean: float = 0.0
+  noise_std: float = 1.0
+  sample_steps: int = 20
+  guidance: str = "apg"
+  guidance_scale: float = 7.5
+  apg_momentum: float = -0.5
+  apg_eta: float = 0.0
+  apg_norm_threshold: float = 2.5
+  init_std: float | None = 0.02
+  scan_unroll: int = 1
+
+  def __post_init__(self):
+    self.levels = tuple(int(v) for v in self.levels)
+    self.validate()
+
+  def validate(self) -> None:
+    """Raises ValueError naming the first inconsistent field."""
+    def need(cond, name, expected):
+      if not cond:
+        raise ValueError(f"{name}: expected {expected}, got {getattr(self, name)!r}")
+    need(self.front_end in FRONT_ENDS, "front_end", f"one of {FRONT_ENDS}")
+    need(self.front_end != "identity" or self.channels == 3, "channels",
+         "3 for the identity (pixel) front end")
+    need(self.patch_size > 0 and self.input_size % self.patch_size == 0, "patch_size",
+         f"a positive divisor of input_size={self.input_size}")
+    for pre in ("enc", "dec"):
+      w, hd = getattr(self, f"{pre}_width"), getattr(self, f"{pre}_head_dim")
+      need(hd > 0 and w % hd == 0, f"{pre}_head_dim", f"a divisor of {pre}_width={w}")
+      need(w % 4 == 0, f"{pre}_width", "a multiple of 4 (2-D sin-cos position embedding)")
+      need(getattr(self, f"{pre}_depth") >= 1, f"{pre}_depth", ">= 1")
+    need(self.num_registers >= 1, "num_registers", ">= 1")
+    need(len(self.levels) >= 1 and min(self.levels) >= 2, "levels", "a list of ints >= 2")
+    need(self.enc_mask in MASKS, "enc_mask", f"one of {MASKS}")
+    need(self.adaln_expansion in (1, 2), "adaln_expansion", "1 or 2")
+    need(self.max_timestep > 0, "max_timestep", "> 0")
+    need(self.time_freq_size >= 2 and self.time_freq_size % 2 == 0, "time_freq_size",
+         "an even int >= 2")
+    need(self.null_cond in NULL_CONDS, "null_cond", f"one of {NULL_CONDS}")
+    need(self.nested_dropout in NESTED_DROPOUT, "nested_dropout", f"one of {NESTED_DROPOUT}")
+    if self.nested_dropout == "pow2":
+      need(self.num_registers & (self.num_registers - 1) == 0, "num_registers",
+           "a power of two for nested_dropout='pow2'")
+    for p in ("cond_dropout_p", "drop_quant_p", "token_corruption_p"):
+      need(0.0 <= getattr(self, p) <= 1.0, p, "a probability in [0, 1]")
+    need(self.noise_std > 0, "noise_std", "> 0")
+    need(self.sample_steps >= 1, "sample_steps", ">= 1")
+    need(self.guidance in GUIDANCE, "guidance", f"one of {GUIDANCE}")
+    need(self.init_std is None or self.init_std > 0, "init_std", "None or > 0")
+
+  # ---- derived sizes ----
+  @property
+  def image_size(self) -> int:
+    """Side of the images the model takes (the trainer's data resolution): `input_size` (the
+    identity front end; for "latent" the side of the latents handed in)."""
+    return self.input_size
+
+  @property
+  def grid(self) -> int:
+    return self.input_size // self.patch_size
+
+  @property
+  def num_patches(self) -> int:
+    return self.grid ** 2
+
+  @property
+  def enc_heads(self) -> int:
+    return self.enc_width // self.enc_head_dim
+
+  @property
+  def dec_heads(self) -> int:
+    return self.dec_width // self.dec_head_dim
+
+  @property
+  def code_dim(self) -> int:
+    return len(self.levels)
+
+  @property
+  def patch_features(self) -> int:
+    return self.patch_size ** 2 * self.channels
+
+  # ---- (de)serialization ----
+  def to_dict(self) -> dict[str, Any]:
+    d = dataclasses.asdict(self)
+    d["levels"] = list(d["levels"])
+    return d
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]) -> "FlexTokConfig":
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+      raise ValueError(f"config: unknown FlexTokConfig fields {unknown}")
+    return cls(**d)
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def mup_attention_scale(head_dim: int) -> float:
+  """FlexTok's softmax scale 8 / head_dim (muP form, arXiv 2203.03466; = head_dim^-0.5 only at
+  head_dim 64)."""
+  return 8.0 / head_dim

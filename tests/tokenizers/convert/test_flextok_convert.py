@@ -1,0 +1,160 @@
+"""FlexTok releases (model.safetensors + Hydra config) -> jaxtok checkpoint -> jaxtok.load.
+
+The fixture's official parameters are written into a real `model.safetensors`, with the
+release config either as `config.json` beside it or only in the safetensors `__metadata__`
+(one Python-literal string per key, as the official saver writes it), converted with the CLI,
+loaded, and checked against the fixture's official outputs.
+"""
+import json
+import pathlib
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import jaxtok
+from jaxtok.io import safetensors
+from jaxtok.testing import fixture_params
+from jaxtok.tokenizers.convert.__main__ import main as convert_main
+from jaxtok.tokenizers.convert.flextok_config import read_release_config
+from jaxtok.tokenizers.convert.flextok_mapping import convert_flextok
+
+FIXTURES = pathlib.Path(__file__).parents[2] / "fixtures"
+ATOL_DEC = 1e-4  # fixture README §6
+
+
+def _t(name: str, **kw):
+  return {"_target_": "flextok." + name, **kw}
+
+
+def release_config(cfg: dict) -> dict:
+  """A release config of the official form for a fixture's `config/json`."""
+  p = cfg["patch_size"]
+  def trunk(dim, depth, head_dim, mask):
+    return _t("model.trunks.transformers.FlexTransformer", dim=dim, depth=depth,
+             head_dim=head_dim, mlp_ratio=cfg["mlp_ratio"], block_mask=mask,
+             block_cls=_t("model.layers.transformer_blocks.FlexBlock"))
+  wrap = "model.utils.wrappers.SequentialModuleDictWrapper"
+  return {
+      "vae": _t("vae_wrapper.StableDiffusionVAE", latent_channels=cfg["latent_channels"]),
+      "encoder": _t(wrap, module_dict={
+          "enc_patch_emb": _t("model.preprocessors.patching.PatchEmbedder",
+                             patch_sizes=[p, p], dim=cfg["enc_dim"]),
+          "enc_posemb_module": _t("model.utils.posembs.PositionalEmbeddingAdder"),
+          "enc_register_module": _t("model.preprocessors.registers.Registers1D",
+                                   n_max_registers=cfg["n_registers"]),
+          "enc_transformer": trunk(cfg["enc_dim"], cfg["enc_depth"], cfg["enc_head_dim"],
+                                   "causal_last"),
+          "enc_to_latents": _t("model.postprocessors.heads.LinearHead")}),
+      "decoder": _t(wrap, module_dict={
+          "dec_from_latents": _t("model.preprocessors.linear.LinearLayer"),
+          "dec_nested_dropout": _t("model.preprocessors.token_dropout.MaskedNestedDropout",
+                                  size_sampling_mode="pow2"),
+          "dec_latent_dropout": _t("model.preprocessors.nullcond.LearnedNullCond"),
+          "dec_noise_patch_emb": _t("model.preprocessors.patching.PatchEmbedder",
+                                   patch_sizes=[p, p]),
+          "dec_time_embedder": _t("model.preprocessors.time_embedding.TimestepEmbedder",
+                                 max_timestep=cfg["max_timestep"]),
+          "dec_transformer": trunk(cfg["dec_dim"], cfg["dec_depth"], cfg["dec_head_dim"],
+                                   "full"),
+          "dec_to_patches": _t("model.postprocessors.heads.ToPatchesLinearHead")}),
+      "regularizer": _t("regularizers.quantize_fsq.FSQ", levels=cfg["levels"]),
+      "flow_matching_noise_module": _t("flow_matching.noise_modules.MinRFNoiseModule"),
+      "pipeline": _t("flow_matching.pipelines.MinRFPipeline",
+                    momentum_buffer=_t("flow_matching.cfg_utils.MomentumBuffer", momentum=-0.5)),
+  }
+
+
+def _fixture(path):
+  with np.load(path, allow_pickle=False) as f:
+    data = {k: f[k] for k in f.files}
+  params = {k[len("param/"):]: v for k, v in data.items() if k.startswith("param/")}
+  return data, json.loads(str(data["config/json"])), params
+
+
+def _nhwc(a):
+  return jnp.asarray(np.asarray(a).transpose(0, 2, 3, 1))
+
+
+def _check_against_fixture(directory, data):
+  tok = jaxtok.load(directory)
+  model = tok.model
+  assert tok.family == "flextok" and model.config.front_end == "latent"
+  ids = nnx.jit(lambda m, x: m.encode_latents(x))(model, _nhwc(data["in/x0"]))
+  np.testing.assert_array_equal(np.asarray(ids), data["enc/ids"])
+  k = int(data["in/keep_k"][0])
+
+  @nnx.jit
+  def vel(m, ids, x_t, t):
+    cond, _ = m.conditions(ids, jnp.full((ids.shape[0],), k, jnp.int32))
+    return m.decoder(x_t, t, cond)
+
+  v = vel(model, jnp.asarray(data["enc/ids"]), _nhwc(data["flow/x_t"]),
+          jnp.asarray(data["flow/sigma"]))
+  np.testing.assert_allclose(np.asarray(v).transpose(0, 3, 1, 2), data["dec/velocity"][0],
+                             atol=ATOL_DEC, rtol=0)
+
+
+@pytest.mark.parametrize("path", fixture_params("flextok", FIXTURES))
+def test_cli_converts_safetensors_with_config_json(path, tmp_path, capsys):
+  data, cfg, params = _fixture(path)
+  release = tmp_path / "release"
+  release.mkdir()
+  safetensors.write_safetensors(release / "model.safetensors", params)
+  (release / "config.json").write_text(json.dumps(release_config(cfg)))
+  out = tmp_path / "converted"
+  assert convert_main(["flextok", "--checkpoint", str(release / "model.safetensors"),
+                       "--out", str(out)]) == 0
+  summary = json.loads(capsys.readouterr().out)
+  assert summary["family"] == "flextok" and summary["num_tokens"] == cfg["n_registers"]
+  meta = json.loads((out / "config.json").read_text())
+  assert meta["source"]["config_from"] == "config.json"
+  assert meta["config"]["max_timestep"] == cfg["max_timestep"]
+  assert meta["config"]["nested_dropout"] == "pow2"
+  _check_against_fixture(out, data)
+
+
+@pytest.mark.parametrize("path", fixture_params("flextok", FIXTURES))
+def test_metadata_only_release_converts(path, tmp_path):
+  data, cfg, params = _fixture(path)
+  ckpt = tmp_path / "model.safetensors"
+  rel = release_config(cfg)
+  # The official saver stores str(value) per key: Python literals (single quotes, True/None).
+  safetensors.write_safetensors(ckpt, params, metadata={k: str(v) for k, v in rel.items()})
+  assert read_release_config(ckpt)[1] == "safetensors __metadata__"
+  out = convert_flextok(ckpt, None, tmp_path / "out")
+  _check_against_fixture(out, data)
+
+
+def test_unknown_target_and_bad_configs_are_refused(tmp_path):
+  path = fixture_params("flextok", FIXTURES)[0].values[0]
+  _, cfg, params = _fixture(path)
+  ckpt = tmp_path / "model.safetensors"
+  safetensors.write_safetensors(ckpt, params)
+  rel = release_config(cfg)
+  rel["pipeline"]["momentum_buffer"] = {"_target_": "os.system", "command": "echo pwned"}
+  with pytest.raises(ValueError, match=r"unknown _target_ 'os\.system' at "
+                                       r"pipeline\.momentum_buffer"):
+    convert_flextok(ckpt, rel, tmp_path / "out")
+  assert not (tmp_path / "out").exists()
+  rel = release_config(cfg)
+  del rel["flow_matching_noise_module"]
+  with pytest.raises(ValueError, match="flow_matching_noise_module"):
+    convert_flextok(ckpt, rel, tmp_path / "out")
+  rel = release_config(cfg)
+  rel["regularizer"]["levels"] = [8, 8, 8, 5, 5]
+  with pytest.raises(ValueError, match="FSQ levels"):
+    convert_flextok(ckpt, rel, tmp_path / "out")
+  # A literal that is code, not data, in the metadata form.
+  bad = tmp_path / "bad.safetensors"
+  meta = {k: str(v) for k, v in release_config(cfg).items()}
+  meta["vae"] = "__import__('os').system('echo pwned')"
+  safetensors.write_safetensors(bad, params, metadata=meta)
+  with pytest.raises(ValueError, match=r"config\['vae'\]: expected a JSON or Python-literal"):
+    convert_flextok(bad, None, tmp_path / "out")
+  params = dict(params)
+  del params["decoder.module_dict.dec_to_patches.proj.bias"]
+  safetensors.write_safetensors(ckpt, params)
+  with pytest.raises(ValueError, match="dec_to_patches.proj.bias"):
+    convert_flextok(ckpt, release_config(cfg), tmp_path / "out")
