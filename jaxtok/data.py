@@ -182,6 +182,30 @@ def random_crop_resize(image: np.ndarray, resolution: int, rng: np.random.Genera
   return out
 
 
+# Unit vectors of the YIQ-like chroma plane orthogonal to grey (1, 1, 1) / sqrt(3).
+_CHROMA = np.array([[1.0, -1.0, 0.0], [1.0, 1.0, -2.0]]) / np.array([[np.sqrt(2.0)],
+                                                                    [np.sqrt(6.0)]])
+
+
+def augment_colors(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+  """Random colour change of one `[R, R, 3]` uint8 image (see `DataConfig.color_jitter`).
+
+  Grey stays grey except for the brightness shift: the hue rotation and the saturation act on
+  the chroma plane orthogonal to (1, 1, 1).
+  """
+  x = image.astype(np.float32) / 255.0
+  if rng.uniform() < strength:
+    x = x[..., rng.permutation(3)]
+  grey = x.mean(axis=-1, keepdims=True)
+  chroma = (x - grey) @ _CHROMA.T  # [R, R, 2]
+  angle = rng.uniform(-np.pi, np.pi) * strength
+  c, s_ = np.cos(angle), np.sin(angle)
+  rot = np.array([[c, -s_], [s_, c]], np.float32) * rng.uniform(1 - strength / 2,
+                                                               1 + strength / 2)
+  x = grey + rng.uniform(-strength / 4, strength / 4) + (chroma @ rot.T) @ _CHROMA
+  return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
+
+
 # ----------------------------------------------------------------------------------------
 # Sources: a random-access list of records + a function that turns one into an image.
 # ----------------------------------------------------------------------------------------
@@ -301,6 +325,11 @@ class DataConfig:
       random square crop; (1.0, 1.0) = "resize shorter side + random crop" (the TiTok
       ImageNet recipe, arXiv 2406.07550).
     flip: random horizontal flips.
+    color_jitter: strength s in [0, 1] of a per-image colour augmentation (0 = off): a random
+      permutation of the RGB channels with probability s, a hue rotation of up to s * 180
+      degrees around the grey axis, saturation x U(1 - s/2, 1 + s/2) and brightness
+      +- s/4 (`augment_colors`). Few training photos (`bundled`) otherwise teach the model
+      the colours of those photos; ImageNet recipes leave it off.
     seed: seed of the shuffle and the crops (overridable in `create_train_iterator`); the
       trainer's model init has its own seed (`TrainConfig.seed`).
     shuffle: shuffle records each epoch (off: file order, still infinite).
@@ -318,6 +347,7 @@ class DataConfig:
   num_eval_images: int = 8
   crop_scale: tuple[float, float] = (0.25, 1.0)
   flip: bool = True
+  color_jitter: float = 0.0
   seed: int = 0
   shuffle: bool = True
   num_workers: int = 0
@@ -339,6 +369,8 @@ class DataConfig:
     lo, hi = self.crop_scale
     if not 0.0 < lo <= hi <= 1.0:
       raise ValueError(f"crop_scale: expected 0 < min <= max <= 1, got {self.crop_scale!r}")
+    if not 0.0 <= self.color_jitter <= 1.0:
+      raise ValueError(f"color_jitter: expected a strength in [0, 1], got {self.color_jitter!r}")
     if self.num_workers < 0 or self.read_threads < 1 or self.prefetch < 1:
       raise ValueError(f"num_workers >= 0, read_threads >= 1, prefetch >= 1 expected, got "
                        f"{self.num_workers}, {self.read_threads}, {self.prefetch}")
@@ -353,16 +385,20 @@ def _check_resolution(resolution: Any) -> int:
 class _RandomCropTransform:
   """(record, rng) -> {"image": [R, R, 3] uint8} or {"error": str} for a bad record."""
 
-  def __init__(self, reader, resolution: int, scale: tuple[float, float], flip: bool):
+  def __init__(self, reader, resolution: int, scale: tuple[float, float], flip: bool,
+               color_jitter: float = 0.0):
     self.reader, self.resolution, self.scale, self.flip = reader, resolution, scale, flip
+    self.color_jitter = color_jitter
 
   def __call__(self, record, rng: np.random.Generator) -> dict[str, Any]:
     try:
       image = self.reader(record)
       if image.shape[0] < 1 or image.shape[1] < 1:
         raise ValueError(f"empty image of shape {image.shape}")
-      return {"image": random_crop_resize(image, self.resolution, rng, self.scale,
-                                          self.flip)}
+      out = random_crop_resize(image, self.resolution, rng, self.scale, self.flip)
+      if self.color_jitter:
+        out = augment_colors(out, rng, self.color_jitter)
+      return {"image": out}
     except Exception as e:  # Any decode failure is a bad record: skip, never fatal.
       return {"error": f"{record}: {type(e).__name__}: {e}"}
 
@@ -482,7 +518,7 @@ def create_train_iterator(cfg: DataConfig, *, batch_size: int, seed: int | None 
     ds = ds.shuffle()  # Reshuffled every epoch (grain keys the shuffle by epoch).
   ds = ds.repeat(None)
   ds = ds.random_map(_RandomCropTransform(reader, resolution, tuple(cfg.crop_scale),
-                                          cfg.flip))
+                                          cfg.flip, cfg.color_jitter))
   it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.read_threads,
                                                prefetch_buffer_size=cfg.prefetch))
   if cfg.num_workers > 0:

@@ -335,3 +335,27 @@ def test_to_global_batch_over_eight_devices():
   assert out["image"].sharding == sharding
   assert len(out["image"].addressable_shards) == len(jax.devices())
   np.testing.assert_array_equal(np.asarray(out["image"]), batch["image"])
+
+
+def test_color_jitter_changes_colours_keeps_grey_and_validates():
+  photo = data.center_crop_resize(data.bundled_photos()["astronaut"], 32)
+  rng = np.random.default_rng(0)
+  assert np.array_equal(data.augment_colors(photo, rng, 0.0), photo)  # strength 0 = identity
+  outs = [data.augment_colors(photo, np.random.default_rng(s), 1.0) for s in range(4)]
+  assert all(o.shape == photo.shape and o.dtype == np.uint8 for o in outs)
+  # Strong jitter moves the mean colour, differently per draw; the same seed repeats.
+  means = np.array([o.reshape(-1, 3).mean(0) for o in outs])
+  assert np.abs(means - photo.reshape(-1, 3).mean(0)).max() > 10
+  assert np.abs(means[0] - means[1]).max() > 1
+  assert np.array_equal(outs[0], data.augment_colors(photo, np.random.default_rng(0), 1.0))
+  grey = np.repeat(photo[..., :1], 3, axis=-1)
+  jittered = data.augment_colors(grey, np.random.default_rng(1), 1.0).astype(int)
+  assert np.ptp(jittered, axis=-1).max() <= 1  # grey stays grey (rounding aside)
+  # Through the training stream: same shapes, other pixels than without jitter.
+  cfg = data.DataConfig(source="bundled", resolution=16)
+  plain = next(data.create_train_iterator(cfg, batch_size=4))["image"]
+  cfg.color_jitter = 0.8
+  jit = next(data.create_train_iterator(cfg, batch_size=4))["image"]
+  assert jit.shape == plain.shape and not np.array_equal(jit, plain)
+  with pytest.raises(ValueError, match="color_jitter"):
+    data.DataConfig(color_jitter=1.5).validate()
