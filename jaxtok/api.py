@@ -5,6 +5,9 @@
     tokens = tok.encode(images)    # [B, H, W, 3] uint8 or float in [0, 1] -> int32 [B, K]
     recon = tok.decode(tokens)     # float32 [B, H, W, 3] in [0, 1]
     recon = tok.decode(tokens[:, :k])   # any prefix, for ordered tokenizers (One-D-Piece)
+    recon = tok.decode(tokens[:, :k], steps=20, guidance="apg", guidance_scale=7.5, seed=0)
+                                        # sampler options, for sampled decoders (FlexTok)
+    recon = tok.decode(tokens, lengths=n)   # per-image prefix lengths n [B]
     ada = tok.encode_adaptive(images, target=("psnr", 25.0))   # per-image shortest prefix
     jaxtok.save(tok, "out_dir")
 
@@ -15,6 +18,8 @@ registry `jaxtok.tokenizers.TOKENIZERS`; what a model's tokens look like from it
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -101,7 +106,13 @@ class Tokenizer:
     supports_prefix: whether `decode` accepts a prefix `tokens[:, :k]`, 1 <= k <= K.
     num_factors: None for one id per token; k when tokens are `[B, K, k]` (factorized VQ).
     continuous: True for continuous (VAE) models, whose "tokens" are float32 `[B, K, C]`.
-    trace_counts: `{"encode": n, "decode": n}` traces so far (one per new input shape/dtype).
+    decode_options: `{name: default}` of the options `decode` forwards to the model (the
+      keyword-only arguments of `model.decode_tokens`: FlexTok's sampler `steps`, `guidance`,
+      `guidance_scale`, `seed`; empty for deterministic decoders such as TiTok).
+    pads_prefixes: True when the model decodes padded ids with per-image lengths
+      (`model.decode_prefixes`, FlexTok): every prefix length shares one compiled function.
+    trace_counts: `{"encode": n, "decode": n}` traces so far (one per new input shape/dtype,
+      and per new compiled-in decode options).
   """
 
   def __init__(self, model: nnx.Module, *, family: str | None = None):
@@ -116,6 +127,16 @@ class Tokenizer:
     self.supports_prefix = spec.prefix
     self.continuous = spec.continuous
     self.num_factors = spec.ids_per_token if spec.ids_per_token > 1 else None
+    self.decode_options = _keyword_options(model.decode_tokens)
+    self._runtime_options = tuple(getattr(model, "runtime_decode_options", ()))
+    missing = sorted(set(self._runtime_options) - set(self.decode_options))
+    if missing:
+      raise ValueError(f"model: runtime_decode_options {missing} are not keyword options of "
+                       f"{type(model).__name__}.decode_tokens {sorted(self.decode_options)}")
+    self.pads_prefixes = spec.prefix and callable(getattr(model, "decode_prefixes", None))
+    if self.pads_prefixes and _keyword_options(model.decode_prefixes) != self.decode_options:
+      raise ValueError(f"model: {type(model).__name__}.decode_prefixes must take the keyword "
+                       f"options of decode_tokens {sorted(self.decode_options)}")
     self.trace_counts = {"encode": 0, "decode": 0}
     self._graphdef = nnx.graphdef(model)
     self._compiled: dict[tuple, Callable] = {}
@@ -137,21 +158,74 @@ class Tokenizer:
       x = jnp.clip(images.astype(jnp.float32), 0.0, 1.0)
     return model.encode(x).astype(jnp.float32 if self.continuous else jnp.int32)
 
-  def _decode_body(self, state, tokens):
+  def _decode_body(self, static, state, tokens, lengths, runtime):
     self.trace_counts["decode"] += 1
     model = nnx.merge(self._graphdef, state)
-    return jnp.clip(model.decode_tokens(tokens).astype(jnp.float32), 0.0, 1.0)
+    options = {**dict(static), **runtime}
+    if lengths is None:
+      out = model.decode_tokens(tokens, **options)
+    else:
+      out = model.decode_prefixes(tokens, lengths, **options)
+    return jnp.clip(out.astype(jnp.float32), 0.0, 1.0)
 
-  def _run(self, kind: str, x: np.ndarray) -> np.ndarray:
-    state = nnx.state(self.model)
-    key = (kind, x.shape, str(x.dtype))
+  def _compiled_fn(self, key: tuple, body: Callable, *args) -> Callable:
     with self._lock:
       fn = self._compiled.get(key)
       if fn is None:
-        body = self._encode_body if kind == "encode" else self._decode_body
-        fn = jax.jit(body).lower(state, x).compile()
+        fn = jax.jit(body).lower(*args).compile()
         self._compiled[key] = fn
-    return np.asarray(fn(state, x))
+    return fn
+
+  def _run(self, kind: str, x: np.ndarray) -> np.ndarray:
+    state = nnx.state(self.model)
+    if kind == "encode":
+      fn = self._compiled_fn(("encode", x.shape, str(x.dtype)), self._encode_body, state, x)
+      return np.asarray(fn(state, x))
+    return self._run_decode(x, None, (), {})
+
+  def _run_decode(self, ids: np.ndarray, lengths: np.ndarray | None, static: tuple,
+                  runtime: dict[str, np.ndarray]) -> np.ndarray:
+    """One compiled decode per (ids shape/dtype, padded or not, compiled-in options)."""
+    state = nnx.state(self.model)
+    key = ("decode", ids.shape, str(ids.dtype), lengths is None, static)
+    body = functools.partial(self._decode_body, static)
+    fn = self._compiled_fn(key, body, state, ids, lengths, runtime)
+    return np.asarray(fn(state, ids, lengths, runtime))
+
+  def decode_cache_keys(self) -> list[tuple]:
+    """Keys of the compiled decode functions so far: `("decode", ids shape, dtype, unpadded,
+    compiled-in options)` (padded prefix decoding: one key for every prefix length)."""
+    with self._lock:
+      return [k for k in self._compiled if k[0] == "decode"]
+
+  def split_decode_options(self, options: Mapping[str, Any]) -> tuple[tuple, dict]:
+    """Validates `decode` options: `(compiled-in options as a sorted tuple, runtime int32
+    scalars)`, defaults filled from the model's signature. ValueError names a bad option."""
+    unknown = sorted(set(options) - set(self.decode_options))
+    if unknown:
+      accepted = (f"it accepts {sorted(self.decode_options)}" if self.decode_options else
+                  "its decode is deterministic and accepts no options")
+      raise ValueError(f"{unknown[0]}: not a decode option of this {self.family} tokenizer "
+                       f"({type(self.model).__name__}.decode_tokens); {accepted}")
+    full = {**self.decode_options, **options}
+    runtime = {}
+    for name in self._runtime_options:
+      v = full.pop(name)
+      if (isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))
+          or not -2**31 <= int(v) < 2**31):
+        raise ValueError(f"{name}: expected an int in [-2**31, 2**31), got {v!r}")
+      runtime[name] = np.int32(v)
+    static = []
+    for name in sorted(full):
+      v = full[name]
+      v = v.item() if isinstance(v, np.generic) else v
+      try:
+        hash(v)
+      except TypeError:
+        raise ValueError(f"{name}: expected a scalar option value (int, float, str or None), "
+                         f"got {type(v).__name__}") from None
+      static.append((name, v))
+    return tuple(static), runtime
 
   # -- public ---------------------------------------------------------------------------
 
@@ -176,17 +250,58 @@ class Tokenizer:
     """
     return self._run("encode", self.check_images(images))
 
-  def decode(self, tokens: Any) -> np.ndarray:
+  def decode(self, tokens: Any, *, lengths: Any = None, **options: Any) -> np.ndarray:
     """Token ids -> images.
+
+    Prefix decoding: with `pads_prefixes` (FlexTok) the ids are padded to K on the host and
+    every prefix length, and any mix of per-image `lengths`, runs one compiled function per
+    batch size; otherwise (One-D-Piece) each length is its own compile.
 
     Args:
       tokens: `[B, K]` integer ids in [0, codebook_size), or a prefix `[B, L]` with
-        1 <= L <= K when `supports_prefix`.
+        1 <= L <= K when `supports_prefix`; or `AdaptiveTokens` (its ids and lengths).
+      lengths: optional per-image prefix lengths `[B]` (or one int), each in 1..L: image b
+        decodes `tokens[b, :lengths[b]]` (ids after it are ignored). Needs `supports_prefix`.
+      **options: decode options of the model, listed in `decode_options` (default: the
+        model's own). FlexTok (a rectified-flow sampler): `steps` (Euler steps, int >= 1),
+        `guidance` ("none", "cfg" or "apg"), `guidance_scale` (float; 1.0 = no guidance),
+        `seed` (int: the sampler noise; a fixed seed reproduces the output). Options other
+        than the model's `runtime_decode_options` (FlexTok: `seed`, an int32 at run time) are
+        compiled in, so each new value compiles once. A deterministic decoder (TiTok) takes
+        none. An unknown option raises ValueError naming it and the accepted ones.
 
     Returns:
       `[B, H, W, 3] float32` numpy images clipped to [0, 1].
     """
-    return self._run("decode", self.check_tokens(tokens))
+    static, runtime = self.split_decode_options(options)
+    if isinstance(tokens, AdaptiveTokens):
+      if lengths is not None:
+        raise ValueError("lengths: AdaptiveTokens carry their own lengths; got lengths too")
+      tokens, lengths = tokens.ids, tokens.lengths
+    t = interface.as_numpy(tokens, "tokens")
+    if lengths is not None:
+      if not self.supports_prefix:
+        raise ValueError(f"lengths: this {self.family} tokenizer decodes only all "
+                         f"{self.num_tokens} tokens (supports_prefix is False)")
+      if t.ndim >= 2:
+        lengths = _check_lengths(lengths, t.shape[0], min(t.shape[1], self.num_tokens))
+        if np.issubdtype(t.dtype, np.integer):  # Ids after each length are ignored.
+          tail = np.arange(t.shape[1])[None, :] >= lengths[:, None]
+          t = np.where(tail.reshape(tail.shape + (1,) * (t.ndim - 2)), 0, t)
+    ids = self.check_tokens(t)
+    b, n = ids.shape[:2]
+    if self.pads_prefixes:
+      padded = np.zeros((b, self.num_tokens) + ids.shape[2:], ids.dtype)
+      padded[:, :n] = ids
+      keep = np.full((b,), n, np.int32) if lengths is None else lengths
+      return self._run_decode(padded, keep, static, runtime)
+    if lengths is None or np.all(lengths == n):
+      return self._run_decode(ids, None, static, runtime)
+    out = np.zeros((b, self.image_size, self.image_size, 3), np.float32)
+    for m in np.unique(lengths):
+      sel = np.flatnonzero(lengths == m)
+      out[sel] = self._run_decode(ids[sel, :int(m)], None, static, runtime)
+    return out
 
   def _quality_fn(self, metric: str, lpips_weights: Any) -> Callable:
     if metric == "psnr":
@@ -211,12 +326,15 @@ class Tokenizer:
 
   def encode_adaptive(self, images: Any, target: tuple[str, float] = ("psnr", 25.0), *,
                       lengths: Any = None, lpips_weights: Any = None, batch_size: int = 32,
-                      ids: Any = None) -> AdaptiveTokens:
+                      ids: Any = None,
+                      decode_options: Mapping[str, Any] | None = None) -> AdaptiveTokens:
     """Per image, the shortest prefix whose decode reaches a quality target.
 
     Bisection over the valid lengths, batched across images: one round decodes every image
     still searching at its own midpoint (images that share a midpoint share a batch), so a
     search takes `1 + ceil(log2(len(lengths)))` rounds (the first checks the longest length).
+    With `pads_prefixes` (FlexTok) a round decodes all its images together, each at its own
+    length.
     The result is the shortest length when quality rises with length, as it does for
     tokenizers trained with tail-token-drop; otherwise it is a length where quality first
     crosses the target (the one before it misses).
@@ -230,6 +348,8 @@ class Tokenizer:
       lpips_weights: LPIPS weight file(s) for the "lpips" metric.
       batch_size: images per decode call.
       ids: the images' `encode` output when already at hand (saves the encode).
+      decode_options: options for every `decode` (see `decode`; e.g. FlexTok's
+        `{"steps": 20, "guidance": "apg", "guidance_scale": 7.5, "seed": 0}`).
 
     Returns:
       `AdaptiveTokens` (ids, lengths, scores, reached, ...).
@@ -247,6 +367,12 @@ class Tokenizer:
     metric, value = target[0], float(target[1])
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
       raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
+    if decode_options is None:
+      decode_options = {}
+    if not isinstance(decode_options, Mapping):
+      raise ValueError(f"decode_options: expected a dict of decode options, got "
+                       f"{type(decode_options).__name__}")
+    self.split_decode_options(decode_options)  # Fail before any work.
     higher = ADAPTIVE_METRICS[metric]
     quality = self._quality_fn(metric, lpips_weights)
     images = self.check_images(images)
@@ -273,14 +399,17 @@ class Tokenizer:
       """Metric of image rows[j] decoded from its first cand[idx[j]] tokens."""
       nonlocal decodes
       out = np.zeros(len(rows), np.float64)
-      for i in np.unique(idx):
-        sel = np.flatnonzero(idx == i)
+      # Padded prefixes: one batch for all lengths; otherwise one batch per length.
+      groups = ([np.arange(len(rows))] if self.pads_prefixes
+                else [np.flatnonzero(idx == i) for i in np.unique(idx)])
+      for sel in groups:
         for s in range(0, len(sel), batch_size):
           part = sel[s:s + batch_size]
           # Pad to a power of two (<= batch_size): few distinct shapes, few compilations.
           size = min(batch_size, 1 << int(np.ceil(np.log2(len(part)))))
           padded = np.concatenate([part, np.repeat(part[:1], size - len(part))])
-          fake = self.decode(ids[rows[padded], :int(cand[i])])
+          n = cand[idx[padded]].astype(np.int32)
+          fake = self.decode(ids[rows[padded], :int(n.max())], lengths=n, **decode_options)
           decodes += 1
           out[part] = quality(real[rows[part]], fake[:len(part)])
       return out
@@ -305,6 +434,28 @@ class Tokenizer:
       lo[rows[~good]] = mid[~good] + 1
     return AdaptiveTokens(ids=ids, lengths=cand[hi].astype(np.int32), scores=best,
                           reached=reached, metric=metric, target=value, num_decodes=decodes)
+
+
+def _keyword_options(method: Callable) -> dict[str, Any]:
+  """`{name: default}` of a decode method's keyword-only arguments (its decode options)."""
+  return {p.name: p.default for p in inspect.signature(method).parameters.values()
+          if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def _check_lengths(lengths: Any, batch: int, max_len: int) -> np.ndarray:
+  """Per-image prefix lengths: an int or `[B]` ints in 1..max_len -> int32 `[B]`."""
+  if isinstance(lengths, (bool, np.bool_)):
+    raise ValueError(f"lengths: expected an int or [B={batch}] ints, got {lengths!r}")
+  n = (np.asarray(lengths) if isinstance(lengths, (int, np.integer))
+       else interface.as_numpy(lengths, "lengths"))
+  if n.ndim == 0:
+    n = np.full((batch,), n)
+  if (n.shape != (batch,) or n.size == 0 or not np.issubdtype(n.dtype, np.integer)
+      or n.min() < 1
+      or n.max() > max_len):
+    raise ValueError(f"lengths: expected an int or [B={batch}] ints in 1..{max_len} (the "
+                     f"tokens given), got {lengths!r}")
+  return n.astype(np.int32)
 
 
 # ------------------------------------------------------------------------- load / save

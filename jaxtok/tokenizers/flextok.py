@@ -49,6 +49,14 @@ def _block_kwargs(width: int, head_dim: int) -> dict[str, Any]:
               mlp="swiglu", norm_affine=False)
 
 
+def _noise_key(seed: int | jax.Array) -> jax.Array:
+  """The sampler's noise key from a seed: an int or int array (traced or not), or a key."""
+  if isinstance(seed, jax.Array) and (jax.dtypes.issubdtype(seed.dtype, jax.dtypes.prng_key)
+                                      or seed.ndim == 1):
+    return seed  # A typed key, or a raw uint32 [2] key.
+  return jax.random.key(seed if isinstance(seed, jax.Array) else int(seed))
+
+
 def _zero_linear(din: int, dout: int, rngs: nnx.Rngs) -> nnx.Linear:
   return nnx.Linear(din, dout, kernel_init=nnx.initializers.zeros_init(),
                     bias_init=nnx.initializers.zeros_init(), rngs=rngs)
@@ -185,13 +193,18 @@ class FlexTok(nnx.Module):
     encode_latents(x [B,S,S,C]) -> ids; `quantize_latents` -> (codes, ids).
     decode_tokens(ids [B, L], *, steps, guidance, guidance_scale, seed) -> [B,S,S,3] (1<=L<=R).
     decode_padded(ids [B, R], keep [B], ...): the same with a per-image kept length (one
-      compile for every k).
+      compile for every k), as front-end arrays; `decode_prefixes`: as images.
     sample(cond, cond_uncond, noise, ...): Euler sampler over front-end arrays.
     __call__(images, train=False, *, rngs) -> (recon, aux with `flow_loss`).
 
   Attributes:
     token_spec: the `TokenSpec` the API reads.
+    runtime_decode_options: the keyword options of `decode_tokens` that `jaxtok.Tokenizer`
+      passes as int32 scalars at run time (a new seed does not recompile); the others are
+      compiled in.
   """
+
+  runtime_decode_options = ("seed",)
 
   def __init__(self, config: FlexTokConfig, *, rngs: nnx.Rngs):
     if not isinstance(config, FlexTokConfig):
@@ -297,7 +310,7 @@ class FlexTok(nnx.Module):
     b = ids.shape[0]
     keep = jnp.broadcast_to(jnp.asarray(keep, jnp.int32), (b,))
     if noise is None:
-      key = seed if isinstance(seed, jax.Array) else jax.random.key(int(seed))
+      key = _noise_key(seed)
       noise = jax.random.normal(key, (b, c.input_size, c.input_size, c.channels), jnp.float32)
     cond, uncond = self.conditions(ids.astype(jnp.int32), keep)
     return self.sample(cond, uncond, noise, steps=steps, guidance=guidance,
@@ -314,8 +327,20 @@ class FlexTok(nnx.Module):
     interface.check_id_shape(ids, self.token_spec, "ids")
     b, n = ids.shape
     padded = jnp.zeros((b, self.config.num_registers), jnp.int32).at[:, :n].set(ids)
-    x = self.decode_padded(padded, jnp.full((b,), n, jnp.int32), steps=steps,
-                           guidance=guidance, guidance_scale=guidance_scale, seed=seed)
+    return self.decode_prefixes(padded, jnp.full((b,), n, jnp.int32), steps=steps,
+                                guidance=guidance, guidance_scale=guidance_scale, seed=seed)
+
+  def decode_prefixes(self, ids: jax.Array, lengths: jax.Array, *, steps: int | None = None,
+                      guidance: str | None = None, guidance_scale: float | None = None,
+                      seed: int | jax.Array = 0) -> jax.Array:
+    """ids `[B, R]` padded, lengths `[B]` in 1..R (image b decodes `ids[b, :lengths[b]]`)
+    -> images `[B, S, S, 3]` float32 (unclamped; front-end latents for "latent").
+
+    `decode_tokens` with a per-image length and one compiled function for every length
+    (`lengths` may be traced); `jaxtok.Tokenizer.decode` calls this.
+    """
+    x = self.decode_padded(ids, lengths, steps=steps, guidance=guidance,
+                           guidance_scale=guidance_scale, seed=seed)
     return self.from_front(x) if self.config.front_end == "identity" else x
 
   # ---- training forward ----
