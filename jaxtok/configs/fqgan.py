@@ -13,15 +13,27 @@ branch codebook + commitment (beta 0.25) + entropy (0.03, T 0.01) + 0.1 disentan
 (0.9, 0.95), no weight decay, gradient clipping 1.0, bf16 compute, global batch 256, ImageNet
 256^2 random crop + flip, ~200k steps (dual-16: 40 epochs at batch 256 ~ 200k).
 
-Not wired yet in the shared trainer: the semantic-alignment term (the model returns
-`aux["semantic_features"]` and `FQGAN.semantic_losses` computes the InfoNCE, but the trainer
-has no teacher slot for it), and LPIPS needs user-provided weights (`--config.loss.perceptual=
-lpips:PATH`). The L2 term is on [0, 1] images (the official one is on [-1, 1], 4x larger).
+The semantic term: each semantic branch's feature head predicts a CLS feature aligned to a
+frozen teacher's CLS (`config.loss.semantic_teacher`, one per branch) with in-batch InfoNCE,
+weighted `config.loss.semantic_weight` (0.5) per teacher; negatives are the global batch
+(`--config.loss.semantic_negatives=device` for the official per-device ones). The released
+teachers (CLIP ViT-L/14 for Dual; DINOv2-S/14 and CLIP ViT-B/16 for Triple) have no Flax
+port in jaxtok yet, so the official recipe names them and building it says so; the offline
+FID Inception stand-in ("inception", 2048 wide; "inception:<block>[:<size>]") fits heads of
+its width only. `tiny` / `smoke` use "inception:mixed_2" (288 wide, the width their heads
+are sized for) at a reduced input size. LPIPS needs user-provided weights
+(`--config.loss.perceptual=lpips:PATH`). The L2 term is on [0, 1] images (the official one
+is on [-1, 1], 4x larger).
 """
 from __future__ import annotations
 
 from jaxtok.tokenizers import get_family
 from jaxtok.trainers.config import TrainConfig, parse_arg, smoke
+
+# The offline stand-in teacher of the CPU variants: FID Inception after `mixed_2` (288 wide,
+# the tiny / smoke feature-head width) on 128^2 / 75^2 inputs instead of 299^2.
+TINY_TEACHER = "inception:mixed_2:128"
+SMOKE_TEACHER = "inception:mixed_2:75"
 
 
 def official(config: TrainConfig, variant: str) -> TrainConfig:
@@ -45,6 +57,8 @@ def official(config: TrainConfig, variant: str) -> TrainConfig:
   config.loss.perceptual_weight = 1.0
   config.loss.gan_weight, config.loss.gan_start_step = 0.5, 20_000
   config.loss.lecam_weight = 0.0
+  config.loss.semantic_weight = 0.5
+  config.loss.semantic_teacher = ",".join(f"{b}={t}" for b, t in config.model.teachers().items())
   config.log_every, config.checkpoint_every = 100, 5_000
   config.grid_every, config.eval_every = 5_000, 50_000
   return config
@@ -66,6 +80,7 @@ def tiny(config: TrainConfig) -> TrainConfig:
   config.optim.weight_decay = 0.0
   config.optim.ema_decay = 0.99
   config.loss.reconstruction_loss, config.loss.quantizer_weight = "l2", 1.0
+  config.loss.semantic_weight, config.loss.semantic_teacher = 0.5, TINY_TEACHER
   config.log_every, config.checkpoint_every, config.grid_every = 50, 500, 500
   config.keep_checkpoints = 2
   return config
@@ -83,5 +98,6 @@ def get_config(arg: str | None = None) -> TrainConfig:
     config = smoke(config)
     config.model = get_family("fqgan").variant("smoke")
     config.dtype = "float32"
+    config.loss.semantic_weight, config.loss.semantic_teacher = 0.5, SMOKE_TEACHER
     config.name += "_smoke"
   return config

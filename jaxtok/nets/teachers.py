@@ -74,30 +74,43 @@ class InceptionTeacher(nnx.Module):
                            jax.lax.stop_gradient(fmap.reshape(b, h * w, c).astype(jnp.float32)))
 
 
+def _inception_spec(name: str) -> tuple[str, int]:
+  """'inception[:<block>[:<size>]]' -> (tap, input size)."""
+  parts = name.split(":")
+  if parts[0] != "inception" or len(parts) > 3:
+    raise ValueError(f"name: expected 'inception[:<block>[:<size>]]', got {name!r}")
+  tap = parts[1] if len(parts) > 1 and parts[1] else "mixed_10"
+  if tap not in INCEPTION_WIDTHS:
+    raise ValueError(f"name: unknown Inception block {tap!r} in {name!r}; expected one of "
+                     f"{list(INCEPTION_WIDTHS)}")
+  size = inception.INPUT_SIZE
+  if len(parts) == 3:
+    if not parts[2].isdigit() or int(parts[2]) < 75:
+      raise ValueError(f"name: expected an input size >= 75 after the block in {name!r}, got "
+                       f"{parts[2]!r}")
+    size = int(parts[2])
+  return tap, size
+
+
 def build_teacher(name: str, *, weights: str | os.PathLike | dict | None = None,
                   rngs: nnx.Rngs | None = None) -> nnx.Module:
-  """A teacher by name: "inception" (pool3, 2048) or "inception:<block>" (e.g.
-  "inception:mixed_2", 288 wide)."""
+  """A teacher by name: "inception" (pool3, 2048), "inception:<block>" (e.g.
+  "inception:mixed_2", 288 wide) or "inception:<block>:<size>" (input resized to size x size
+  instead of 299: cheaper for small images)."""
   if name == "inception" or name.startswith("inception:"):
-    tap = name.partition(":")[2] or "mixed_10"
-    return InceptionTeacher(weights, tap=tap, rngs=rngs)
+    tap, size = _inception_spec(name)
+    return InceptionTeacher(weights, tap=tap, size=size, rngs=rngs)
   if name in RELEASED_TEACHERS:
     raise ValueError(f"name: the Flax port of {name!r} is not part of jaxtok yet; use "
                      f"'inception' or 'inception:<block>' (offline stand-ins)")
-  raise ValueError(f"name: expected 'inception', 'inception:<block>' (blocks "
+  raise ValueError(f"name: expected 'inception', 'inception:<block>[:<size>]' (blocks "
                    f"{list(INCEPTION_WIDTHS)}), got {name!r}")
 
 
 def teacher_width(name: str) -> int:
   """Feature width W of a teacher name (without building it)."""
-  if name == "inception":
-    return INCEPTION_WIDTHS["mixed_10"]
-  if name.startswith("inception:"):
-    tap = name.partition(":")[2]
-    if tap not in INCEPTION_WIDTHS:
-      raise ValueError(f"name: unknown Inception block {tap!r}; expected one of "
-                       f"{list(INCEPTION_WIDTHS)}")
-    return INCEPTION_WIDTHS[tap]
+  if name == "inception" or name.startswith("inception:"):
+    return INCEPTION_WIDTHS[_inception_spec(name)[0]]
   if name in RELEASED_TEACHERS:
     return RELEASED_TEACHERS[name]
   raise ValueError(f"name: unknown teacher {name!r}")

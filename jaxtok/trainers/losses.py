@@ -153,6 +153,25 @@ def adaptive_gan_weight(rec_grad: Any, gan_grad: Any, *, eps: float = 1e-4,
 
 
 # ----------------------------------------------------------------------------------------
+# Semantic alignment (FQGAN).
+# ----------------------------------------------------------------------------------------
+SEMANTIC_NEGATIVES = ("global", "device")
+
+
+def semantic_terms(weight: float, branch_losses: Mapping[str, Array]) -> dict[str, Array]:
+  """`semantic_loss` = weight * sum_b branch_losses[b], and each branch's unweighted loss
+  (`semantic_loss_<b>`, gradient stopped) for the logs."""
+  if not branch_losses:
+    raise ValueError("branch_losses: expected the alignment loss of at least one semantic "
+                     "branch, got none")
+  total = sum(_f32(v) for v in branch_losses.values())
+  terms = {"semantic_loss": jnp.float32(weight) * total}
+  terms.update({f"semantic_loss_{b}": jax.lax.stop_gradient(_f32(v))
+                for b, v in branch_losses.items()})
+  return terms
+
+
+# ----------------------------------------------------------------------------------------
 # Combiners.
 # ----------------------------------------------------------------------------------------
 @dataclasses.dataclass(kw_only=True)
@@ -185,6 +204,19 @@ class LossConfig:
       [lecam_regularization_weight] (TiTok: 0.001).
     lecam_ema_decay: decay of the LeCam logit EMAs (TiTok: 0.999).
     label_smoothing: of the stage-1 proxy-code cross-entropy.
+    semantic_weight: weight of each semantic branch's alignment loss (FQGAN, arXiv
+      2411.16681: the in-batch InfoNCE between the branch's predicted CLS feature and a frozen
+      teacher's CLS feature), summed over the model's semantic branches (`feature_heads`);
+      0 = off (FQGAN official: 0.5 per teacher). A model without semantic branches rejects
+      a weight > 0.
+    semantic_teacher: the frozen teacher of each semantic branch: one teacher name for every
+      branch, or "branch=name,branch=name" (names: `jaxtok.nets.teachers.build_teacher`, e.g.
+      "inception:mixed_2" or "inception:mixed_2:128" for the offline FID Inception stand-in;
+      the released CLIP / DINOv2 names are recognised but not ported yet). Its feature width
+      must equal the branch's feature-head width. Required when `semantic_weight > 0`.
+    semantic_negatives: InfoNCE negatives: "global" (the other images of the global batch)
+      or "device" (only those of the same device's batch shard, as the official DDP code
+      effectively does).
   """
   reconstruction_loss: str = "l2"
   reconstruction_weight: float = 1.0
@@ -198,18 +230,46 @@ class LossConfig:
   lecam_weight: float = 0.001
   lecam_ema_decay: float = 0.999
   label_smoothing: float = 0.0
+  semantic_weight: float = 0.0
+  semantic_teacher: str = ""
+  semantic_negatives: str = "global"
 
   def validate(self) -> None:
     if self.reconstruction_loss not in RECONSTRUCTION_LOSSES:
       raise ValueError(f"reconstruction_loss: expected one of {sorted(RECONSTRUCTION_LOSSES)}, "
                        f"got {self.reconstruction_loss!r}")
     for name in ("reconstruction_weight", "perceptual_weight", "quantizer_weight",
-                 "gan_weight", "gan_factor", "lecam_weight"):
+                 "gan_weight", "gan_factor", "lecam_weight", "semantic_weight"):
       value = getattr(self, name)
       if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
         raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
     if not 0.0 <= self.lecam_ema_decay < 1.0:
       raise ValueError(f"lecam_ema_decay: expected in [0, 1), got {self.lecam_ema_decay}")
+    if self.semantic_negatives not in SEMANTIC_NEGATIVES:
+      raise ValueError(f"semantic_negatives: expected one of {SEMANTIC_NEGATIVES}, got "
+                       f"{self.semantic_negatives!r}")
+
+  def semantic_teachers(self, branches) -> dict[str, str]:
+    """`{branch: teacher name}` for the semantic `branches` from `semantic_teacher`."""
+    branches = tuple(branches)
+    spec = self.semantic_teacher.strip()
+    if not spec:
+      raise ValueError(f"loss.semantic_teacher: expected a teacher name (or 'branch=name,...' "
+                       f"for the semantic branches {list(branches)}) when semantic_weight > 0, "
+                       f"got ''")
+    if "=" not in spec:
+      return {b: spec for b in branches}
+    out = {}
+    for item in spec.split(","):
+      branch, eq, name = (x.strip() for x in item.partition("="))
+      if not eq or not branch or not name:
+        raise ValueError(f"loss.semantic_teacher: expected 'branch=name' items separated by "
+                         f"',', got {item!r} in {spec!r}")
+      out[branch] = name
+    if sorted(out) != sorted(branches):
+      raise ValueError(f"loss.semantic_teacher: expected one teacher for each semantic branch "
+                       f"{list(branches)}, got branches {list(out)} in {spec!r}")
+    return {b: out[b] for b in branches}
 
   @property
   def uses_gan(self) -> bool:

@@ -1,7 +1,7 @@
 """The train step: tokenizer loss + update (+ discriminator update), functional, jitted once.
 
 Also builds the networks the step closes over from the config (`teacher_network`,
-`perceptual_network`, `discriminator_network`) and the loss config it uses
+`perceptual_network`, `discriminator_network`, `semantic_networks`) and the loss config it uses
 (`step_loss_config`). `make_train_step(parts)` returns a pure
 `step(state, batch, key, frozen) -> (state, metrics)` over the `TrainState` pytree of
 `jaxtok.trainers.state`; the trainer wraps it once in `jax.jit` with the state's shardings and
@@ -21,7 +21,7 @@ from flax import nnx
 
 from jaxtok.eval.recon import psnr
 from jaxtok.io.torch_pickle import read_checkpoint
-from jaxtok.nets import discriminator, perceptual
+from jaxtok.nets import discriminator, perceptual, teachers
 from jaxtok.tokenizers import maskgit_vqgan
 from jaxtok.tokenizers.convert import titok_mapping
 from jaxtok.trainers import losses
@@ -51,6 +51,10 @@ class StepParts:
     perceptual_apply: `(frozen_perceptual, images, recon) -> [B]` distances (or None).
     disc_apply: `(disc_params, disc_state, images) -> (logits, new_disc_state)` (GAN).
     disc_tx: the discriminator's optax transformation.
+    semantic_apply: `((branch, apply), ...)` with `apply(frozen_teacher, images [B,H,W,3]
+      in [0, 1]) -> TeacherFeatures` per semantic branch (FQGAN alignment), or None.
+    semantic_groups: InfoNCE negative groups: 1 = the global batch; n = n contiguous
+      slices of the batch (the devices' shards, `loss.semantic_negatives="device"`).
   """
   graphdef: Any = flax.struct.field(pytree_node=False)
   tx: Any = flax.struct.field(pytree_node=False)
@@ -62,6 +66,8 @@ class StepParts:
   perceptual_apply: Any = flax.struct.field(pytree_node=False, default=None)
   disc_apply: Any = flax.struct.field(pytree_node=False, default=None)
   disc_tx: Any = flax.struct.field(pytree_node=False, default=None)
+  semantic_apply: Any = flax.struct.field(pytree_node=False, default=None)
+  semantic_groups: int = flax.struct.field(pytree_node=False, default=1)
 
   @property
   def use_gan(self) -> bool:
@@ -111,6 +117,37 @@ def perceptual_network(config: TrainConfig):
     raise ValueError(f"loss.perceptual: expected '', 'lpips:PATH' or 'inception[:PATH]', got "
                      f"{spec!r}")
   return split_pure(net)
+
+
+def semantic_networks(config: TrainConfig, model_config: Any):
+  """Frozen teachers of the model's semantic branches (FQGAN alignment):
+  `{branch: (graphdef, params, state)}` in branch order, or None when
+  `config.loss.semantic_weight` is 0. Branches naming the same teacher share one network."""
+  weight = config.loss.semantic_weight
+  if not weight or weight <= 0:
+    return None
+  heads = getattr(model_config, "feature_heads", None) or {}
+  if not heads:
+    raise ValueError(f"loss.semantic_weight: expected 0 for this model ({config.family!r} "
+                     f"with no semantic branch / feature-prediction head), got {weight}")
+  if config.recipe == "stage1":
+    raise ValueError("loss.semantic_weight: expected 0 under recipe 'stage1' (proxy-code "
+                     f"training has no semantic alignment), got {weight}")
+  branches = [b for b in model_config.branches if b in heads]
+  names = config.loss.semantic_teachers(branches)
+  built: dict[str, Any] = {}
+  out = {}
+  for b in branches:
+    name = names[b]
+    width = teachers.teacher_width(name)
+    if width != heads[b][0]:
+      raise ValueError(f"loss.semantic_teacher: teacher {name!r} gives {width}-wide features "
+                       f"but branch {b!r}'s feature head is {heads[b][0]} wide "
+                       f"(model.feature_heads); expected a teacher of width {heads[b][0]}")
+    if name not in built:
+      built[name] = split_pure(teachers.build_teacher(name))
+    out[b] = built[name]
+  return out
 
 
 def step_loss_config(config: TrainConfig, has_perceptual: bool, has_disc: bool
@@ -169,7 +206,8 @@ def forward_losses(parts: StepParts, params: PyTree, model_state: PyTree, images
     images: `[B, H, W, 3]` float32 in [0, 1].
     key: PRNG key of this step (tail-token-drop, VAE sampling).
     step: int32 scalar (GAN start gating).
-    frozen: frozen networks' variables: "teacher" (stage 1), "perceptual".
+    frozen: frozen networks' variables: "teacher" (stage 1), "perceptual", "semantic"
+      (`{branch: teacher variables}`).
     disc: (disc_params, disc_state) for the generator's adversarial term.
 
   Returns:
@@ -198,6 +236,11 @@ def forward_losses(parts: StepParts, params: PyTree, model_state: PyTree, images
     total, terms = losses.generator_loss(parts.loss, images, recon, aux, step=step,
                                          perceptual_fn=perceptual_fn,
                                          discriminator_fn=disc_fn)
+  if parts.semantic_apply:  # FQGAN: InfoNCE of each head's CLS vs the frozen teacher's.
+    teacher_cls = {b: jax.lax.stop_gradient(apply(frozen["semantic"][b], images).cls)
+                   for b, apply in parts.semantic_apply}
+    total = total + _semantic_loss(parts, model, aux, teacher_cls, terms)
+    terms["total_loss"] = total
   if "flow_loss" in aux:  # Rectified-flow decoders (FlexTok): the velocity MSE.
     terms["flow_loss"] = aux["flow_loss"].astype(jnp.float32)
     total = total + terms["flow_loss"]
@@ -207,6 +250,25 @@ def forward_losses(parts: StepParts, params: PyTree, model_state: PyTree, images
     total = total + terms["kl_loss"]
     terms["total_loss"] = total
   return total, (terms, recon, aux, new_model_state)
+
+
+def _semantic_loss(parts: StepParts, model: Any, aux: dict[str, Any],
+                   teacher_cls: dict[str, jax.Array], terms: dict[str, jax.Array]) -> jax.Array:
+  """Adds `semantic_loss` (+ per-branch parts) to `terms` and returns it."""
+  if "semantic_features" not in aux:
+    raise ValueError("loss.semantic_weight: the model returned no aux['semantic_features'] "
+                     "(feature-prediction heads); expected 0 for this model")
+  feats = {b: aux["semantic_features"][b] for b, _ in parts.semantic_apply}
+  g = parts.semantic_groups
+  if g <= 1:
+    per_branch = model.semantic_losses({"semantic_features": feats}, teacher_cls)
+  else:  # Per-device negatives: InfoNCE within each contiguous batch shard, then the mean.
+    split = lambda a: a.reshape(g, a.shape[0] // g, *a.shape[1:])
+    grouped = jax.vmap(lambda f, t: model.semantic_losses({"semantic_features": f}, t))(
+        jax.tree_util.tree_map(split, feats), jax.tree_util.tree_map(split, teacher_cls))
+    per_branch = {b: jnp.mean(v) for b, v in grouped.items()}
+  terms.update(losses.semantic_terms(parts.loss.semantic_weight, per_branch))
+  return terms["semantic_loss"]
 
 
 def _discriminator_update(parts: StepParts, state: TrainState, images: jax.Array,

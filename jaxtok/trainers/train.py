@@ -107,6 +107,14 @@ class Experiment:
     teacher = step_lib.teacher_network(config, self.model_config)
     perc = step_lib.perceptual_network(config)
     disc = step_lib.discriminator_network(config)
+    semantic = step_lib.semantic_networks(config, self.model_config)
+    semantic_groups = 1
+    if semantic and config.loss.semantic_negatives == "device":
+      semantic_groups = self.mesh.size
+      if config.batch_size // semantic_groups < 2:
+        raise ValueError(f"loss.semantic_negatives: 'device' needs >= 2 images per device "
+                         f"(InfoNCE negatives), got batch_size {config.batch_size} over "
+                         f"{semantic_groups} devices")
     self.disc_tx = (state_lib.make_disc_optimizer(config.optim, config.total_steps)
                     if disc else None)
     self._disc_init = disc
@@ -116,7 +124,10 @@ class Experiment:
         compute_dtype=jnp.dtype(config.dtype), ema_decay=config.optim.ema_decay,
         teacher_apply=step_lib.frozen_apply(teacher[0], "encode") if teacher else None,
         perceptual_apply=step_lib.frozen_apply(perc[0]) if perc else None,
-        disc_apply=step_lib.disc_apply(disc[0]) if disc else None, disc_tx=self.disc_tx)
+        disc_apply=step_lib.disc_apply(disc[0]) if disc else None, disc_tx=self.disc_tx,
+        semantic_apply=(tuple((b, step_lib.frozen_apply(net[0])) for b, net in semantic.items())
+                        if semantic else None),
+        semantic_groups=semantic_groups)
     self.abstract_state = jax.eval_shape(self._init_state)
     self.state_shardings = shd.state_shardings(self.abstract_state, self.mesh,
                                                config.mesh.fsdp_min_size)
@@ -126,6 +137,8 @@ class Experiment:
     # Frozen networks: replicated, passed as (non-donated) arguments, not baked-in constants.
     frozen = {name: (net[1], net[2]) for name, net in (("teacher", teacher),
                                                         ("perceptual", perc)) if net}
+    if semantic:  # FQGAN's semantic teachers, one entry per branch.
+      frozen["semantic"] = {b: (net[1], net[2]) for b, net in semantic.items()}
     self.frozen = jax.device_put(frozen, self.replicated)
     self.jit_options = {}
     if config.fast_compile:

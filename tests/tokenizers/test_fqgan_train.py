@@ -1,5 +1,7 @@
-"""FQGAN through the shared trainer: fqgan.py:smoke trains from the CLI, resumes, exports and
-loads with jaxtok.load (slow: two short CLI runs of a conv model)."""
+"""FQGAN through the shared trainer: fqgan.py:smoke trains from the CLI (with the semantic
+alignment term on the Inception stand-in teacher), resumes, exports and loads with jaxtok.load
+(slow: two short CLI runs of a conv model). The semantic term's unit tests:
+tests/trainers/test_semantic.py."""
 import json
 import os
 import subprocess
@@ -21,10 +23,14 @@ def test_configs():
   assert (c.optim.lr, c.optim.b1, c.optim.b2, c.optim.grad_clip) == (2e-4, 0.9, 0.95, 1.0)
   assert (c.loss.gan_weight, c.loss.gan_start_step, c.batch_size) == (0.5, 20_000, 256)
   assert c.dtype == "bfloat16"
+  # 0.5 semantic alignment per released teacher (one per semantic branch).
+  assert c.loss.semantic_weight == 0.5
+  assert c.loss.semantic_teachers(("sem_mid", "sem_high")) == c.model.teachers()
   t = fqgan_configs.get_config("tiny")
   assert t.model == jaxtok.tokenizers.get_family("fqgan").variant("tiny")
   s = fqgan_configs.get_config("smoke")
   assert s.total_steps == 1 and s.model.image_size == 32
+  assert s.loss.semantic_weight == 0.5 and s.loss.semantic_teacher.startswith("inception:mixed_2")
 
 
 def _run(workdir, steps, cache):
@@ -46,8 +52,13 @@ def test_smoke_trains_resumes_exports(tmp_path):
   _run(work, 1, cache)
   log = _run(work, 2, cache)
   assert "resumed from" in log and "at step 1" in log, log[-2000:]
-  steps = [json.loads(line)["step"] for line in (work / "metrics.jsonl").read_text().splitlines()]
-  assert max(steps) >= 1
+  rows = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
+  assert max(r["step"] for r in rows) >= 1
+  # The semantic term (Inception stand-in teacher) is part of the trained objective.
+  train = [r for r in rows if "loss/total_loss" in r]
+  assert train and all(np.isfinite(r["loss/semantic_loss"]) and r["loss/semantic_loss"] > 0
+                       for r in train)
+  assert train[0]["loss/semantic_loss"] == pytest.approx(0.5 * train[0]["loss/semantic_loss_sem"])
   tok = jaxtok.load(work / "export")
   assert tok.family == "fqgan"
   img = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype(np.uint8)
