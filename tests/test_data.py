@@ -278,9 +278,17 @@ def test_bad_arguments_raise_value_error(tmp_path):
     data.eval_images("tfds:no_such_dataset_xyz", 8, tfds_data_dir=str(tmp_path))
 
 
-def _prepare_tiny_tfds(data_dir):
-  """Writes a tiny array_record tfds dataset; images given as PNG bytes need no TF."""
+def _tiny_tfds_builder():
+  """The tiny tfds builder class, defined (and so registered with tfds) once per process.
+
+  Other test modules import this file too (possibly under another module name), so the
+  registry, not a module global, says whether the class exists.
+  """
   import tensorflow_datasets as tfds  # noqa: PLC0415  (lazy: pulls in TensorFlow)
+  try:
+    return tfds.builder_cls("jaxtok_tiny_photos")
+  except tfds.core.registered.DatasetNotFoundError:
+    pass
 
   class JaxtokTinyPhotos(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version("1.0.0")
@@ -304,7 +312,12 @@ def _prepare_tiny_tfds(data_dir):
         Image.fromarray(array).save(buf, format="PNG")
         yield i, {"image": buf.getvalue(), "label": i % 3}
 
-  JaxtokTinyPhotos(data_dir=str(data_dir), file_format="array_record").download_and_prepare()
+  return JaxtokTinyPhotos
+
+
+def _prepare_tiny_tfds(data_dir):
+  """Writes a tiny array_record tfds dataset; images given as PNG bytes need no TF."""
+  _tiny_tfds_builder()(data_dir=str(data_dir), file_format="array_record").download_and_prepare()
   return "jaxtok_tiny_photos"
 
 
