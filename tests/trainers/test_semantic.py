@@ -123,6 +123,9 @@ def test_semantic_networks_errors():
     step_lib.semantic_networks(f, f.model)
   f.loss.semantic_weight = 0.0
   assert step_lib.semantic_networks(f, f.model) is None
+  d = fqgan_configs.get_config("variant=dual-16")  # Released CLIP teacher: not ported yet.
+  with pytest.raises(ValueError, match="released teacher.*semantic_weight=0"):
+    step_lib.semantic_networks(d, d.model)
   with pytest.raises(ValueError, match="semantic_negatives"):
     losses.LossConfig(semantic_negatives="local").validate()
   with pytest.raises(ValueError, match="semantic_weight"):
