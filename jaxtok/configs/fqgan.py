@@ -65,7 +65,9 @@ def official(config: TrainConfig, variant: str) -> TrainConfig:
 
 
 def tiny(config: TrainConfig) -> TrainConfig:
-  """FQGAN-Dual `tiny` on the bundled photos: pixel + quantizer losses, no GAN."""
+  """FQGAN-Dual `tiny` on the bundled photos: pixel + quantizer + semantic (Inception
+  stand-in teacher) losses, no GAN. The teacher costs ~50% more time per step (40 steps:
+  93 s vs 61 s without, 2 loaded cores); `--config.loss.semantic_weight=0` drops it."""
   config.name = "fqgan_tiny"
   config.family, config.model = "fqgan", get_family("fqgan").variant("tiny")
   config.recipe = "single"
