@@ -9,10 +9,9 @@ release's Hydra config instead.
 # dataclass's field types at runtime (`--config.model.<field>=...` in the trainer).
 
 import dataclasses
-import json
-from typing import Any
 
 from jaxtok.tokenizers import token_drop
+from jaxtok.tokenizers.interface import ModelConfigBase
 
 FRONT_ENDS = ("identity", "latent")
 MASKS = ("causal_last", "full")
@@ -22,7 +21,7 @@ NESTED_DROPOUT = ("none",) + token_drop.DISTRIBUTIONS
 
 
 @dataclasses.dataclass(kw_only=True)
-class FlexTokConfig:
+class FlexTokConfig(ModelConfigBase):
   """A FlexTok tokenizer (arXiv 2502.13967).
 
   Attributes:
@@ -166,22 +165,6 @@ class FlexTokConfig:
   def patch_features(self) -> int:
     return self.patch_size ** 2 * self.channels
 
-  # ---- (de)serialization ----
-  def to_dict(self) -> dict[str, Any]:
-    d = dataclasses.asdict(self)
-    d["levels"] = list(d["levels"])
-    return d
-
-  @classmethod
-  def from_dict(cls, d: dict[str, Any]) -> "FlexTokConfig":
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-      raise ValueError(f"config: unknown FlexTokConfig fields {unknown}")
-    return cls(**d)
-
-  def to_json(self) -> str:
-    return json.dumps(self.to_dict(), sort_keys=True)
 
 
 def mup_attention_scale(head_dim: int) -> float:

@@ -8,10 +8,10 @@ D 8, adapters 512 wide / 6 layers / 8 heads, feature heads 3 layers / 8 heads, 2
 # dataclass's field types at runtime (`--config.model.<field>=...` in the trainer).
 
 import dataclasses
-import json
 from typing import Any
 
 from jaxtok.tokenizers import layers
+from jaxtok.tokenizers.interface import ModelConfigBase
 
 # Official branch names: Dual = (vis, sem), Triple = (vis, sem_mid, sem_high). The tuple
 # order is the decoder's concatenation order, which is also jaxtok's token-id order.
@@ -30,7 +30,7 @@ TEACHER_WIDTHS = {"openai/clip-vit-large-patch14": 1024, "facebook/dinov2-small"
 
 
 @dataclasses.dataclass(kw_only=True)
-class FQGANConfig:
+class FQGANConfig(ModelConfigBase):
   """Everything an FQGAN model needs; JSON-serializable through `to_dict`/`from_dict`.
 
   Attributes:
@@ -138,24 +138,6 @@ class FQGANConfig:
     """Semantic branch -> released teacher name (empty for non-official branch sets)."""
     return dict(TEACHERS.get(self.branches, {}))
 
-  # ---- (de)serialization ----
-  def to_dict(self) -> dict[str, Any]:
-    d = dataclasses.asdict(self)
-    for k in ("branches", "decode_code_order", "encoder_ch_mult", "decoder_ch_mult"):
-      d[k] = list(d[k])
-    d["feature_heads"] = {b: list(s) for b, s in self.feature_heads.items()}
-    return d
-
-  @classmethod
-  def from_dict(cls, d: dict[str, Any]) -> "FQGANConfig":
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-      raise ValueError(f"config: unknown FQGANConfig fields {unknown}")
-    return cls(**d)
-
-  def to_json(self) -> str:
-    return json.dumps(self.to_dict(), sort_keys=True)
 
 
 def released(variant: str, down: int) -> FQGANConfig:

@@ -13,6 +13,7 @@ Every failure is a `ValueError` that names the argument, what was expected and w
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 import jax
@@ -22,6 +23,38 @@ import numpy as np
 # Float images may stray this far outside [0, 1] (resampling overshoot, float16 rounding)
 # before they are called out of range; the API clips them to [0, 1] after the check.
 IMAGE_RANGE_TOLERANCE = 1e-3
+
+
+def _jsonable(value: Any) -> Any:
+  """Tuples (at any depth, dict values included) as lists: the JSON form of a config."""
+  if isinstance(value, dict):
+    return {k: _jsonable(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_jsonable(v) for v in value]
+  return value
+
+
+class ModelConfigBase:
+  """(De)serialization shared by the families' config dataclasses (`<Name>Config`).
+
+  `to_dict` is JSON-ready (tuples as lists), `from_dict` refuses unknown fields by name (a
+  family with old checkpoint keys translates them first and then calls this one), `to_json`
+  is sorted, so equal configs give equal strings (checkpoint identity).
+  """
+
+  def to_dict(self) -> dict[str, Any]:
+    return _jsonable(dataclasses.asdict(self))
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]):
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+      raise ValueError(f"config: unknown {cls.__name__} fields {unknown}")
+    return cls(**d)
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict(), sort_keys=True)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,10 +7,10 @@
 # dataclass's field types at runtime (`--config.model.<field>=...` in the trainer).
 
 import dataclasses
-import json
 from typing import Any
 
 from jaxtok.tokenizers import layers, token_drop
+from jaxtok.tokenizers.interface import ModelConfigBase
 from jaxtok.tokenizers.maskgit_vqgan import MaskGITConfig
 from jaxtok.tokenizers.quantizers import QUANTIZERS
 
@@ -27,7 +27,7 @@ LEGACY_QUANTIZE_MODES = ("vq", "vae")
 
 
 @dataclasses.dataclass(kw_only=True)
-class TiTokConfig:
+class TiTokConfig(ModelConfigBase):
   """Everything a TiTok model needs; JSON-serializable through `to_dict`/`from_dict`.
 
   Attributes:
@@ -144,13 +144,7 @@ class TiTokConfig:
     """Channels out of the encoder projection (2C for "gaussian": mean and log-variance)."""
     return 2 * self.token_size if self.quantizer == "gaussian" else self.token_size
 
-  # ---- (de)serialization ----
-  def to_dict(self) -> dict[str, Any]:
-    d = dataclasses.asdict(self)
-    if d["pixel_decoder"] is not None:
-      d["pixel_decoder"]["channel_mult"] = list(d["pixel_decoder"]["channel_mult"])
-    return d
-
+  # ---- (de)serialization: interface.ModelConfigBase ----
   @classmethod
   def from_dict(cls, d: dict[str, Any]) -> "TiTokConfig":
     """Inverse of `to_dict`; also reads old checkpoints' `quantize_mode` ("vae" -> gaussian)."""
@@ -162,11 +156,4 @@ class TiTokConfig:
                          f"checkpoints), got {mode!r}")
       if mode == "vae":
         d["quantizer"] = "gaussian"
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-      raise ValueError(f"config: unknown TiTokConfig fields {unknown}")
-    return cls(**d)
-
-  def to_json(self) -> str:
-    return json.dumps(self.to_dict(), sort_keys=True)
+    return super().from_dict(d)
