@@ -81,7 +81,10 @@ class TrainConfig:
   """One training run.
 
   Attributes:
-    family: key of `jaxtok.tokenizers.TOKENIZERS` ("titok", "one_d_piece").
+    family: key of `jaxtok.tokenizers.TOKENIZERS` ("titok", "one_d_piece", "flextok",
+      "fqgan").
+    log_every / checkpoint_every / eval_every / grid_every: period in steps; 0 = off (the
+      last step still logs and checkpoints, and a preemption still checkpoints).
     model: that family's config dataclass (`get_family(family).variant(name)`, then typed
       field changes); its `image_size` sets the data resolution.
     data / optim / loss / mesh: see their classes.

@@ -89,6 +89,10 @@ class Experiment:
       raise ValueError(f"recipe: expected one of {step_lib.RECIPES}, got {config.recipe!r}")
     if config.dtype not in ("float32", "bfloat16"):
       raise ValueError(f"dtype: expected 'float32' or 'bfloat16', got {config.dtype!r}")
+    for name in ("log_every", "checkpoint_every", "eval_every", "grid_every"):
+      period = getattr(config, name)
+      if not isinstance(period, int) or period < 0:
+        raise ValueError(f"{name}: expected a step period >= 0 (0 = off), got {period!r}")
     self.config = config
     self.mesh = shd.make_mesh(config.mesh, devices)
     self.local_batch = shd.global_batch_size_check(config.batch_size, self.mesh)
@@ -305,6 +309,11 @@ def _token_figures(spec) -> dict[str, Any]:
   return out
 
 
+def _every(step: int, period: int) -> bool:
+  """Whether a `*_every` period (0 = off) falls on `step`."""
+  return period > 0 and step % period == 0
+
+
 def _check_finite(metrics: dict[str, Any], step: int, ckpt, workdir: Path) -> None:
   watched = {k: v for k, v in metrics.items() if k.startswith(("loss/", "train/grad_norm"))}
   bad = sorted(losses.nonfinite_terms(watched))
@@ -336,24 +345,24 @@ def _loop(exp: Experiment, state: TrainState, it, ckpt, writer: feedback.MetricW
       metrics = jax.device_get(metrics)
       _check_finite(metrics, step, ckpt, workdir)
       bar.update(metrics)
-      if step % config.log_every == 0 or step == config.total_steps:
+      if _every(step, config.log_every) or step == config.total_steps:
         now = time.perf_counter()
         metrics["train/steps_per_sec"] = (step - n_last) / max(now - t_last, 1e-9)
         metrics["train/lr"] = float(lr_fn(step - 1))
         metrics.update({f"data/{k}": v for k, v in it.stats.items()})
         t_last, n_last = now, step
         writer.write(step, metrics)
-      if config.grid_every and step % config.grid_every == 0 and primary:
+      if _every(step, config.grid_every) and primary:
         recon = exp.reconstruct(state, eval_imgs)
         grid_path = feedback.save_grid(workdir, step, eval_imgs, recon)
         writer.image(step, "heldout/recon_grid", feedback.grid_image(eval_imgs, recon))
         psnr = heldout_psnr(eval_imgs, recon)
         bar.set_heldout_psnr(psnr)
         writer.write(step, {"eval/heldout/psnr": psnr})
-      if config.eval_every and step % config.eval_every == 0:
+      if _every(step, config.eval_every):
         writer.write(step, run_evaluators(exp, state))
       preempt = distributed.sync_flag(stop.signum is not None) or ckpt.reached_preemption(step)
-      if step % config.checkpoint_every == 0 or step == config.total_steps or preempt:
+      if _every(step, config.checkpoint_every) or step == config.total_steps or preempt:
         ckpt.save(step, state, data_iterator=it, config_json=config_json, force=preempt)
       if preempt:
         ckpt.wait()

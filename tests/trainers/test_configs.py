@@ -19,7 +19,7 @@ from jaxtok.tokenizers import TOKENIZERS
 from jaxtok.trainers import config as config_lib
 from jaxtok.trainers import state as state_lib
 from jaxtok.trainers import step as step_lib
-from jaxtok.trainers.train import Experiment, model_class_and_config
+from jaxtok.trainers.train import Experiment, model_class_and_config, train_and_evaluate
 from tests.trainers.common import fixed_batches, small_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -202,3 +202,16 @@ def test_fsq_titok_trains():
     losses.append(float(metrics["loss/total_loss"]))
   assert np.all(np.isfinite(losses)), losses
   assert losses[-1] < losses[0]
+
+
+def test_every_periods_zero_is_off_and_negative_is_refused(tmp_path):
+  for name in ("log_every", "checkpoint_every", "eval_every", "grid_every"):
+    with pytest.raises(ValueError, match=name):
+      Experiment(small_config(**{name: -1}), jax.devices()[:1])
+  # 0 = off: no periodic checkpoint, but the last step is still saved (no modulo by zero).
+  config = small_config(total_steps=3, checkpoint_every=0, log_every=0)
+  summary = train_and_evaluate(config, tmp_path / "run")
+  assert summary["status"] == "done" and summary["step"] == 3
+  steps = sorted(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir()
+                 if p.name.isdigit())
+  assert steps == [3]
