@@ -1,4 +1,5 @@
-"""Pieces shared by the config files: the `smoke` model of a variant (DESIGN.md §6).
+"""Pieces shared by the config files: the `tiny` CPU run on the bundled photos and the `smoke`
+model of a variant (DESIGN.md §6).
 
 The experiment config classes themselves belong to the trainer (`jaxtok.trainers.config`);
 config files import them and return instances. Nothing in jaxtok imports `jaxtok/configs/`.
@@ -9,7 +10,31 @@ import dataclasses
 
 from jaxtok.tokenizers import get_family
 from jaxtok.tokenizers.maskgit_vqgan import MaskGITConfig
-from jaxtok.trainers.config import ModelConfig
+from jaxtok.trainers.config import ModelConfig, TrainConfig
+
+
+def bundled_tiny(config: TrainConfig, family: str) -> TrainConfig:
+  """The settings every family's `tiny` run shares: `family`'s `tiny` variant on the bundled
+  photos (8 held-out images), crops of 30-100 % of the shorter side, batch 16 for 1500 steps,
+  lr 1e-3 -> 1e-4 after 100 warm-up steps, EMA 0.99, a checkpoint and grid every 500 steps.
+  Config files change what their family needs on top (loss, batch, betas)."""
+  config.name = f"{family}_tiny"
+  config.recipe = "single"
+  config.family, config.model = family, get_family(family).variant("tiny")
+  config.data.source = config.data.eval_source = "bundled"
+  config.data.num_eval_images = 8
+  config.data.crop_scale = (0.3, 1.0)
+  config.batch_size = 16
+  config.total_steps = 1500
+  config.optim.lr, config.optim.end_lr = 1e-3, 1e-4
+  config.optim.warmup_steps = 100
+  config.optim.b2 = 0.99
+  config.optim.weight_decay = 1e-4
+  config.optim.ema_decay = 0.99
+  config.log_every, config.checkpoint_every, config.grid_every = 50, 500, 500
+  config.keep_checkpoints = 2
+  return config
+
 
 # The size fields a smoke model takes from its family's registered `smoke` variant; the
 # variant's structure (head, projection, quantizer, tail-token-drop) is kept.

@@ -17,6 +17,7 @@ Nested dropout (`model.nested_dropout`, "pow2") and condition dropout for guidan
 """
 from __future__ import annotations
 
+from jaxtok.configs.common import bundled_tiny
 from jaxtok.tokenizers import get_family
 from jaxtok.trainers.config import TrainConfig, parse_arg, smoke
 
@@ -32,20 +33,10 @@ def _flow_objective(config: TrainConfig) -> TrainConfig:
 
 def tiny(config: TrainConfig) -> TrainConfig:
   """Pixel-space tiny model on the bundled photos, for ~10 min on 2 CPU cores."""
-  config.name = "flextok_tiny"
-  config.family, config.model = "flextok", get_family("flextok").variant("tiny")
-  config.data.source = config.data.eval_source = "bundled"
-  config.data.num_eval_images = 8
-  config.data.crop_scale = (0.3, 1.0)
+  config = bundled_tiny(config, "flextok")
   config.batch_size = 32
   config.total_steps = 1800  # ~10 min at ~3 steps/s on 2 loaded cores
-  config.optim.lr, config.optim.end_lr = 1e-3, 1e-4
-  config.optim.warmup_steps = 100
-  config.optim.b2 = 0.99
-  config.optim.weight_decay = 1e-4
-  config.optim.ema_decay = 0.99
-  config.log_every, config.checkpoint_every, config.grid_every = 50, 1000, 1000
-  config.keep_checkpoints = 2
+  config.checkpoint_every, config.grid_every = 1000, 1000
   return _flow_objective(config)
 
 

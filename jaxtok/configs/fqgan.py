@@ -27,6 +27,7 @@ is on [-1, 1], 4x larger).
 """
 from __future__ import annotations
 
+from jaxtok.configs.common import bundled_tiny
 from jaxtok.tokenizers import get_family
 from jaxtok.trainers.config import TrainConfig, parse_arg, smoke
 
@@ -68,23 +69,11 @@ def tiny(config: TrainConfig) -> TrainConfig:
   """FQGAN-Dual `tiny` on the bundled photos: pixel + quantizer + semantic (Inception
   stand-in teacher) losses, no GAN. The teacher costs ~50% more time per step (40 steps:
   93 s vs 61 s without, 2 loaded cores); `--config.loss.semantic_weight=0` drops it."""
-  config.name = "fqgan_tiny"
-  config.family, config.model = "fqgan", get_family("fqgan").variant("tiny")
-  config.recipe = "single"
-  config.data.source = config.data.eval_source = "bundled"
-  config.data.num_eval_images = 8
-  config.data.crop_scale = (0.3, 1.0)
-  config.batch_size = 16
-  config.total_steps = 1500
-  config.optim.lr, config.optim.end_lr = 1e-3, 1e-4
-  config.optim.warmup_steps = 100
+  config = bundled_tiny(config, "fqgan")
   config.optim.b1, config.optim.b2 = 0.9, 0.95
   config.optim.weight_decay = 0.0
-  config.optim.ema_decay = 0.99
   config.loss.reconstruction_loss, config.loss.quantizer_weight = "l2", 1.0
   config.loss.semantic_weight, config.loss.semantic_teacher = 0.5, TINY_TEACHER
-  config.log_every, config.checkpoint_every, config.grid_every = 50, 500, 500
-  config.keep_checkpoints = 2
   return config
 
 

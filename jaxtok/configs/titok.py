@@ -37,7 +37,7 @@ be changed on the command line, e.g. `--config.model.codebook_size=2048`.
 """
 from __future__ import annotations
 
-from jaxtok.configs.common import smoke_model
+from jaxtok.configs.common import bundled_tiny, smoke_model
 from jaxtok.tokenizers import get_family
 from jaxtok.trainers.config import TrainConfig, parse_arg, smoke
 
@@ -91,22 +91,8 @@ def tiny(config: TrainConfig, family: str = "titok") -> TrainConfig:
   with the official 0.02 init and no entropy term this run only learns the mean image and
   collapses the codebook to a few codes.
   """
-  config.name = f"{family}_tiny"
-  config.recipe = "single"
-  config.family, config.model = family, get_family(family).variant("tiny")
-  config.data.source = config.data.eval_source = "bundled"
-  config.data.num_eval_images = 8
-  config.data.crop_scale = (0.3, 1.0)
-  config.batch_size = 16
-  config.total_steps = 1500
-  config.optim.lr, config.optim.end_lr = 1e-3, 1e-4
-  config.optim.warmup_steps = 100
-  config.optim.b2 = 0.99
-  config.optim.weight_decay = 1e-4
-  config.optim.ema_decay = 0.99
+  config = bundled_tiny(config, family)
   config.loss.reconstruction_loss, config.loss.quantizer_weight = "l2", 1.0
-  config.log_every, config.checkpoint_every, config.grid_every = 50, 500, 500
-  config.keep_checkpoints = 2
   return config
 
 
