@@ -1,7 +1,6 @@
 """The tokenization CLI in subprocesses: 8 devices, 2 processes, and kill -9 then resume."""
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import pytest
 import jaxtok
 from jaxtok import data as data_lib
 from jaxtok import tokenize
+from tests.processes import free_port, wait_all
 from tests.tokenize.common import ROOT, cli_args, cli_env, photo_folder, run_cli, summary_of
 
 KILL_WORKER = Path(__file__).with_name("kill_worker.py")
@@ -46,16 +46,10 @@ def test_cli_shards_over_8_devices(reference, tmp_path):
   _check_exactly_once(tmp_path / "out", names, ref)
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 @pytest.mark.slow  # Two jax processes over gloo: ~20 s on 2 loaded cores.
 def test_two_processes_union_is_the_dataset_once(reference, tmp_path):
   root, names, ref = reference
-  port = _free_port()
+  port = free_port()
   procs = []
   for pid in range(2):
     env = cli_env(2, JAXTOK_COORDINATOR=f"127.0.0.1:{port}", JAXTOK_NUM_PROCESSES="2",
@@ -64,14 +58,7 @@ def test_two_processes_union_is_the_dataset_once(reference, tmp_path):
         [sys.executable, "-m", "jaxtok.tokenize",
          *cli_args(root, tmp_path / "out", batch_size=2, shard_size=2)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-  logs = []
-  for p in procs:
-    try:
-      logs.append(p.communicate(timeout=300)[0])
-    except subprocess.TimeoutExpired:
-      for q in procs:
-        q.kill()
-      raise
+  logs = wait_all(procs, timeout=300)
   for p, log in zip(procs, logs):
     assert p.returncode == 0, log[-3000:]
   summaries = [summary_of(log) for log in logs]

@@ -1,6 +1,5 @@
 """Two processes x 2 CPU devices (gloo collectives over loopback) == one 4-device process."""
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -9,20 +8,15 @@ import jax
 import numpy as np
 
 from jaxtok.trainers.train import Experiment
+from tests.processes import free_port, wait_all
 from tests.trainers.common import fixed_batches, small_config
 
 WORKER = Path(__file__).with_name("mp_worker.py")
 STEPS = 3
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def test_two_processes_match_one_process(tmp_path):
-  port = _free_port()
+  port = free_port()
   out = tmp_path / "mp.npz"
   procs = []
   for pid in range(2):
@@ -32,14 +26,7 @@ def test_two_processes_match_one_process(tmp_path):
                JAXTOK_PROCESS_ID=str(pid), JAX_DEFAULT_MATMUL_PRECISION="highest")
     procs.append(subprocess.Popen([sys.executable, str(WORKER), str(out)], env=env,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-  logs = []
-  for p in procs:
-    try:
-      logs.append(p.communicate(timeout=400)[0])
-    except subprocess.TimeoutExpired:
-      for q in procs:
-        q.kill()
-      raise
+  logs = wait_all(procs, timeout=400)
   for p, log in zip(procs, logs):
     assert p.returncode == 0, log[-3000:]
   assert "process 1 done" in logs[1]
