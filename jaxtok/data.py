@@ -583,3 +583,15 @@ def eval_images(source: str, resolution: int, *, max_images: int | None = None,
   if not out:
     raise ValueError(f"source: {source!r} gave no readable images ({skipped} unreadable)")
   return np.stack(out)
+
+
+def eval_tiles(source: str, resolution: int, *, max_images: int | None = None,
+                tiles: int = 1) -> np.ndarray:
+  """uint8 `[N, R, R, 3]` from `eval_images`, optionally cut into `tiles x tiles` crops
+  (each image resized to `resolution * tiles`, then tiled: more test crops per photo)."""
+  if tiles == 1:
+    return eval_images(source, resolution, max_images=max_images)
+  big = eval_images(source, resolution * tiles)
+  n, r = big.shape[0], resolution
+  out = big.reshape(n, tiles, r, tiles, r, 3).transpose(0, 1, 3, 2, 4, 5).reshape(-1, r, r, 3)
+  return out[:max_images] if max_images else out

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from jaxtok import data
 from jaxtok.codec import jtok, priors
 from jaxtok.eval import rate_distortion
-from jaxtok.eval.__main__ import load_images
 
 
 def coders(tok, prior: Any) -> dict[str, Any]:
@@ -35,7 +35,7 @@ def measure(tok, source: str, out_dir: str | os.PathLike, *, prior: Any,
             targets: Sequence[float] | str = "auto",
             qualities: Sequence[int] | None = None, batch_size: int = 32) -> dict[str, Any]:
   """R-D curves of `tok` on `source` (see module docstring); writes JSON + PNG in `out_dir`."""
-  images = load_images(source, tok.image_size, max_images=max_images, tiles=tiles)
+  images = data.eval_tiles(source, tok.image_size, max_images=max_images, tiles=tiles)
   result = rate_distortion.rate_distortion(
       tok, images, codecs=rate_distortion.DEFAULT_CODECS,
       qualities=qualities or rate_distortion.DEFAULT_QUALITIES, batch_size=batch_size,

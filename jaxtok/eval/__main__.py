@@ -38,6 +38,7 @@ import numpy as np
 
 from jaxtok import api, data
 from jaxtok.eval import evaluators, fid, rate_distortion, recon
+from jaxtok.tokenizers import interface
 
 _LOG = logging.getLogger("jaxtok.eval")
 
@@ -79,29 +80,6 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
   return args
 
 
-def load_images(source: str, resolution: int, *, max_images: int | None = None,
-                tiles: int = 1) -> np.ndarray:
-  """uint8 `[N, R, R, 3]` from `eval_images`, optionally cut into `tiles x tiles` crops."""
-  if tiles == 1:
-    return data.eval_images(source, resolution, max_images=max_images)
-  big = data.eval_images(source, resolution * tiles)
-  n, r = big.shape[0], resolution
-  out = big.reshape(n, tiles, r, tiles, r, 3).transpose(0, 1, 3, 2, 4, 5).reshape(-1, r, r, 3)
-  return out[:max_images] if max_images else out
-
-
-def _jsonable(x: Any) -> Any:
-  if isinstance(x, dict):
-    return {k: _jsonable(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [_jsonable(v) for v in x]
-  if isinstance(x, np.ndarray):
-    return x.tolist()
-  if isinstance(x, np.generic):
-    return x.item()
-  return x
-
-
 def _compare_sources(args, images: np.ndarray, metrics: list[str], out: Path) -> dict:
   results: dict[str, Any] = {}
   other = None
@@ -115,7 +93,7 @@ def _compare_sources(args, images: np.ndarray, metrics: list[str], out: Path) ->
                     f"{codec}/psnr": float(np.mean(recon.psnr(images, other))),
                     f"{codec}/ssim": float(np.mean(recon.ssim(images, other)))})
   elif args.reference:
-    other = load_images(args.reference, images.shape[1], max_images=args.max_images,
+    other = data.eval_tiles(args.reference, images.shape[1], max_images=args.max_images,
                         tiles=args.tiles)
   if "fid" in metrics:
     stats = fid.compute_statistics(images, batch_size=args.batch_size)
@@ -177,7 +155,7 @@ def evaluate(argv: Sequence[str] | None = None) -> dict:
   if tok is not None and resolution != tok.image_size:
     raise ValueError(f"--resolution: the tokenizer takes {tok.image_size}x{tok.image_size} "
                      f"images, got {resolution}")
-  images = load_images(args.data, resolution, max_images=args.max_images, tiles=args.tiles)
+  images = data.eval_tiles(args.data, resolution, max_images=args.max_images, tiles=args.tiles)
   _LOG.info("%d images %dx%d from %s", len(images), resolution, resolution, args.data)
   default = "psnr,ssim,codebook" if tok is not None else "fid"
   metrics = [m.strip() for m in (args.metrics or default).split(",") if m.strip()]
@@ -201,7 +179,7 @@ def evaluate(argv: Sequence[str] | None = None) -> dict:
       fid.save_statistics(args.save_stats, *fid.compute_statistics(
           images, batch_size=args.batch_size))
   record = {"args": vars(args), "num_images": int(len(images)), "resolution": resolution,
-            "seconds": round(time.time() - t0, 2), "metrics": _jsonable(results)}
+            "seconds": round(time.time() - t0, 2), "metrics": interface.jsonable(results)}
   (out / "metrics.json").write_text(json.dumps(record, indent=2))
   scalars = {k: v for k, v in record["metrics"].items() if isinstance(v, (int, float))}
   print(json.dumps(scalars, indent=1))

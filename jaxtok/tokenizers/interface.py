@@ -25,12 +25,17 @@ import numpy as np
 IMAGE_RANGE_TOLERANCE = 1e-3
 
 
-def _jsonable(value: Any) -> Any:
-  """Tuples (at any depth, dict values included) as lists: the JSON form of a config."""
+def jsonable(value: Any) -> Any:
+  """`value` in JSON-ready form: tuples (at any depth, dict values included) and numpy
+  arrays as lists, numpy scalars as Python numbers (configs, metric records)."""
   if isinstance(value, dict):
-    return {k: _jsonable(v) for k, v in value.items()}
+    return {k: jsonable(v) for k, v in value.items()}
   if isinstance(value, (list, tuple)):
-    return [_jsonable(v) for v in value]
+    return [jsonable(v) for v in value]
+  if isinstance(value, np.ndarray):
+    return value.tolist()
+  if isinstance(value, np.generic):
+    return value.item()
   return value
 
 
@@ -43,7 +48,7 @@ class ModelConfigBase:
   """
 
   def to_dict(self) -> dict[str, Any]:
-    return _jsonable(dataclasses.asdict(self))
+    return jsonable(dataclasses.asdict(self))
 
   @classmethod
   def from_dict(cls, d: dict[str, Any]):
