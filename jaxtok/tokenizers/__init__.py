@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from jaxtok.tokenizers import flextok, fqgan, one_d_piece, titok
+from jaxtok.tokenizers import flextok, fqgan, one_d_piece, titok, vae
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +42,7 @@ TOKENIZERS: dict[str, Family] = {
                           one_d_piece.VARIANTS),
     "flextok": Family("flextok", flextok.FlexTok, flextok.FlexTokConfig, flextok.VARIANTS),
     "fqgan": Family("fqgan", fqgan.FQGAN, fqgan.FQGANConfig, fqgan.VARIANTS),
+    "vae": Family("vae", vae.AutoencoderKL, vae.AutoencoderKLConfig, vae.VARIANTS),
 }
 
 

@@ -27,6 +27,7 @@ from jaxtok.data import DataConfig
 from jaxtok.tokenizers.flextok_config import FlexTokConfig
 from jaxtok.tokenizers.fqgan_config import FQGANConfig
 from jaxtok.tokenizers.titok import TiTokConfig
+from jaxtok.tokenizers.vae_config import AutoencoderKLConfig
 from jaxtok.trainers.losses import LossConfig
 
 # The config classes of the registered families (`jaxtok.tokenizers.TOKENIZERS`); a new
@@ -36,7 +37,7 @@ from jaxtok.trainers.losses import LossConfig
 # union is as overridable as a single class, nested and optional fields included
 # (`--config.model.pixel_decoder.z_channels=64`, `--config.model.init_std=0.01`). Only
 # replacing the whole model from the command line (`--config.model=...`) is unsupported.
-ModelConfig = TiTokConfig | FlexTokConfig | FQGANConfig
+ModelConfig = TiTokConfig | FlexTokConfig | FQGANConfig | AutoencoderKLConfig
 
 
 @dataclasses.dataclass(kw_only=True)

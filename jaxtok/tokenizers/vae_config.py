@@ -1,0 +1,160 @@
+"""`AutoencoderKLConfig`: the convolutional KL autoencoder (arXiv 1312.6114; the latent-diffusion
+VAE, arXiv 2112.10752) in the layout of diffusers' `AutoencoderKL`, JSON-serializable.
+
+`config_from_diffusers` reads a diffusers `config.json` dict as data (every key known or
+refused by name), so a user's `diffusion_pytorch_model.safetensors` + `config.json` load into
+`jaxtok.tokenizers.vae.AutoencoderKL` without diffusers or torch.
+"""
+# No `from __future__ import annotations`: ml_collections config_flags reads the config
+# dataclass's field types at runtime (`--config.model.<field>=...` in the trainer).
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from jaxtok.tokenizers.interface import ModelConfigBase
+
+# The only block types of diffusers' AutoencoderKL encoder / decoder that this port has.
+DOWN_BLOCK = "DownEncoderBlock2D"
+UP_BLOCK = "UpDecoderBlock2D"
+
+# diffusers config.json keys that carry no architecture (bookkeeping, dtype hints).
+_DIFFUSERS_IGNORED = ("_class_name", "_diffusers_version", "_name_or_path", "_use_default_values",
+                      "force_upcast")
+
+
+@dataclasses.dataclass(kw_only=True)
+class AutoencoderKLConfig(ModelConfigBase):
+  """A diffusers-layout `AutoencoderKL`.
+
+  Attributes:
+    image_size: side S of the square training / tokenizer images (the network is fully
+      convolutional; `token_spec` and the trainer's data resolution read it).
+    in_channels, out_channels: image channels (3).
+    block_out_channels: channels of each encoder level (the decoder mirrors them); each level
+      but the last halves the resolution, so the downsampling factor is 2^(levels - 1).
+    layers_per_block: ResnetBlock2D per encoder level (the decoder has one more per level).
+    latent_channels: C of the latents (4, 8, 16).
+    norm_num_groups: GroupNorm groups (32; eps `norm_eps`).
+    norm_eps: GroupNorm epsilon (diffusers' 1e-6).
+    mid_block_add_attention: the single-head self-attention of the mid blocks.
+    use_quant_conv, use_post_quant_conv: the 1x1 convs on the moments / before the decoder
+      (SD: on; FLUX.1: off).
+    scaling_factor, shift_factor: latents handed to a second stage (a diffusion model,
+      FlexTok) are (z - shift_factor) * scaling_factor, z the posterior mean or a sample.
+  """
+  image_size: int = 256
+  in_channels: int = 3
+  out_channels: int = 3
+  block_out_channels: tuple[int, ...] = (128, 256, 512, 512)
+  layers_per_block: int = 2
+  latent_channels: int = 4
+  norm_num_groups: int = 32
+  norm_eps: float = 1e-6
+  mid_block_add_attention: bool = True
+  use_quant_conv: bool = True
+  use_post_quant_conv: bool = True
+  scaling_factor: float = 0.18215
+  shift_factor: float = 0.0
+
+  def __post_init__(self):
+    self.block_out_channels = tuple(int(c) for c in self.block_out_channels)
+    self.validate()
+
+  def validate(self) -> None:
+    """Raises ValueError naming the first inconsistent field."""
+    def need(cond, name, expected):
+      if not cond:
+        raise ValueError(f"{name}: expected {expected}, got {getattr(self, name)!r}")
+    need(len(self.block_out_channels) >= 1 and min(self.block_out_channels) >= 1,
+         "block_out_channels", "a non-empty tuple of positive ints")
+    need(self.norm_num_groups >= 1
+         and all(c % self.norm_num_groups == 0 for c in self.block_out_channels),
+         "norm_num_groups", f"a divisor of every block_out_channels {self.block_out_channels}")
+    need(self.layers_per_block >= 1, "layers_per_block", ">= 1")
+    need(self.latent_channels >= 1, "latent_channels", ">= 1")
+    need(self.in_channels >= 1, "in_channels", ">= 1")
+    need(self.out_channels >= 1, "out_channels", ">= 1")
+    need(self.norm_eps > 0, "norm_eps", "> 0")
+    need(self.scaling_factor > 0, "scaling_factor", "> 0")
+    need(self.image_size >= 1 and self.image_size % self.downsample_factor == 0, "image_size",
+         f"a positive multiple of the downsampling factor {self.downsample_factor}")
+
+  @property
+  def downsample_factor(self) -> int:
+    """f: image side / latent side (8 for four levels)."""
+    return 2 ** (len(self.block_out_channels) - 1)
+
+  @property
+  def latent_size(self) -> int:
+    """Side of the latents of an `image_size` image."""
+    return self.image_size // self.downsample_factor
+
+
+def config_from_diffusers(d: Mapping[str, Any], *, image_size: int | None = None
+                          ) -> AutoencoderKLConfig:
+  """A diffusers `AutoencoderKL` `config.json` dict -> `AutoencoderKLConfig`.
+
+  Args:
+    d: the parsed JSON (read as data; nothing in it is imported or run).
+    image_size: overrides the config's `sample_size` (the training resolution).
+
+  Raises:
+    ValueError: another class, a block type or activation this port does not have,
+      `latents_mean` / `latents_std` normalisation, or an unknown key (each named).
+  """
+  d = dict(d)
+  cls = d.get("_class_name", "AutoencoderKL")
+  if cls != "AutoencoderKL":
+    raise ValueError(f"config: expected a diffusers AutoencoderKL config (_class_name "
+                     f"'AutoencoderKL'), got _class_name {cls!r}")
+  levels = len(d.get("block_out_channels", (64,)))
+  for key, want in (("down_block_types", DOWN_BLOCK), ("up_block_types", UP_BLOCK)):
+    got = list(d.pop(key, [want] * levels))
+    if got != [want] * levels:
+      raise ValueError(f"config.{key}: expected {levels} x {want!r} (the AutoencoderKL blocks "
+                       f"this port has), got {got}")
+  act = d.pop("act_fn", "silu")
+  if act != "silu":
+    raise ValueError(f"config.act_fn: expected 'silu', got {act!r}")
+  for key in ("latents_mean", "latents_std"):
+    if d.pop(key, None) is not None:
+      raise ValueError(f"config.{key}: per-channel latent normalisation is not supported; "
+                       f"expected null (scaling_factor / shift_factor only)")
+  for key in _DIFFUSERS_IGNORED:
+    d.pop(key, None)
+  sample = d.pop("sample_size", 256)
+  if isinstance(sample, (list, tuple)):
+    if len(set(sample)) != 1:
+      raise ValueError(f"config.sample_size: expected square images, got {sample}")
+    sample = sample[0]
+  shift = d.pop("shift_factor", None)
+  known = {f.name for f in dataclasses.fields(AutoencoderKLConfig)} - {"image_size",
+                                                                         "shift_factor",
+                                                                         "norm_eps"}
+  unknown = sorted(set(d) - known)
+  if unknown:
+    raise ValueError(f"config: unknown diffusers AutoencoderKL keys {unknown}; expected keys "
+                     f"among {sorted(known)}")
+  return AutoencoderKLConfig(image_size=int(image_size or sample), shift_factor=float(shift or 0.0),
+                             **d)
+
+
+def read_diffusers_config(directory: str | os.PathLike, *, image_size: int | None = None
+                          ) -> AutoencoderKLConfig:
+  """`config_from_diffusers` of `directory/config.json`."""
+  file = Path(directory) / "config.json"
+  try:
+    data = json.loads(file.read_text())
+  except (OSError, json.JSONDecodeError) as e:
+    raise ValueError(f"directory: cannot read a diffusers config.json at {file}: {e}") from e
+  if not isinstance(data, dict):
+    raise ValueError(f"directory: expected {file} to hold a JSON object, got "
+                     f"{type(data).__name__}")
+  return config_from_diffusers(data, image_size=image_size)
+
+
+__all__ = ["AutoencoderKLConfig", "config_from_diffusers", "read_diffusers_config"]
