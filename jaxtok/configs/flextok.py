@@ -7,6 +7,11 @@ r"""FlexTok training configs (arXiv 2502.13967): rectified-flow decoder, nested 
   # Published sizes (d12-d12, d18-d18, d18-d28) over front-end latents:
   python -m jaxtok.trainers.train --config jaxtok/configs/flextok.py:variant=d18-d28 \
       --workdir runs/ft_d18_d28
+  # Two-stage recipe: stage 0 trains the VAE (jaxtok/configs/vae.py), stage 1 FlexTok over its
+  # frozen latents (any config above plus vae=DIR: a jaxtok "vae" export or a diffusers dir):
+  python -m jaxtok.trainers.train --config jaxtok/configs/vae.py:tiny --workdir runs/vae
+  python -m jaxtok.trainers.train --config jaxtok/configs/flextok.py:tiny,vae=runs/vae/export \
+      --workdir runs/ft_vae
 
 The objective is the rectified-flow velocity MSE (`aux["flow_loss"]`); the pixel
 reconstruction, perceptual and GAN terms are off (FlexTok trains its decoder as a flow only).
@@ -19,6 +24,8 @@ from __future__ import annotations
 
 from jaxtok.configs.common import bundled_tiny
 from jaxtok.tokenizers import get_family
+from jaxtok.tokenizers.flextok_config import FlexTokConfig
+from jaxtok.tokenizers.vae_config import load_config
 from jaxtok.trainers.config import TrainConfig, parse_arg, smoke
 
 
@@ -52,13 +59,33 @@ def published(config: TrainConfig, variant: str) -> TrainConfig:
   return _flow_objective(config)
 
 
+def on_vae(config: TrainConfig, directory: str) -> TrainConfig:
+  """Stage 1 of the two-stage recipe: the model over the frozen VAE front end in `directory`.
+
+  The FlexTok encoder patchifies the VAE's latents of `vae.image_size` images: 2 x 2 patches
+  (the released models') on grids of 16 and more, 1 x 1 on the CPU-sized grids. The VAE's
+  parameters (`vae/...`) are frozen; the objective stays the flow loss.
+  """
+  vae = load_config(directory)
+  patch = 2 if vae.latent_size >= 16 else 1
+  config.model = FlexTokConfig.from_dict({
+      **config.model.to_dict(), "front_end": "vae", "vae": None, "vae_checkpoint": directory,
+      "input_size": vae.latent_size, "channels": vae.latent_channels, "patch_size": patch})
+  config.optim.frozen = (*config.optim.frozen, r"^vae/")
+  config.name += "_vae"
+  return config
+
+
 def get_config(arg: str | None = None) -> TrainConfig:
-  """`arg`: "tiny[,smoke]", "smoke" or "variant=d18-d28"."""
-  a = parse_arg(arg, variant="", tiny=False, smoke=False)
+  """`arg`: "tiny[,smoke]", "smoke" or "variant=d18-d28", each with an optional ",vae=DIR"
+  (stage 1 over a trained VAE)."""
+  a = parse_arg(arg, variant="", tiny=False, smoke=False, vae="")
   config = TrainConfig()
   config = published(config, a["variant"]) if a["variant"] else tiny(config)
   if a["smoke"]:
     config = smoke(config)
     config.model = get_family("flextok").variant("smoke")
     config.name += "_smoke"
+  if a["vae"]:
+    config = on_vae(config, a["vae"])
   return config

@@ -36,6 +36,7 @@ from jaxtok.tokenizers.interface import TokenSpec
 from jaxtok.tokenizers.quantizers import build_quantizer
 from jaxtok.tokenizers.quantizers.fsq import fsq_bound
 from jaxtok.tokenizers.quantizers.gaussian import as_key
+from jaxtok.tokenizers.vae import AutoencoderKL, load_autoencoder
 
 __all__ = ["FlexTok", "FlexTokConfig", "FlexTokDecoder", "FlexTokEncoder", "VARIANTS"]
 
@@ -213,24 +214,36 @@ class FlexTok(nnx.Module):
     self.encoder = FlexTokEncoder(config, rngs=rngs)
     self.quantize = build_quantizer("fsq", dim=config.code_dim, levels=config.levels, rngs=rngs)
     self.decoder = FlexTokDecoder(config, rngs=rngs)
+    vae = None  # The "vae" front end (built last: the other models' init is unchanged).
+    if config.front_end == "vae" and config.vae_checkpoint:
+      vae = load_autoencoder(config.vae_checkpoint, config.vae)
+      self.config = dataclasses.replace(config, vae_checkpoint="")  # The weights are ours now.
+    elif config.front_end == "vae":
+      vae = AutoencoderKL(config.vae, rngs=rngs)
+    self.vae = vae
 
   @property
   def token_spec(self) -> TokenSpec:
     c = self.config
-    return TokenSpec(num_tokens=c.num_registers, image_size=c.input_size,
+    return TokenSpec(num_tokens=c.num_registers, image_size=c.image_size,
                      vocab_size=self.quantize.num_codes, prefix=True)
 
   # ---- front end ----
   def to_front(self, images: jax.Array) -> jax.Array:
-    """Images `[B, S, S, 3]` in [0, 1] -> the encoder's input (identity: [-1, 1])."""
-    if self.config.front_end != "identity":
+    """Images `[B, S, S, 3]` in [0, 1] -> the encoder's input (identity: [-1, 1]; "vae": the
+    frozen VAE's scaled posterior means, no gradient)."""
+    if self.config.front_end == "latent":
       raise ValueError(f"images: front_end={self.config.front_end!r} takes front-end latents "
                        f"(encode_latents / decode_padded), not images")
-    interface.check_image_shape(images, self.config.input_size, "images")
+    interface.check_image_shape(images, self.config.image_size, "images")
+    if self.vae is not None:
+      return jax.lax.stop_gradient(self.vae.encode_latents(images.astype(jnp.float32)))
     return images.astype(jnp.float32) * 2.0 - 1.0
 
   def from_front(self, x: jax.Array) -> jax.Array:
-    """Inverse of `to_front` (unclamped)."""
+    """Inverse of `to_front`: images in [0, 1] (unclamped; "vae": the VAE decoder's)."""
+    if self.vae is not None:
+      return self.vae.decode_latents(x)
     return (x + 1.0) * 0.5
 
   def _check_latents(self, x: jax.Array, name: str) -> None:
@@ -341,7 +354,7 @@ class FlexTok(nnx.Module):
     """
     x = self.decode_padded(ids, lengths, steps=steps, guidance=guidance,
                            guidance_scale=guidance_scale, seed=seed)
-    return self.from_front(x) if self.config.front_end == "identity" else x
+    return self.from_front(x) if self.config.front_end != "latent" else x
 
   # ---- training forward ----
   def _train_codes(self, z: jax.Array, codes: jax.Array, key: jax.Array) -> jax.Array:
@@ -364,20 +377,20 @@ class FlexTok(nnx.Module):
     """One rectified-flow pass. Returns `(recon, aux)`.
 
     Args:
-      x: images `[B, S, S, 3]` in [0, 1] (identity front end) or front-end latents.
+      x: images `[B, S, S, 3]` in [0, 1] (identity / vae front end) or front-end latents.
       train: nested dropout, condition dropout and the FSQ training options on.
       rngs: randomness for t, the noise and the training options (default key 0).
 
     Returns:
       recon: `train=True`: the one-step data estimate x_t - t v; `train=False`: the
         reconstruction by the config's default sampler (all R tokens, noise from key 0);
-        images for "identity", `x`'s shape.
+        images for "identity" / "vae" (decoded by the VAE), `x`'s shape for "latent".
       aux: `flow_loss` (MSE of v against eps - x0), `quantizer_loss`, `commitment_loss`,
         `codebook_loss` (0: FSQ), `stats`, `ids` `[B, R]`, `latents` (codes `[B, R, d]`),
         `num_tokens_kept` `[B]`, `t` `[B]`, `velocity`, `target_velocity`.
     """
     c = self.config
-    x0 = self.to_front(x) if c.front_end == "identity" else x.astype(jnp.float32)
+    x0 = self.to_front(x) if c.front_end != "latent" else x.astype(jnp.float32)
     self._check_latents(x0, "x")
     key = (jax.random.key(0) if rngs is None and not train
            else as_key(rngs, "rngs (FlexTok needs randomness for t and the noise)"))
@@ -408,7 +421,7 @@ class FlexTok(nnx.Module):
       noise = jax.random.normal(jax.random.key(0), x0.shape, jnp.float32)
       out = self.sample(cond, self.decoder.null_condition(cond), noise, steps=c.sample_steps,
                         guidance=c.guidance, guidance_scale=c.guidance_scale)
-    out = self.from_front(out) if c.front_end == "identity" else out
+    out = self.from_front(out) if c.front_end != "latent" else out
     aux = dict(flow_loss=loss, quantizer_loss=qaux["loss"],
                commitment_loss=qaux["commitment_loss"], codebook_loss=qaux["codebook_loss"],
                stats=qaux["stats"], ids=qaux["ids"], latents=codes, num_tokens_kept=keep, t=t,

@@ -12,8 +12,9 @@ import dataclasses
 
 from jaxtok.tokenizers import token_drop
 from jaxtok.tokenizers.interface import ModelConfigBase
+from jaxtok.tokenizers.vae_config import AutoencoderKLConfig, load_config
 
-FRONT_ENDS = ("identity", "latent")
+FRONT_ENDS = ("identity", "latent", "vae")
 MASKS = ("causal_last", "full")
 NULL_CONDS = ("learned", "zero")
 GUIDANCE = ("none", "cfg", "apg")
@@ -28,7 +29,16 @@ class FlexTokConfig(ModelConfigBase):
     front_end: "identity": the encoder patchifies the images themselves (pixels mapped from
       [0, 1] to [-1, 1], `channels` = 3; the CPU default); "latent": the model works on
       front-end latents `[B, input_size, input_size, channels]` handed in directly (the
-      released models' 16-channel f8 VAE latents; the VAE itself is not part of this class).
+      released models' 16-channel f8 VAE latents; the VAE itself is not part of this class);
+      "vae": images go through the frozen `AutoencoderKL` front end `vae` (scaled posterior
+      means in, decoded pixels out), so `input_size` / `channels` are its latents' side and C.
+    vae: the front end's `AutoencoderKLConfig` ("vae" only); None = read it from
+      `vae_checkpoint`.
+    vae_checkpoint: directory of the front end's weights ("vae" only): a jaxtok "vae"
+      checkpoint (the stage-0 trainer's `export/`) or a diffusers AutoencoderKL directory. A
+      model built from this config starts with those weights, holds them as its own `vae/...`
+      parameters (the trainer freezes them, `optim.frozen`), and records "" here in its own
+      `config`, so its checkpoints load without the directory.
     input_size: side of the square array the encoder patchifies (pixels or latents).
     channels: its channels C.
     patch_size: p; grid g = input_size / p, P = g*g patch tokens.
@@ -95,9 +105,15 @@ class FlexTokConfig(ModelConfigBase):
   apg_norm_threshold: float = 2.5
   init_std: float | None = 0.02
   scan_unroll: int = 1
+  vae: AutoencoderKLConfig | None = None
+  vae_checkpoint: str = ""
 
   def __post_init__(self):
     self.levels = tuple(int(v) for v in self.levels)
+    if isinstance(self.vae, dict):
+      self.vae = AutoencoderKLConfig.from_dict(self.vae)
+    if self.front_end == "vae" and self.vae is None and self.vae_checkpoint:
+      self.vae = load_config(self.vae_checkpoint)
     self.validate()
 
   def validate(self) -> None:
@@ -108,6 +124,14 @@ class FlexTokConfig(ModelConfigBase):
     need(self.front_end in FRONT_ENDS, "front_end", f"one of {FRONT_ENDS}")
     need(self.front_end != "identity" or self.channels == 3, "channels",
          "3 for the identity (pixel) front end")
+    if self.front_end == "vae":
+      need(self.vae is not None, "vae", "an AutoencoderKLConfig (or a vae_checkpoint) for "
+           "front_end='vae'")
+      need(self.channels == self.vae.latent_channels, "channels",
+           f"the VAE's latent_channels={self.vae.latent_channels}")
+    else:
+      need(self.vae is None and not self.vae_checkpoint, "vae",
+           "None (and vae_checkpoint '') unless front_end='vae'")
     need(self.patch_size > 0 and self.input_size % self.patch_size == 0, "patch_size",
          f"a positive divisor of input_size={self.input_size}")
     for pre in ("enc", "dec"):
@@ -138,7 +162,10 @@ class FlexTokConfig(ModelConfigBase):
   @property
   def image_size(self) -> int:
     """Side of the images the model takes (the trainer's data resolution): `input_size` (the
-    identity front end; for "latent" the side of the latents handed in)."""
+    identity front end; for "latent" the side of the latents handed in), `input_size` x the
+    VAE's downsampling factor for "vae"."""
+    if self.front_end == "vae":
+      return self.input_size * self.vae.downsample_factor
     return self.input_size
 
   @property

@@ -32,7 +32,7 @@ from flax import nnx
 
 from jaxtok.io import checkpoint as ckpt_format
 from jaxtok.io.safetensors import read_safetensors
-from jaxtok.tokenizers import interface, layers
+from jaxtok.tokenizers import interface, layers, vae_config
 from jaxtok.tokenizers.interface import TokenSpec
 from jaxtok.tokenizers.quantizers import build_quantizer
 from jaxtok.tokenizers.quantizers.gaussian import as_key
@@ -42,7 +42,6 @@ __all__ = ["AutoencoderKL", "AutoencoderKLConfig", "DIFFUSERS_WEIGHTS", "VARIANT
            "autoencoder_from_diffusers", "load_autoencoder"]
 
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
-FAMILY = "vae"
 
 
 def _conv(cin: int, cout: int, k: int, rngs: nnx.Rngs, **kw) -> nnx.Conv:
@@ -252,9 +251,13 @@ class AutoencoderKL(nnx.Module):
 
   def encode_latents(self, images: jax.Array, *, sample: bool = False,
                      rngs: nnx.Rngs | jax.Array | None = None) -> jax.Array:
-    """Images `[B, S, S, 3]` in [0, 1] -> scaled latents `[B, S/f, S/f, C]` float32: the
-    posterior mean, or a sample with `sample=True` (needs `rngs`)."""
-    interface.check_image_shape(images, self.config.image_size, "images")
+    """Images `[B, H, W, 3]` in [0, 1] (H, W multiples of f; any size: the network is
+    convolutional) -> scaled latents `[B, H/f, W/f, C]` float32: the posterior mean, or a
+    sample with `sample=True` (needs `rngs`)."""
+    f = self.config.downsample_factor
+    if images.ndim != 4 or images.shape[-1] != 3 or images.shape[1] % f or images.shape[2] % f:
+      raise ValueError(f"images: expected [B, H, W, 3] (NHWC) with H and W multiples of {f}, "
+                       f"got {tuple(images.shape)}")
     key = as_key(rngs, "rngs (needed to sample the posterior)") if sample else None
     z, _ = self.quantize(self.moments(images * 2.0 - 1.0), train=sample, rngs=key)
     return self.scale(z)
@@ -266,6 +269,7 @@ class AutoencoderKL(nnx.Module):
 
   def encode(self, images: jax.Array) -> jax.Array:
     """`[B, S, S, 3]` in [0, 1] -> tokens `[B, h*w, C]` float32 (scaled posterior means)."""
+    interface.check_image_shape(images, self.config.image_size, "images")
     z = self.encode_latents(images)
     return z.reshape(z.shape[0], -1, z.shape[-1])
 
@@ -380,22 +384,6 @@ def autoencoder_from_diffusers(directory: str | os.PathLike, *, image_size: int 
   return params_from_diffusers(config, read_safetensors(weights))
 
 
-def is_jaxtok_checkpoint(directory: str | os.PathLike) -> bool:
-  """Whether `directory` holds a jaxtok checkpoint (its `config.json` names a family)."""
-  return (Path(directory) / ckpt_format.WEIGHTS_FILE).is_file()
-
-
-def load_config(directory: str | os.PathLike) -> AutoencoderKLConfig:
-  """The `AutoencoderKLConfig` of a jaxtok "vae" checkpoint or a diffusers directory."""
-  if not is_jaxtok_checkpoint(directory):
-    return read_diffusers_config(directory)
-  meta = ckpt_format.read_meta(directory)
-  if meta["family"] != FAMILY:
-    raise ValueError(f"directory: {str(directory)!r} holds a {meta['family']!r} checkpoint; "
-                     f"expected a {FAMILY!r} (AutoencoderKL) one or a diffusers directory")
-  return AutoencoderKLConfig.from_dict(meta["config"])
-
-
 def load_autoencoder(directory: str | os.PathLike,
                      config: AutoencoderKLConfig | None = None) -> AutoencoderKL:
   """An `AutoencoderKL` with the weights of a jaxtok "vae" checkpoint (`jaxtok.save`, the
@@ -406,7 +394,7 @@ def load_autoencoder(directory: str | os.PathLike,
     config: expected architecture; ValueError when the directory's differs in anything but
       `image_size` (which is taken from `config`).
   """
-  found = load_config(directory)
+  found = vae_config.load_config(directory)
   if config is not None:
     mine, theirs = config.to_dict(), found.to_dict()
     diff = sorted(k for k in mine if k != "image_size" and mine[k] != theirs[k])
@@ -414,7 +402,7 @@ def load_autoencoder(directory: str | os.PathLike,
       raise ValueError(f"config: the AutoencoderKL in {str(directory)!r} differs in {diff}: "
                        f"{ {k: theirs[k] for k in diff} }, expected { {k: mine[k] for k in diff} }")
     found = dataclasses.replace(found, image_size=config.image_size)
-  if not is_jaxtok_checkpoint(directory):
+  if not vae_config.is_jaxtok_checkpoint(directory):
     return autoencoder_from_diffusers(directory, image_size=found.image_size)
   arrays, key_impls = ckpt_format.read_weights(directory)
   return ckpt_format.model_from_arrays(AutoencoderKL, found, arrays, key_impls=key_impls,

@@ -15,7 +15,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from jaxtok.io import checkpoint as ckpt_format
 from jaxtok.tokenizers.interface import ModelConfigBase
+
+# Registry key of the family (`jaxtok.tokenizers.TOKENIZERS`).
+FAMILY = "vae"
 
 # The only block types of diffusers' AutoencoderKL encoder / decoder that this port has.
 DOWN_BLOCK = "DownEncoderBlock2D"
@@ -157,4 +161,21 @@ def read_diffusers_config(directory: str | os.PathLike, *, image_size: int | Non
   return config_from_diffusers(data, image_size=image_size)
 
 
-__all__ = ["AutoencoderKLConfig", "config_from_diffusers", "read_diffusers_config"]
+def is_jaxtok_checkpoint(directory: str | os.PathLike) -> bool:
+  """Whether `directory` holds a jaxtok checkpoint (its `config.json` names a family)."""
+  return (Path(directory) / ckpt_format.WEIGHTS_FILE).is_file()
+
+
+def load_config(directory: str | os.PathLike) -> AutoencoderKLConfig:
+  """The `AutoencoderKLConfig` of a jaxtok "vae" checkpoint or a diffusers directory."""
+  if not is_jaxtok_checkpoint(directory):
+    return read_diffusers_config(directory)
+  meta = ckpt_format.read_meta(directory)
+  if meta["family"] != FAMILY:
+    raise ValueError(f"directory: {str(directory)!r} holds a {meta['family']!r} checkpoint; "
+                     f"expected a {FAMILY!r} (AutoencoderKL) one or a diffusers directory")
+  return AutoencoderKLConfig.from_dict(meta["config"])
+
+
+__all__ = ["AutoencoderKLConfig", "config_from_diffusers", "is_jaxtok_checkpoint", "load_config",
+           "read_diffusers_config"]

@@ -140,11 +140,15 @@ def ema_decay_at(step: jax.Array, decay: float) -> jax.Array:
 
 
 def update_ema(ema: PyTree, params: PyTree, step: jax.Array, decay: float) -> PyTree:
-  """ema <- d * ema + (1 - d) * params, with d = `ema_decay_at(step, decay)`."""
+  """ema <- d * ema + (1 - d) * params, with d = `ema_decay_at(step, decay)`.
+
+  Written ema + (1 - d) * (params - ema): the same value, and bit-exact `ema` where
+  `params == ema` (frozen parameters keep their EMA exactly, not within rounding).
+  """
   if decay <= 0:
     return params
   d = ema_decay_at(step, decay)
-  return jax.tree_util.tree_map(lambda e, p: (d * e + (1.0 - d) * p).astype(e.dtype),
+  return jax.tree_util.tree_map(lambda e, p: (e + (1.0 - d) * (p - e)).astype(e.dtype),
                                 ema, params)
 
 
