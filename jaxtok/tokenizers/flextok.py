@@ -382,7 +382,8 @@ class FlexTok(nnx.Module):
       rngs: randomness for t, the noise and the training options (default key 0).
 
     Returns:
-      recon: `train=True`: the one-step data estimate x_t - t v; `train=False`: the
+      recon: `train=True`: the one-step data estimate x_t - t v (gradient stopped before the
+        "vae" front end's decoder: FlexTok trains on the flow loss); `train=False`: the
         reconstruction by the config's default sampler (all R tokens, noise from key 0);
         images for "identity" / "vae" (decoded by the VAE), `x`'s shape for "latent".
       aux: `flow_loss` (MSE of v against eps - x0), `quantizer_loss`, `commitment_loss`,
@@ -417,6 +418,8 @@ class FlexTok(nnx.Module):
     loss = jnp.mean(jnp.square(v.astype(jnp.float32) - target))
     if train:
       out = x_t - t[:, None, None, None] * v  # one-step data estimate
+      if self.vae is not None:  # Decoded for the logs only: no backward pass through the VAE.
+        out = jax.lax.stop_gradient(out)
     else:  # A real reconstruction: the config's default sampler from fixed noise.
       noise = jax.random.normal(jax.random.key(0), x0.shape, jnp.float32)
       out = self.sample(cond, self.decoder.null_condition(cond), noise, steps=c.sample_steps,

@@ -38,8 +38,10 @@ from jaxtok.tokenizers.quantizers import build_quantizer
 from jaxtok.tokenizers.quantizers.gaussian import as_key
 from jaxtok.tokenizers.vae_config import AutoencoderKLConfig, read_diffusers_config
 
-__all__ = ["AutoencoderKL", "AutoencoderKLConfig", "DIFFUSERS_WEIGHTS", "VARIANTS",
-           "autoencoder_from_diffusers", "load_autoencoder"]
+__all__ = ["AutoencoderKL", "AutoencoderKLConfig", "DIFFUSERS_WEIGHTS", "FAMILY", "VARIANTS",
+           "autoencoder_from_diffusers", "load_autoencoder", "params_from_diffusers"]
+
+FAMILY = vae_config.FAMILY
 
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
 

@@ -11,6 +11,8 @@ from flax import nnx
 import jaxtok
 from jaxtok.io.safetensors import read_safetensors, write_safetensors
 from jaxtok.tokenizers import get_family, vae
+from jaxtok.tokenizers.convert.__main__ import main as convert_main
+from jaxtok.tokenizers.flextok_config import FlexTokConfig
 from jaxtok.tokenizers.vae_config import AutoencoderKLConfig, config_from_diffusers
 
 # Small diffusers configs: f8 with 16 shifted latents, attention and no quant convs; f2 with 4
@@ -75,6 +77,14 @@ def test_parity_with_diffusers(tmp_path, case):
 def test_legacy_attention_names_and_strictness(tmp_path):
   _diffusers_dir(tmp_path, CASES["f8c16_attn"])
   good = vae.load_autoencoder(tmp_path)
+  # The converter CLI writes the same weights as a jaxtok checkpoint.
+  out = tmp_path / "jaxtok"
+  assert convert_main(["vae", "--diffusers", str(tmp_path), "--out", str(out)]) == 0
+  converted = jaxtok.load(out)
+  assert converted.family == "vae" and converted.model.config == good.config
+  for a, b in zip(jax.tree_util.tree_leaves(nnx.state(good)),
+                  jax.tree_util.tree_leaves(nnx.state(converted.model))):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   tensors = read_safetensors(tmp_path / vae.DIFFUSERS_WEIGHTS)
   renamed = {}
   for k, v in tensors.items():
@@ -163,3 +173,22 @@ def test_tokenizer_interface_and_training_forward(tmp_path):
 
 def dataclasses_replace(cfg, **kw):
   return AutoencoderKLConfig.from_dict({**cfg.to_dict(), **kw})
+
+
+def test_flextok_vae_front_end_config():
+  small = get_family("vae").variant("smoke")
+  base = dict(front_end="vae", input_size=4, channels=4, patch_size=1, enc_width=32,
+              enc_depth=1, enc_head_dim=16, dec_width=32, dec_depth=1, dec_head_dim=16,
+              num_registers=8)
+  cfg = FlexTokConfig(**base, vae=small)
+  assert cfg.image_size == 32  # 4 x 4 latents of the f8 VAE.
+  again = FlexTokConfig.from_dict(json.loads(cfg.to_json()))
+  assert again == cfg and isinstance(again.vae, AutoencoderKLConfig)
+  with pytest.raises(ValueError, match="vae"):
+    FlexTokConfig(**base)
+  with pytest.raises(ValueError, match="channels"):
+    FlexTokConfig(**{**base, "channels": 16}, vae=small)
+  with pytest.raises(ValueError, match="vae"):
+    FlexTokConfig(**{**base, "front_end": "identity", "channels": 3}, vae=small)
+  with pytest.raises(ValueError, match="config.json"):
+    FlexTokConfig(**base, vae_checkpoint="/nonexistent/vae")

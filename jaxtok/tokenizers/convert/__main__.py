@@ -8,6 +8,8 @@
 
     python -m jaxtok.tokenizers.convert fqgan --checkpoint fqgan.pt --variant dual-16 --out DIR
 
+    python -m jaxtok.tokenizers.convert vae --diffusers DIR [--image-size 256] --out OUT
+
 (also installed as `jaxtok-convert`). Prints a JSON summary of the written checkpoint.
 """
 from __future__ import annotations
@@ -22,6 +24,7 @@ from jaxtok.tokenizers.convert import convert_titok
 from jaxtok.tokenizers.convert.flextok_mapping import convert_flextok
 from jaxtok.tokenizers.convert.fqgan_mapping import convert_fqgan
 from jaxtok.tokenizers.convert.titok_config import parse_heads
+from jaxtok.tokenizers.convert.vae_mapping import convert_vae
 
 # Config fields each family's JSON summary shows (beside out, family, files, version).
 SUMMARY_FIELDS = {
@@ -30,6 +33,8 @@ SUMMARY_FIELDS = {
     "fqgan": {"image_size": "image_size", "branches": "branches",
               "codebook_size": "codebook_size"},
     "flextok": {"input_size": "input_size", "num_tokens": "num_registers", "levels": "levels"},
+    "vae": {"image_size": "image_size", "latent_channels": "latent_channels",
+            "scaling_factor": "scaling_factor"},
 }
 
 
@@ -79,6 +84,14 @@ def _parser() -> argparse.ArgumentParser:
   f.add_argument("--out", required=True, type=Path, help="output checkpoint directory")
   f.add_argument("--no-overwrite", action="store_true",
                  help="fail if --out already holds a jaxtok checkpoint")
+  v = sub.add_parser("vae", help="diffusers AutoencoderKL directories (save_pretrained)")
+  v.add_argument("--diffusers", required=True, type=Path,
+                 help="directory with config.json + diffusion_pytorch_model.safetensors")
+  v.add_argument("--image-size", type=int, default=None,
+                 help="tokenizer resolution (default: the config's sample_size)")
+  v.add_argument("--out", required=True, type=Path, help="output checkpoint directory")
+  v.add_argument("--no-overwrite", action="store_true",
+                 help="fail if --out already holds a jaxtok checkpoint")
   return p
 
 
@@ -99,6 +112,9 @@ def _convert(args):
     config = json.loads(Path(args.config).read_text()) if args.config is not None else None
     return convert_fqgan(args.checkpoint, args.out, variant=args.variant, config=config,
                          use_torch=bool(args.use_torch), overwrite=not args.no_overwrite)
+  if args.family == "vae":
+    return convert_vae(args.diffusers, args.out, image_size=args.image_size,
+                       overwrite=not args.no_overwrite)
   if args.family == "flextok":
     return convert_flextok(args.checkpoint, args.config, args.out,
                            overwrite=not args.no_overwrite)
