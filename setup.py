@@ -42,7 +42,8 @@ EXTRAS = {
     ],
     # PyTorch is only needed by converters of .bin/.pt files, the parity tools and the
     # FID benchmark. Pinned: an unpinned `torch` would resolve to a multi-GB CUDA build.
-    "torch": ["torch==2.13.0"],
+    # `transformers` (no torch requirement of its own): the DINOv2 / CLIP teacher parity tests.
+    "torch": ["torch==2.13.0", "transformers>=5.0,<6"],
     # tfrecord-backed tfds datasets; array_record ones need no TensorFlow.
     "tf": ["tensorflow>=2.16"],
     "notebooks": ["jupyter>=1.0", "ipykernel>=6.0", "nbmake>=1.5"],
