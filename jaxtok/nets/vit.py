@@ -352,6 +352,11 @@ _DINOV2_RENAMES = (("attention.q_proj.", "attention.attention.query."),
                    ("mlp.down_proj.", "mlp.weights_out."))
 
 
+# Tensors of the files that no tower parameter takes: DINOv2's masked-pretraining token and
+# the position-id buffer older CLIP files hold.
+_UNUSED_OK = {"dinov2": {"embeddings.mask_token"}, "clip": {"embeddings.position_ids"}}
+
+
 def _canonical_names(kind: str, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   """The tower's tensors under the Hub names, without a model prefix."""
   prefix = "vision_model." if kind == "clip" else "dinov2."
@@ -434,18 +439,27 @@ def load_hf_weights(tower: ViTTower, tensors: Mapping[str, np.ndarray], *,
     source: how errors name where the tensors came from (the file).
 
   Raises:
-    ValueError: a tensor the tower needs is missing (its name is given) or has another shape.
+    ValueError: a tensor the tower needs is missing (its name is given) or has another shape,
+      or the file holds tower tensors the config does not use (a config / weights mismatch).
   """
   kind = tower.config.kind
   tensors = _canonical_names(kind, tensors)
-  for name, param, transform in _weight_map(tower):
+  items = _weight_map(tower)
+  unused = sorted(set(tensors) - {name for name, _, _ in items} - _UNUSED_OK[kind])
+  if unused:  # E.g. a 12-block file under a config.json that says 6 blocks.
+    raise ValueError(f"tensors: {source} holds {len(unused)} {kind} tensors that the "
+                     f"{tower.config.depth}-block config does not use (e.g. {unused[:3]}); "
+                     f"expected the config.json that belongs to these weights")
+  for name, param, transform in items:
     if name not in tensors:
       near = sorted(tensors)[:4]
       raise ValueError(f"tensors: {source} has no {kind} tensor {name!r} (a "
                        f"{tower.config.depth}-block {kind} tower needs it; the file holds "
                        f"{len(tensors)} tensors, e.g. {near})")
     value = np.asarray(tensors[name], np.float32)
-    if transform == "fused":  # DINOv2 SwiGLU `weights_in` = [gate; up] along the outputs.
+    if transform == "fused" and value.shape[0] % 2:
+      targets = [(param[0], value)]  # Not two halves: the shape check below says so.
+    elif transform == "fused":  # DINOv2 SwiGLU `weights_in` = [gate; up] along the outputs.
       halves = np.split(value, 2, axis=0)
       targets = [(p, np.transpose(h) if h.ndim == 2 else h) for p, h in zip(param, halves)]
     else:

@@ -244,6 +244,13 @@ def test_bad_inputs_and_files(models, tmp_path):
   write_safetensors(tmp_path / "model.safetensors", tensors)
   with pytest.raises(ValueError, match=r"'layernorm.weight' has shape \(65,\).*\(64,\)"):
     vit.from_pretrained("dinov2", tmp_path)
+  # A config.json with fewer blocks than the weights.
+  config = json.loads((dpath / "config.json").read_text())
+  (tmp_path / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 1}))
+  shutil.copy(dpath / "model.safetensors", tmp_path / "model.safetensors")
+  with pytest.raises(ValueError, match="tensors that the 1-block config does not use.*"
+                                       "encoder.layer.1"):
+    vit.from_pretrained("dinov2", tmp_path)
   # The wrong kind, no weights file, no config, bad names and arguments.
   with pytest.raises(ValueError, match="expected a clip config.*'dinov2'"):
     teachers.build_teacher(f"clip:{dpath}")
