@@ -273,6 +273,15 @@ def test_bad_inputs_and_files(models, tmp_path):
   with pytest.raises(ValueError, match="path: expected a Hugging Face model directory, or "
                                        "config="):
     teachers.ViTTeacher()
+  cfg = vit.ViTTowerConfig(kind="clip", width=32, depth=1, heads=2, mlp_dim=64, patch_size=8,
+                           image_size=32, layer_norm_eps=1e-5, act="quick_gelu")
+  with pytest.raises(ValueError, match="kind: 'dinov2' disagrees with config.kind 'clip'"):
+    teachers.ViTTeacher(config=cfg, kind="dinov2", rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="rngs: expected nnx.Rngs"):
+    teachers.ViTTeacher(config=cfg)
+  rand = teachers.ViTTeacher(config=cfg, rngs=nnx.Rngs(0))  # Random weights, 32 x 32 input.
+  out = jax.eval_shape(lambda x: rand(x), jax.ShapeDtypeStruct((2, 50, 40, 3), jnp.float32))
+  assert out.cls.shape == (2, 32) and out.patches.shape == (2, 16, 32)
   with pytest.raises(ValueError, match="heads: expected a divisor of width 64"):
     vit.ViTTowerConfig(kind="clip", width=64, depth=1, heads=5, mlp_dim=8, patch_size=4,
                        image_size=8, layer_norm_eps=1e-5, act="quick_gelu")
