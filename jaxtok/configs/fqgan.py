@@ -16,14 +16,16 @@ branch codebook + commitment (beta 0.25) + entropy (0.03, T 0.01) + 0.1 disentan
 The semantic term: each semantic branch's feature head predicts a CLS feature aligned to a
 frozen teacher's CLS (`config.loss.semantic_teacher`, one per branch) with in-batch InfoNCE,
 weighted `config.loss.semantic_weight` (0.5) per teacher; negatives are the global batch
-(`--config.loss.semantic_negatives=device` for the official per-device ones). The released
-teachers (CLIP ViT-L/14 for Dual; DINOv2-S/14 and CLIP ViT-B/16 for Triple) have no Flax
-port in jaxtok yet, so the official recipe names them and building it says so; the offline
-FID Inception stand-in ("inception", 2048 wide; "inception:<block>[:<size>]") fits heads of
-its width only. `tiny` / `smoke` use "inception:mixed_2" (288 wide, the width their heads
-are sized for) at a reduced input size. LPIPS needs user-provided weights
-(`--config.loss.perceptual=lpips:PATH`). The L2 term is on [0, 1] images (the official one
-is on [-1, 1], 4x larger).
+(`--config.loss.semantic_negatives=device` for the official per-device ones). The official
+recipe names the released teachers (CLIP ViT-L/14 for Dual; DINOv2-S/14 and CLIP ViT-B/16
+for Triple; Flax ports in `jaxtok.nets.vit`) by their Hugging Face names, found in the local
+Hugging Face cache; weights elsewhere on disk are named by directory, e.g.
+`--config.loss.semantic_teacher=sem=clip:/data/clip-vit-large-patch14` (Triple:
+`sem_mid=dinov2:DIR,sem_high=clip:DIR`). Nothing is downloaded. The offline FID Inception
+stand-in ("inception", 2048 wide; "inception:<block>[:<size>]") fits heads of its width only.
+`tiny` / `smoke` use "inception:mixed_2" (288 wide, the width their heads are sized for) at a
+reduced input size. LPIPS needs user-provided weights (`--config.loss.perceptual=lpips:PATH`).
+The L2 term is on [0, 1] images (the official one is on [-1, 1], 4x larger).
 """
 from __future__ import annotations
 

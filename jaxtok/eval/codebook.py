@@ -6,6 +6,11 @@ describe the full set, not an average of per-batch numbers. `F = 1` for a single
 factorized quantizers (FQGAN, arXiv 2411.16681) emit tokens `[B, K, F]` with one id per
 sub-codebook.
 
+Per factor (FQGAN: per branch, named by the model's `config.branches`), the statistics are
+reported as `factor/<stat>` arrays `[F]` and as scalars `factor/<name>/<stat>` (the ones a
+trainer logs). There is no per-branch reconstruction metric: FQGAN decodes the concatenation
+of all branches' codes, and a decode from one branch's codes alone is not defined.
+
 Definitions (p = normalized counts):
 - usage: fraction of the V codes used at least once;
 - entropy_bits: `-Σ p log2 p` (at most log2 V);
@@ -14,6 +19,7 @@ Definitions (p = normalized counts):
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -71,16 +77,28 @@ class CodebookCounter:
       self.counts = reduce.process_sum(self.counts)
     return self
 
-  def results(self, per_position: bool = True) -> dict[str, Any]:
+  def results(self, per_position: bool = True,
+              factor_names: Sequence[str] | None = None) -> dict[str, Any]:
     """Flat `{name: value}`: scalars for the whole set, arrays `[K]` / `[F]` per position/factor.
 
     Names: `usage`, `perplexity`, `entropy_bits`, `dead_codes`, `max_entropy_bits`,
     `num_tokens` (counted), then `position/<stat>` arrays `[K]` and their `position/<stat>_mean`,
-    and, when F > 1, `factor/<stat>` arrays `[F]`.
+    and, when F > 1, `factor/<stat>` arrays `[F]` and the scalars `factor/<name>/<stat>`.
+
+    Args:
+      per_position: also the `position/...` statistics.
+      factor_names: F distinct names of the sub-codebooks (FQGAN: its branches); None names
+        them "0", "1", ...
     """
     if self.counts is None:
       raise ValueError("ids: no tokens were counted")
     k, f, v = self.counts.shape
+    if factor_names is None:
+      factor_names = [str(j) for j in range(f)]
+    factor_names = [str(n) for n in factor_names]
+    if len(factor_names) != f or len(set(factor_names)) != f:
+      raise ValueError(f"factor_names: expected {f} distinct names (one per sub-codebook of "
+                       f"the counted ids), got {factor_names}")
     out: dict[str, Any] = dict(_stats(self.counts.sum((0, 1))))
     out["max_entropy_bits"] = float(np.log2(v))
     out["num_tokens"] = int(self.counts.sum())
@@ -94,4 +112,6 @@ class CodebookCounter:
       fac = [_stats(self.counts[:, j].sum(0)) for j in range(f)]
       for name in ("usage", "perplexity", "entropy_bits", "dead_codes"):
         out[f"factor/{name}"] = np.array([p[name] for p in fac])
+      for factor, stats in zip(factor_names, fac):
+        out.update({f"factor/{factor}/{name}": value for name, value in stats.items()})
     return out

@@ -137,7 +137,12 @@ class FidEvaluator(Evaluator):
 
 
 class CodebookEvaluator(Evaluator):
-  """Code usage statistics of `tokenizer.encode` over the whole set (see `codebook.py`)."""
+  """Code usage statistics of `tokenizer.encode` over the whole set (see `codebook.py`).
+
+  Factorized tokens `[B, K, F]` also give per-sub-codebook statistics, named after the
+  model's `config.branches` when it has F of them (FQGAN: `factor/vis/usage`,
+  `factor/sem/perplexity`, ...), else "0", "1", ...
+  """
 
   name = "codebook"
 
@@ -150,7 +155,12 @@ class CodebookEvaluator(Evaluator):
     counter = codebook.CodebookCounter(int(tokenizer.codebook_size))
     for batch in self.batches(data):
       counter.update(self.tokens(tokenizer, batch))
-    yield from counter.allreduce().results(per_position=self.per_position).items()
+    counter.allreduce()
+    names = getattr(getattr(tokenizer, "config", None), "branches", None)
+    factors = counter.counts.shape[1] if counter.counts is not None else 1
+    if not (isinstance(names, (tuple, list)) and len(names) == factors):
+      names = None
+    yield from counter.results(per_position=self.per_position, factor_names=names).items()
 
 
 class RateDistortionEvaluator(Evaluator):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -37,11 +37,14 @@ def bf16_to_f32(raw: np.ndarray) -> np.ndarray:
   return (raw.astype(np.uint32) << 16).view(np.float32)
 
 
-def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
-  """Reads every tensor of a `.safetensors` file.
+def read_safetensors(path: str | os.PathLike, *,
+                     keep: Callable[[str], bool] | None = None) -> dict[str, np.ndarray]:
+  """Reads the tensors of a `.safetensors` file.
 
   Args:
     path: the file.
+    keep: optional name filter; only tensors with `keep(name)` true are read from disk
+      (e.g. the vision tower of a whole CLIP checkpoint), the others are skipped unread.
 
   Returns:
     `{name: array}` in the order of the header, arrays owned (copied out of the file).
@@ -51,42 +54,44 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
   """
   path = os.fspath(path)
   with open(path, "rb") as f:
-    blob = f.read()
-  if len(blob) < 8:
-    raise ValueError(f"path: expected a safetensors file (8-byte header length first), "
-                     f"got {len(blob)} bytes in {path!r}")
-  (n,) = struct.unpack("<Q", blob[:8])
-  if n > _MAX_HEADER_BYTES or 8 + n > len(blob):
-    raise ValueError(f"path: {path!r} has a safetensors header length of {n} bytes, "
-                     f"which does not fit the {len(blob)}-byte file")
-  try:
-    header = json.loads(blob[8:8 + n].decode("utf-8"))
-  except (UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise ValueError(f"path: {path!r} has an unreadable safetensors JSON header: {e}") from e
-  if not isinstance(header, dict):
-    raise ValueError(f"path: {path!r}: expected a JSON object header, got {type(header)}")
-  data = memoryview(blob)[8 + n:]
-  out = {}
-  for name, info in header.items():
-    if name == "__metadata__":
-      continue
-    dtype_tag, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
-    if dtype_tag == "BF16":
-      np_dtype = np.dtype("<u2")
-    elif dtype_tag in _ST_DTYPES:
-      np_dtype = _ST_DTYPES[dtype_tag]
-    else:
-      raise ValueError(f"path: tensor {name!r} in {path!r} has dtype {dtype_tag!r}; "
-                       f"expected one of {sorted(_ST_DTYPES) + ['BF16']}")
-    count = int(np.prod(shape, dtype=np.int64))
-    if not 0 <= begin <= end <= len(data) or end - begin != count * np_dtype.itemsize:
-      raise ValueError(f"path: tensor {name!r} in {path!r} has data_offsets "
-                       f"[{begin}, {end}] that do not hold {shape} x {dtype_tag} "
-                       f"within {len(data)} data bytes")
-    arr = np.frombuffer(data[begin:end], dtype=np_dtype).reshape(shape)
-    if dtype_tag == "BF16":
-      arr = bf16_to_f32(arr)
-    out[name] = np.array(arr, dtype=arr.dtype.newbyteorder("="))
+    size = os.fstat(f.fileno()).st_size
+    head = f.read(8)
+    if len(head) < 8:
+      raise ValueError(f"path: expected a safetensors file (8-byte header length first), "
+                       f"got {len(head)} bytes in {path!r}")
+    (n,) = struct.unpack("<Q", head)
+    if n > _MAX_HEADER_BYTES or 8 + n > size:
+      raise ValueError(f"path: {path!r} has a safetensors header length of {n} bytes, "
+                       f"which does not fit the {size}-byte file")
+    try:
+      header = json.loads(f.read(n).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+      raise ValueError(f"path: {path!r} has an unreadable safetensors JSON header: {e}") from e
+    if not isinstance(header, dict):
+      raise ValueError(f"path: {path!r}: expected a JSON object header, got {type(header)}")
+    data_start, data_len = 8 + n, size - 8 - n
+    out = {}
+    for name, info in header.items():
+      if name == "__metadata__" or (keep is not None and not keep(name)):
+        continue
+      dtype_tag, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
+      if dtype_tag == "BF16":
+        np_dtype = np.dtype("<u2")
+      elif dtype_tag in _ST_DTYPES:
+        np_dtype = _ST_DTYPES[dtype_tag]
+      else:
+        raise ValueError(f"path: tensor {name!r} in {path!r} has dtype {dtype_tag!r}; "
+                         f"expected one of {sorted(_ST_DTYPES) + ['BF16']}")
+      count = int(np.prod(shape, dtype=np.int64))
+      if not 0 <= begin <= end <= data_len or end - begin != count * np_dtype.itemsize:
+        raise ValueError(f"path: tensor {name!r} in {path!r} has data_offsets "
+                         f"[{begin}, {end}] that do not hold {shape} x {dtype_tag} "
+                         f"within {data_len} data bytes")
+      f.seek(data_start + begin)
+      arr = np.frombuffer(f.read(end - begin), dtype=np_dtype).reshape(shape)
+      if dtype_tag == "BF16":
+        arr = bf16_to_f32(arr)
+      out[name] = np.array(arr, dtype=arr.dtype.newbyteorder("="))
   return out
 
 

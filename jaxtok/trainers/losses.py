@@ -212,7 +212,9 @@ class LossConfig:
     semantic_teacher: the frozen teacher of each semantic branch: one teacher name for every
       branch, or "branch=name,branch=name" (names: `jaxtok.nets.teachers.build_teacher`, e.g.
       "inception:mixed_2" or "inception:mixed_2:128" for the offline FID Inception stand-in;
-      the released CLIP / DINOv2 names are recognised but not ported yet). Its feature width
+      "dinov2:<dir>" / "clip:<dir>" for the released towers from a Hugging Face model
+      directory; their Hub names, e.g. "facebook/dinov2-small", from the local Hugging Face
+      cache). Its feature width
       must equal the branch's feature-head width. Required when `semantic_weight > 0`.
     semantic_negatives: InfoNCE negatives: "global" (the other images of the global batch)
       or "device" (only those of the same device's batch shard, as the official DDP code

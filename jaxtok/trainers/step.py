@@ -144,14 +144,15 @@ def semantic_networks(config: TrainConfig, model_config: Any):
       raise ValueError(f"loss.semantic_teacher: teacher {name!r} gives {width}-wide features "
                        f"but branch {b!r}'s feature head is {heads[b][0]} wide "
                        f"(model.feature_heads); expected a teacher of width {heads[b][0]}")
-    if name in teachers.RELEASED_TEACHERS:
+    if name in teachers.RELEASED_TEACHERS and teachers.hf_cache_dir(name) is None:
       fits = [f"inception:{k}" for k, w in teachers.INCEPTION_WIDTHS.items() if w == width]
       instead = (f"a {width}-wide offline stand-in ({', '.join(fits)})" if fits else
                  "--config.loss.semantic_weight=0 (no offline teacher is "
                  f"{width} wide)")
       raise ValueError(f"loss.semantic_teacher: branch {b!r} names the released teacher "
-                       f"{name!r}, whose Flax port is not part of jaxtok yet; expected "
-                       f"{instead}")
+                       f"{name!r}, whose weights are not in the local Hugging Face cache; "
+                       f"expected '{teachers.RELEASED_KINDS[name]}:<dir>' (a directory with "
+                       f"its config.json and model.safetensors) or {instead}")
     if name not in built:
       built[name] = split_pure(teachers.build_teacher(name))
     out[b] = built[name]

@@ -33,6 +33,29 @@ def test_uniform_codes_and_sub_codebooks():
   np.testing.assert_allclose(r["factor/perplexity"], [4.0, 1.0])
 
 
+def test_named_sub_codebooks_give_scalar_statistics():
+  """Per-factor (FQGAN: per-branch) scalars equal the factor's own count statistics."""
+  rng = np.random.default_rng(1)
+  ids = np.stack([rng.integers(0, 8, (20, 3)), rng.integers(0, 2, (20, 3))], -1)  # [20, 3, 2]
+  r = codebook.CodebookCounter(8).update(ids[:7]).update(ids[7:]).results(
+      factor_names=("vis", "sem"))
+  for j, name in enumerate(("vis", "sem")):
+    counts = np.bincount(ids[..., j].ravel(), minlength=8)
+    p = counts[counts > 0] / counts.sum()
+    h = float(-(p * np.log2(p)).sum())
+    assert r[f"factor/{name}/entropy_bits"] == pytest.approx(h)
+    assert r[f"factor/{name}/perplexity"] == pytest.approx(2 ** h)
+    assert r[f"factor/{name}/usage"] == pytest.approx((counts > 0).mean())
+    assert r[f"factor/{name}/dead_codes"] == int((counts == 0).sum())
+    assert r[f"factor/{name}/usage"] == r["factor/usage"][j]
+  assert r["factor/sem/usage"] <= 0.25  # Only codes 0 and 1.
+  assert "factor/0/usage" in codebook.CodebookCounter(8).update(ids).results()
+  with pytest.raises(ValueError, match="factor_names: expected 2 distinct names"):
+    codebook.CodebookCounter(8).update(ids).results(factor_names=("vis",))
+  with pytest.raises(ValueError, match="factor_names: expected 2 distinct names"):
+    codebook.CodebookCounter(8).update(ids).results(factor_names=("a", "a"))
+
+
 def test_bad_ids():
   c = codebook.CodebookCounter(4)
   with pytest.raises(ValueError, match=r"\[0, 3\]"):

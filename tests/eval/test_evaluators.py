@@ -71,3 +71,23 @@ def test_evaluators_on_a_real_one_d_piece_model():
   assert np.isfinite(results["recon/psnr"]) and -1 <= results["recon/ssim"] <= 1
   assert results["codebook/num_tokens"] == 4 * tok.num_tokens
   assert results["codebook/position/usage"].shape == (tok.num_tokens,)
+
+
+def test_codebook_evaluator_per_branch_on_a_real_fqgan_model():
+  """FQGAN ids `[B, h*w, k]`: usage / perplexity per branch (`config.branches` names), as
+  scalars a trainer logs, equal to counting each branch's ids by hand."""
+  tok = jaxtok.load("fqgan:smoke")
+  data = np.random.default_rng(0).integers(0, 256, (3, tok.image_size, tok.image_size, 3),
+                                           dtype=np.uint8)
+  results = evaluators.run_evaluators(evaluators.build_evaluators("codebook", batch_size=2),
+                                      tok, data)
+  ids = tok.encode(data)
+  assert ids.shape[-1] == len(tok.config.branches) == 2
+  for j, branch in enumerate(tok.config.branches):
+    counts = np.bincount(ids[..., j].ravel(), minlength=tok.codebook_size)
+    p = counts[counts > 0] / counts.sum()
+    assert results[f"codebook/factor/{branch}/usage"] == pytest.approx(
+        np.mean(counts > 0))
+    assert results[f"codebook/factor/{branch}/perplexity"] == pytest.approx(
+        2 ** float(-(p * np.log2(p)).sum()))
+    assert np.ndim(results[f"codebook/factor/{branch}/usage"]) == 0

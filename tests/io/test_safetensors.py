@@ -87,3 +87,14 @@ def test_safetensors_malformed_files_raise(tmp_path, make, match):
   make(path)
   with pytest.raises(ValueError, match=match):
     safetensors.read_safetensors(path)
+
+
+def test_safetensors_keep_reads_only_the_selected_tensors(tmp_path):
+  arrays = _arrays()
+  path = tmp_path / "all.safetensors"
+  safetensors.write_safetensors(path, arrays)
+  out = safetensors.read_safetensors(path, keep=lambda name: name in ("w", "ids", "empty"))
+  assert list(out) == ["w", "ids", "empty"]
+  for name, value in out.items():
+    np.testing.assert_array_equal(value, arrays[name])
+  assert safetensors.read_safetensors(path, keep=lambda name: False) == {}

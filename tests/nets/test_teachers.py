@@ -22,10 +22,11 @@ def test_inception_teacher_shapes_and_cls_is_patch_mean():
   assert not np.any(np.asarray(g))  # frozen: no gradient reaches the images.
 
 
-def test_teacher_names():
+def test_teacher_names(tmp_path, monkeypatch):
+  monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # An empty Hugging Face cache.
   assert teachers.teacher_width("inception") == 2048
   assert teachers.teacher_width("openai/clip-vit-large-patch14") == 1024
-  with pytest.raises(ValueError, match="not part of jaxtok yet"):
+  with pytest.raises(ValueError, match="not in the local Hugging Face cache"):
     teachers.build_teacher("facebook/dinov2-small")
   with pytest.raises(ValueError, match="tap"):
     teachers.InceptionTeacher(tap="nope", rngs=nnx.Rngs(0))

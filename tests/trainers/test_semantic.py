@@ -103,7 +103,8 @@ def test_per_device_negatives_group_the_batch(setup):
   assert abs(want - _by_hand(setup, pred, 1)) > 1e-4  # Grouping changes the negatives.
 
 
-def test_semantic_networks_errors():
+def test_semantic_networks_errors(tmp_path, monkeypatch):
+  monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # No released teacher cached.
   t = titok_configs.get_config("smoke")
   t.loss.semantic_weight, t.loss.semantic_teacher = 0.5, "inception:mixed_2"
   with pytest.raises(ValueError, match="semantic_weight.*no semantic branch"):
