@@ -64,7 +64,8 @@ class TiTokEncoder(nnx.Module):
     self.ln_pre = layers.layer_norm(w, rngs=rngs)
     self.transformer = layers.Transformer(w, config.enc_depth, config.enc_heads,
                                           mlp_ratio=config.mlp_ratio,
-                                          unroll=config.scan_unroll, rngs=rngs, init_std=init)
+                                          unroll=config.scan_unroll, remat=config.remat,
+                                          rngs=rngs, init_std=init)
     self.ln_post = layers.layer_norm(w, rngs=rngs)
     self.conv_out = layers.vit_linear(w, config.latent_channels, rngs=rngs, init_std=init)
 
@@ -118,7 +119,8 @@ class TiTokDecoder(nnx.Module):
     self.ln_pre = layers.layer_norm(w, rngs=rngs)
     self.transformer = layers.Transformer(w, config.dec_depth, config.dec_heads,
                                           mlp_ratio=config.mlp_ratio,
-                                          unroll=config.scan_unroll, rngs=rngs, init_std=init)
+                                          unroll=config.scan_unroll, remat=config.remat,
+                                          rngs=rngs, init_std=init)
     self.ln_post = layers.layer_norm(w, rngs=rngs)
     if config.head == "two_stage":
       self.ffn_0 = layers.vit_linear(w, 2 * w, rngs=rngs, init_std=head_init)
