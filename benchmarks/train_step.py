@@ -84,7 +84,7 @@ class TorchStage1Step:
     self.opt.step()
     with torch.no_grad():
       torch._foreach_lerp_(self.ema, self.params, 1 - 0.999)
-    return float(loss)
+    return float(loss.detach())
 
 
 def bench(name: str, batch: int | None, steps: int, same_run_torch: bool = False) -> dict:
