@@ -133,14 +133,9 @@ class ConvBN(nnx.Module):
     # BN folded into the conv: one multiply on the small kernel instead of on the big map.
     inv = jax.lax.rsqrt(self.var[...] + BN_EPS)
     ph, pw = self.padding
-    w = self.weight[...] * inv
-    if w.shape[:2] == (1, 1) and self.stride == 1 and (ph, pw) == (0, 0):
-      # A 1x1 conv is a matmul over channels; XLA's CPU conv path runs it ~2x slower.
-      y = jnp.einsum("bhwc,co->bhwo", x, w[0, 0], precision=self.precision)
-    else:
-      y = jax.lax.conv_general_dilated(
-          x, w, (self.stride, self.stride), ((ph, ph), (pw, pw)),
-          dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=self.precision)
+    y = jax.lax.conv_general_dilated(
+        x, self.weight[...] * inv, (self.stride, self.stride), ((ph, ph), (pw, pw)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=self.precision)
     return jax.nn.relu(y + (self.beta[...] - self.mean[...] * inv))
 
 
