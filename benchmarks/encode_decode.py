@@ -2,6 +2,7 @@
 
     python benchmarks/encode_decode.py                     # S-128, B-64, L-32 at batch 8
     python benchmarks/encode_decode.py --variants S-128 --batch 4 --quick
+    PYTHONPATH=. python benchmarks/encode_decode.py --torch --repeats 2   # + same-shape torch
 
 For each variant (random init, float32, 256x256 inputs): images/s of `tok.encode` (images ->
 ids) and `tok.decode` (ids -> images, including the MaskGIT pixel decoder of the two-stage
@@ -12,7 +13,8 @@ by default the ones below (torch 2.13 CPU, 2-core machine), or those of a JSON f
 `--baselines FILE` or `$JAXTOK_BASELINES` (`{"S-128": {"encode": img/s, "decode": img/s},
 ...}`, measured on your kind of machine). With `--torch-vit` and torch installed, a same-run
 PyTorch ViT stack of the S-128 encoder's shape is timed as well, so ratios can be read from one
-run.
+run; `--torch` times a same-shape PyTorch TiTok (`torch_titok.TorchTiTok`: encode and decode
+with its MaskGIT pixel decoder) in alternation with jaxtok, so each ratio comes from one run.
 
 Times are medians over `--repeats` runs after one warm-up (compile) call. The load average
 is printed too: figures taken on a busy machine are not comparable.
@@ -25,6 +27,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 
 import jax
@@ -34,6 +37,9 @@ from flax import nnx
 
 import jaxtok
 from jaxtok.tokenizers import get_family
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import timing  # noqa: E402
 
 BASELINES_ENV = "JAXTOK_BASELINES"
 
@@ -108,7 +114,7 @@ def load_baselines(path: str | None) -> dict:
 
 
 def bench_variant(name: str, batch: int, repeats: int, peak_gflops: float,
-                  baselines: dict) -> dict:
+                  baselines: dict, same_run_torch: bool = False) -> dict:
   t0 = time.perf_counter()
   tok = jaxtok.load(f"titok:{name}", seed=0)
   build_s = time.perf_counter() - t0
@@ -120,11 +126,29 @@ def bench_variant(name: str, batch: int, repeats: int, peak_gflops: float,
   t0 = time.perf_counter()
   ids = tok.encode(images)  # Compile + first run.
   enc_first_s = time.perf_counter() - t0
-  enc_s = _median_time(lambda: tok.encode(images), repeats)
   t0 = time.perf_counter()
   tok.decode(ids)
   dec_first_s = time.perf_counter() - t0
-  dec_s = _median_time(lambda: tok.decode(ids), repeats)
+  torch_fig = None
+  if same_run_torch:
+    # jaxtok and the same-shape PyTorch model in alternation (timing.alternate).
+    import torch  # noqa: PLC0415  (optional baseline)
+    import torch_titok  # noqa: PLC0415
+    tmodel = torch_titok.TorchTiTok(tok.config).eval()
+    timages = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+    tids = torch.from_numpy(np.array(ids)).long()
+    with torch.inference_mode():
+      enc = timing.alternate({"jax": lambda: tok.encode(images),
+                              "torch": lambda: tmodel.encode(timages)}, repeats, warmup=False)
+      dec = timing.alternate({"jax": lambda: tok.decode(ids),
+                              "torch": lambda: tmodel.decode(tids)}, repeats, warmup=False)
+    enc_s, dec_s = enc["jax"], dec["jax"]
+    torch_fig = {k: {"images_per_s": round(batch / t["torch"], 3),
+                     "jax_speedup_vs_torch": round(t["torch"] / t["jax"], 3)}
+                 for k, t in (("encode", enc), ("decode", dec))}
+  else:
+    enc_s = _median_time(lambda: tok.encode(images), repeats)
+    dec_s = _median_time(lambda: tok.decode(ids), repeats)
 
   enc_flops, dec_flops = model_flops(tok.config, images.shape, ids.shape)
 
@@ -144,6 +168,9 @@ def bench_variant(name: str, batch: int, repeats: int, peak_gflops: float,
       "encode": {**side(enc_s, enc_flops), "first_call_s": round(enc_first_s, 2)},
       "decode": {**side(dec_s, dec_flops), "first_call_s": round(dec_first_s, 2)},
   }
+  if torch_fig:
+    result["same_shape_torch_same_run"] = torch_fig
+  result["loadavg_1"] = round(os.getloadavg()[0], 2)
   base = baselines.get(name)
   if base:
     result["official_torch_baseline"] = base
@@ -184,6 +211,10 @@ def main(argv=None) -> None:
                       "else the figures quoted in this script)")
   p.add_argument("--torch-vit", action="store_true",
                  help="also time a same-run PyTorch ViT stack (needs torch)")
+  p.add_argument("--torch", action="store_true",
+                 help="time a same-shape PyTorch TiTok (torch_titok.py) in alternation with "
+                      "jaxtok, and both frameworks' matmul peak (needs torch)")
+  p.add_argument("--torch-threads", type=int, default=None, help="default: the cores")
   args = p.parse_args(argv)
   if args.batch < 1:
     raise ValueError(f"--batch: expected >= 1, got {args.batch}")
@@ -191,6 +222,8 @@ def main(argv=None) -> None:
   variants = [v for v in args.variants.split(",") if v]
   baselines = load_baselines(args.baselines)
   load_before = os.getloadavg()
+  if args.torch:
+    timing.torch_threads(args.torch_threads)
   peak = matmul_peak_gflops(repeats=3 if args.quick else 10)
   out = {
       "benchmark": "encode_decode", "batch": args.batch, "dtype": "float32",
@@ -201,8 +234,11 @@ def main(argv=None) -> None:
       "official_matmul_gflops": OFFICIAL_MATMUL_GFLOPS,
       "variants": {},
   }
+  if args.torch:
+    out.update(timing.matmul_peaks())
   for name in variants:
-    out["variants"][name] = bench_variant(name, args.batch, repeats, peak, baselines)
+    out["variants"][name] = bench_variant(name, args.batch, repeats, peak, baselines,
+                                          same_run_torch=args.torch)
   if args.torch_vit:
     out["torch_vit_same_run"] = torch_vit_baseline(args.batch, repeats)
   out["loadavg_1_5_15_after"] = [round(x, 2) for x in os.getloadavg()]

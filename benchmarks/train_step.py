@@ -2,6 +2,7 @@ r"""Train-step throughput of the jaxtok trainer on this machine, as JSON.
 
   python benchmarks/train_step.py                       # tiny + S-128 (stage 1, batch 2)
   python benchmarks/train_step.py --configs tiny --steps 20
+  python benchmarks/train_step.py --torch --s128_batch 4 --steps 10   # + same-shape torch step
 
 For each config: steps/s and images/s of the jitted, donated train step (the exact function
 `python -m jaxtok.trainers.train` runs, after compilation), the step's FLOPs from XLA's cost
@@ -16,10 +17,12 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+import timing  # noqa: E402
 
 from jaxtok.configs import titok as titok_configs  # noqa: E402
 from jaxtok.trainers.train import Experiment  # noqa: E402
@@ -52,7 +55,39 @@ def config_for(name: str, batch: int | None):
   return config
 
 
-def bench(name: str, batch: int | None, steps: int) -> dict:
+class TorchStage1Step:
+  """A same-shape PyTorch stage-1 step: frozen teacher codes, proxy-code CE + VQ loss,
+  backward, grad-norm clip, AdamW, EMA of the weights (the work of jaxtok's step)."""
+
+  def __init__(self, model_config, batch: int, resolution: int):
+    import torch  # noqa: PLC0415  (optional baseline)
+    import torch_titok  # noqa: PLC0415
+    self.torch = torch
+    torch.manual_seed(0)
+    self.model = torch_titok.TorchTiTok(model_config)
+    # Stage 1 trains the encoder, quantizer and decoder ViT; the pixel decoder is not used.
+    self.model.pixel_decoder.requires_grad_(False)
+    self.teacher = torch_titok.PixelEncoder(model_config.pixel_decoder).eval().requires_grad_(False)
+    self.params = [p for p in self.model.parameters() if p.requires_grad]
+    self.ema = [p.detach().clone() for p in self.params]
+    self.opt = torch.optim.AdamW(self.params, lr=1e-4, betas=(0.9, 0.99), weight_decay=1e-4)
+    self.images = torch.rand(batch, 3, resolution, resolution)
+
+  def __call__(self) -> float:
+    torch = self.torch
+    with torch.no_grad():
+      target = self.teacher(self.images * 2 - 1)
+    loss = self.model.stage1_loss(self.images, target)
+    self.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+    self.opt.step()
+    with torch.no_grad():
+      torch._foreach_lerp_(self.ema, self.params, 1 - 0.999)
+    return float(loss.detach())
+
+
+def bench(name: str, batch: int | None, steps: int, same_run_torch: bool = False) -> dict:
   config = config_for(name, batch)
   t0 = time.perf_counter()
   exp = Experiment(config)
@@ -68,12 +103,25 @@ def bench(name: str, batch: int | None, steps: int) -> dict:
   state, m = exp.step(state, gb)  # Warm-up (first run allocations).
   jax.block_until_ready(m)
   setup = time.perf_counter() - t0
-  t = time.perf_counter()
-  for _ in range(steps):
-    state, m = exp.step(state, gb)
-    jax.device_get(m["loss/total_loss"])  # The trainer fetches metrics every step too.
-  dt = (time.perf_counter() - t) / steps
-  return {"config": name, "recipe": config.recipe, "batch_size": config.batch_size,
+  holder = {"state": state}
+
+  def jax_step():
+    holder["state"], m = exp.step(holder["state"], gb)
+    return jax.device_get(m["loss/total_loss"])  # The trainer fetches metrics every step too.
+
+  extra = {}
+  if same_run_torch and config.recipe == "stage1":
+    tstep = TorchStage1Step(exp.model_config, config.batch_size, r)
+    t = timing.alternate({"jax": jax_step, "torch": tstep}, steps)
+    dt = t["jax"]
+    extra = {"same_shape_torch_same_run": {
+        "what": "torch_titok stage-1 step: teacher + CE + backward + clip + AdamW + EMA",
+        "steps_per_sec": 1.0 / t["torch"], "jax_speedup_vs_torch": t["torch"] / t["jax"]}}
+  else:
+    jax_step()
+    dt = timing.median_time(jax_step, steps)
+  extra["loadavg_1"] = round(os.getloadavg()[0], 2)
+  return {**extra, "config": name, "recipe": config.recipe, "batch_size": config.batch_size,
           "resolution": r, "params": int(sum(x.size for x in
                                              jax.tree_util.tree_leaves(state.params))),
           "steps_timed": steps, "seconds_per_step": dt, "steps_per_sec": 1.0 / dt,
@@ -85,19 +133,28 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--configs", default="tiny,S-128")
   parser.add_argument("--steps", type=int, default=10)
-  parser.add_argument("--s128_batch", type=int, default=2)
+  parser.add_argument("--s128_batch", type=int, default=2,
+                      help="batch of the non-tiny configs (the issue's figure: 4)")
+  parser.add_argument("--torch", action="store_true",
+                      help="time a same-shape PyTorch stage-1 step in alternation (needs torch)")
+  parser.add_argument("--torch-threads", type=int, default=None, help="default: the cores")
   args = parser.parse_args()
+  extra = {}
+  if args.torch:
+    extra["torch_threads"] = timing.torch_threads(args.torch_threads)
+    extra.update(timing.matmul_peaks())
   peak = matmul_peak()
   results = []
   for name in args.configs.split(","):
     res = bench(name, args.s128_batch if name != "tiny" else None,
-                args.steps if name == "tiny" else max(2, args.steps // 5))
+                args.steps if name == "tiny" else max(2, args.steps // 5),
+                same_run_torch=args.torch)
     res["fraction_of_matmul_peak"] = res["achieved_flops_per_sec"] / peak["flops_per_sec"]
     results.append(res)
   print(json.dumps({"benchmark": "train_step", "backend": jax.default_backend(),
                     "devices": jax.device_count(), "cpu_count": os.cpu_count(),
                     "machine": platform.machine(), "jax": jax.__version__,
-                    "baseline_matmul": peak, "results": results}, indent=2))
+                    "baseline_matmul": peak, **extra, "results": results}, indent=2))
 
 
 if __name__ == "__main__":

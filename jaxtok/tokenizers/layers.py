@@ -130,6 +130,75 @@ def _combine_masks(key_mask: jax.Array | None, attn_mask: jax.Array | None
   return mask
 
 
+# Attention kernels (`attention(implementation=...)`). "chunked": scores, softmax and the
+# value product for a few (batch, head) slices at a time, in a `lax.map` loop, so that the
+# `[Tq, Tk]` score tiles stay in cache instead of streaming a `[B, H, Tq, Tk]` tensor through
+# memory three times; on a 2-core CPU this runs TiTok-S-128's attention ~3-4x faster than
+# `jax.nn.dot_product_attention` (whose CPU lowering is the unchunked einsum-softmax-einsum;
+# benchmarks/profile_titok.py). "xla": `jax.nn.dot_product_attention` (cuDNN / fused kernels on
+# GPU and TPU). "auto": "chunked" on CPU, "xla" elsewhere.
+ATTENTION_IMPLS = ("auto", "chunked", "xla")
+# Score bytes per chunk (float32 [n, Tq, Tk]): a few MiB, what the L2/L3 of one core holds.
+ATTENTION_CHUNK_BYTES = 4 << 20
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, mask: jax.Array | None = None,
+              scale: float | None = None, implementation: str = "auto") -> jax.Array:
+  """Softmax attention `softmax(scale * q k^T, masked) v`, softmax in float32.
+
+  Args:
+    q: `[B, Tq, H, D]`.
+    k, v: `[B, Tk, H, D]`.
+    mask: optional bool broadcastable to `[B, H, Tq, Tk]`, True = may attend. A query that may
+      attend to no key gets the mean of the values (uniform weights), as
+      `jax.nn.dot_product_attention`.
+    scale: softmax scale (None: D^-0.5), folded into q.
+    implementation: one of `ATTENTION_IMPLS` (see there).
+
+  Returns:
+    `[B, Tq, H, D]` in q's dtype.
+  """
+  if implementation not in ATTENTION_IMPLS:
+    raise ValueError(f"implementation: expected one of {ATTENTION_IMPLS}, got "
+                     f"{implementation!r}")
+  if implementation == "auto":
+    implementation = "chunked" if jax.default_backend() == "cpu" else "xla"
+  if implementation == "xla":
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale)
+  b, tq, h, d = q.shape
+  tk = k.shape[1]
+  scale = d ** -0.5 if scale is None else scale
+  n = b * h
+  # Head-major [B*H, T, D] slices: each is one plain [Tq, D] x [D, Tk] matmul.
+  qh = (q * jnp.asarray(scale, q.dtype)).transpose(0, 2, 1, 3).reshape(n, tq, d)
+  kh = k.transpose(0, 2, 1, 3).reshape(n, tk, d)
+  vh = v.transpose(0, 2, 1, 3).reshape(n, tk, d)
+  shared_mask = None
+  xs = (qh, kh, vh)
+  if mask is not None:
+    if mask.ndim != 4:
+      raise ValueError(f"mask: expected 4 dims broadcastable to [B, H, Tq, Tk], got shape "
+                       f"{tuple(mask.shape)}")
+    if mask.shape[0] == 1 and mask.shape[1] == 1:
+      shared_mask = mask[0, 0]  # One [Tq|1, Tk] mask for every slice: closed over.
+    else:
+      mq = mask.shape[2]
+      xs = xs + (jnp.broadcast_to(mask, (b, h, mq, tk)).reshape(n, mq, tk),)
+
+  def one(args):  # One slice: [Tq, D], [Tk, D], [Tk, D] (, [Tq|1, Tk]) -> [Tq, D].
+    qi, ki, vi = args[:3]
+    s = jnp.einsum("qd,kd->qk", qi, ki, preferred_element_type=jnp.float32)
+    m = args[3] if len(args) > 3 else shared_mask
+    if m is not None:
+      s = jnp.where(m, s, jnp.finfo(jnp.float32).min)
+    p = jax.nn.softmax(s, axis=-1).astype(vi.dtype)
+    return jnp.einsum("qk,kd->qd", p, vi)
+
+  per_chunk = max(1, ATTENTION_CHUNK_BYTES // (4 * tq * tk))
+  out = jax.vmap(one)(xs) if per_chunk >= n else jax.lax.map(one, xs, batch_size=per_chunk)
+  return out.reshape(b, h, tq, d).transpose(0, 2, 1, 3).astype(q.dtype)
+
+
 class MultiHeadAttention(nnx.Module):
   """Self-attention with a fused qkv projection.
 
@@ -174,7 +243,7 @@ class MultiHeadAttention(nnx.Module):
       q, k = normalize(q), normalize(k)
     mask = _combine_masks(key_mask, attn_mask)
     # Softmax over keys; scale D^-0.5 unless given.
-    y = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=self.scale)
+    y = attention(q, k, v, mask=mask, scale=self.scale)
     return self.out(y.reshape(b, t, self.width))
 
 
@@ -307,6 +376,13 @@ class AdaLNBlock(nnx.Module):
 
 BLOCKS = {"residual": ResidualAttentionBlock, "adaln": AdaLNBlock}
 
+# Activation checkpointing of each block (`Transformer(remat=...)`): "none" keeps every
+# activation for the backward pass; "full" keeps only each block's input and recomputes the
+# rest (least memory, ~1/3 more compute); "dots" keeps the matmul outputs without a batch
+# dimension (the projections and MLP) and recomputes the attention scores, softmax and
+# elementwise ops.
+REMAT_POLICIES = ("none", "full", "dots")
+
 
 class Transformer(nnx.Module):
   """`depth` blocks applied in order; `[B, T, W] -> [B, T, W]`.
@@ -318,18 +394,22 @@ class Transformer(nnx.Module):
   The blocks' parameters are stacked along a leading `depth` axis (built with `nnx.vmap`) and
   applied with `jax.lax.scan`: one block is traced and compiled instead of `depth` copies,
   which keeps jit compile time and abstract (`nnx.eval_shape`) construction of the 24-layer
-  models short. `unroll` is forwarded to `lax.scan` (`depth` = fully unrolled).
+  models short. `unroll` is forwarded to `lax.scan` (`depth` = fully unrolled); `remat` is
+  the activation-checkpointing policy of each block (`REMAT_POLICIES`; same numbers).
   """
 
   def __init__(self, width: int, depth: int, num_heads: int, *, mlp_ratio: float = 4.0,
                unroll: int = 1, rngs: nnx.Rngs, init_std: float | None = VIT_INIT_STD,
-               block: str = "residual", **block_kwargs: Any):
+               block: str = "residual", remat: str = "none", **block_kwargs: Any):
     if depth < 1:
       raise ValueError(f"depth: expected >= 1, got {depth}")
     if block not in BLOCKS:
       raise ValueError(f"block: expected one of {sorted(BLOCKS)}, got {block!r}")
+    if remat not in REMAT_POLICIES:
+      raise ValueError(f"remat: expected one of {REMAT_POLICIES}, got {remat!r}")
     self.depth = depth
     self.unroll = unroll
+    self.remat = remat
     cls = BLOCKS[block]
 
     @nnx.split_rngs(splits=depth)
@@ -354,6 +434,10 @@ class Transformer(nnx.Module):
     def body(h, layer_state):
       return nnx.merge(graphdef, layer_state)(h, key_mask, attn_mask, **kwargs), None
 
+    if self.remat == "full":
+      body = jax.checkpoint(body)
+    elif self.remat == "dots":
+      body = jax.checkpoint(body, policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable)
     x, _ = jax.lax.scan(body, x, state, unroll=self.unroll)
     return x
 

@@ -64,7 +64,8 @@ class TiTokEncoder(nnx.Module):
     self.ln_pre = layers.layer_norm(w, rngs=rngs)
     self.transformer = layers.Transformer(w, config.enc_depth, config.enc_heads,
                                           mlp_ratio=config.mlp_ratio,
-                                          unroll=config.scan_unroll, rngs=rngs, init_std=init)
+                                          unroll=config.scan_unroll, remat=config.remat,
+                                          rngs=rngs, init_std=init)
     self.ln_post = layers.layer_norm(w, rngs=rngs)
     self.conv_out = layers.vit_linear(w, config.latent_channels, rngs=rngs, init_std=init)
 
@@ -118,7 +119,8 @@ class TiTokDecoder(nnx.Module):
     self.ln_pre = layers.layer_norm(w, rngs=rngs)
     self.transformer = layers.Transformer(w, config.dec_depth, config.dec_heads,
                                           mlp_ratio=config.mlp_ratio,
-                                          unroll=config.scan_unroll, rngs=rngs, init_std=init)
+                                          unroll=config.scan_unroll, remat=config.remat,
+                                          rngs=rngs, init_std=init)
     self.ln_post = layers.layer_norm(w, rngs=rngs)
     if config.head == "two_stage":
       self.ffn_0 = layers.vit_linear(w, 2 * w, rngs=rngs, init_std=head_init)
@@ -218,7 +220,9 @@ class TiTok(nnx.Module):
   # ---- encoder side ----
   def _latents(self, images: jax.Array) -> jax.Array:
     interface.check_image_shape(images, self.config.image_size, "images")
-    return self.encoder(images.astype(jnp.float32))
+    # The weights' dtype is the compute dtype: float32, or bfloat16 when the trainer casts
+    # the params for mixed precision (a float32 input would promote every matmul back).
+    return self.encoder(images.astype(self.encoder.patch_embed.proj.kernel.dtype))
 
   def encode_latents(self, images: jax.Array, *, sample: bool = False,
                      rngs: nnx.Rngs | jax.Array | None = None) -> jax.Array:
@@ -258,7 +262,7 @@ class TiTok(nnx.Module):
     if z.ndim != 3 or z.shape[-1] != self.config.token_size:
       raise ValueError(f"z: expected [B, L, {self.config.token_size}], got {tuple(z.shape)}")
     interface.check_prefix_length(z.shape[1], self.config.num_latent_tokens, "z (token axis)")
-    h = self.decoder.hidden(z.astype(jnp.float32), lengths)
+    h = self.decoder.hidden(z.astype(self.decoder.decoder_embed.kernel.dtype), lengths)
     if self.config.head == "two_stage":
       logits = self.decoder.logits(h)
       soft = jax.nn.softmax(logits, axis=-1) @ self.pixel_codebook[...]

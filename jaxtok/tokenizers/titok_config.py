@@ -58,6 +58,8 @@ class TiTokConfig(ModelConfigBase):
     tail_token_drop_mode: "per_step" (one kept length per call, as One-D-Piece) or
       "per_example" (one length per image).
     scan_unroll: `lax.scan` unroll of the ViT layer loop (speed knob; same numbers).
+    remat: activation checkpointing of the ViT blocks, one of `layers.REMAT_POLICIES`
+      ("none", "full", "dots"): training memory against recomputation; same numbers.
     init_std: initialisation only (no effect on loaded weights or the forward pass): std of
       the trunc-normal init of the ViT Linear/Conv kernels, 0.02 as the official code; None
       -> LeCun fan-in scaling (1/sqrt(fan_in)) for the patch embedding, transformers, latent
@@ -90,6 +92,7 @@ class TiTokConfig(ModelConfigBase):
   tail_token_drop: bool = False
   tail_token_drop_mode: str = "per_step"
   scan_unroll: int = 1
+  remat: str = "none"
   init_std: float | None = layers.VIT_INIT_STD
 
   def __post_init__(self):
@@ -120,6 +123,7 @@ class TiTokConfig(ModelConfigBase):
     need(self.token_size >= 1, "token_size", ">= 1")
     need(self.num_sub_codebooks >= 1, "num_sub_codebooks", ">= 1")
     need(self.init_std is None or self.init_std > 0, "init_std", "None or > 0")
+    need(self.remat in layers.REMAT_POLICIES, "remat", f"one of {layers.REMAT_POLICIES}")
     if self.quantizer == "factorized_vq":
       need(self.num_sub_codebooks >= 2, "num_sub_codebooks", ">= 2 for 'factorized_vq'")
       need(self.token_size % self.num_sub_codebooks == 0, "num_sub_codebooks",

@@ -2,6 +2,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from jaxtok.tokenizers import layers
@@ -61,3 +62,77 @@ def test_transformer_stacks_blocks_and_counts_params():
 
 def jax_tree_index(tree, i):
   return jax.tree_util.tree_map(lambda a: a[i], tree)
+
+
+def _ref_attention(q, k, v, mask, scale):
+  """float64 numpy softmax attention; mask broadcast to [B, H, Tq, Tk]; all-masked rows
+  are uniform (as jax.nn.dot_product_attention)."""
+  q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
+  s = np.einsum("bqhd,bkhd->bhqk", q, k) * scale
+  if mask is not None:
+    s = np.where(np.asarray(mask), s, -1e30)
+  p = np.exp(s - s.max(-1, keepdims=True))
+  p /= p.sum(-1, keepdims=True)
+  return np.einsum("bhqk,bkhd->bqhd", p, v)
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "shared", "key", "per_batch"])
+def test_chunked_attention_matches_reference_and_xla(monkeypatch, mask_kind):
+  rng = np.random.default_rng(1)
+  b, t, h, d = 3, 7, 2, 4
+  q, k, v = (jnp.asarray(rng.normal(size=(b, t, h, d)).astype(np.float32)) for _ in range(3))
+  mask = None
+  if mask_kind == "shared":
+    mask = layers.attention_mask("causal_last", 3, 4)[None, None]
+  elif mask_kind == "key":
+    keep = np.ones((b, t), bool)
+    keep[1, 4:] = False
+    mask = jnp.asarray(keep)[:, None, None, :]
+  elif mask_kind == "per_batch":
+    m = rng.random((b, 1, t, t)) < 0.6
+    m[0, 0, 2] = False  # A query that may attend to nothing: uniform weights.
+    mask = jnp.asarray(m)
+  want = _ref_attention(q, k, v, mask, 0.3)
+  # Force several chunks of 2 slices (6 slices: 3 loop steps) and the unchunked path.
+  for chunk_bytes in (2 * 4 * t * t, 1 << 30):
+    monkeypatch.setattr(layers, "ATTENTION_CHUNK_BYTES", chunk_bytes)
+    got = layers.attention(q, k, v, mask=mask, scale=0.3, implementation="chunked")
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)
+  xla = layers.attention(q, k, v, mask=mask, scale=0.3, implementation="xla")
+  np.testing.assert_allclose(np.asarray(xla), want, atol=1e-5)
+  with pytest.raises(ValueError, match="implementation"):
+    layers.attention(q, k, v, implementation="flash")
+
+
+def test_chunked_attention_gradients_match_xla(monkeypatch):
+  monkeypatch.setattr(layers, "ATTENTION_CHUNK_BYTES", 4 * 5 * 5)  # One slice per step.
+  rng = np.random.default_rng(2)
+  q, k, v = (jnp.asarray(rng.normal(size=(2, 5, 3, 4)).astype(np.float32)) for _ in range(3))
+  keep = jnp.asarray([[True] * 5, [True] * 3 + [False] * 2])[:, None, None, :]
+
+  def loss(impl):
+    return lambda q, k, v: jnp.sum(jnp.sin(layers.attention(q, k, v, mask=keep,
+                                                            implementation=impl)))
+
+  got = jax.grad(loss("chunked"), argnums=(0, 1, 2))(q, k, v)
+  want = jax.grad(loss("xla"), argnums=(0, 1, 2))(q, k, v)
+  for g, w in zip(got, want, strict=True):
+    np.testing.assert_allclose(np.asarray(g), np.asarray(w), atol=1e-5)
+
+
+def test_transformer_remat_same_values_and_gradients():
+  x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 6, 16)).astype(np.float32))
+  outs = {}
+  for remat in layers.REMAT_POLICIES:
+    tr = layers.Transformer(16, 2, 2, remat=remat, rngs=nnx.Rngs(0))
+    graphdef, state = nnx.split(tr)
+    f = lambda st, g=graphdef: jnp.sum(nnx.merge(g, st)(x) ** 2)  # noqa: E731
+    outs[remat] = jax.value_and_grad(f)(state)
+  ref_v, ref_g = outs["none"]
+  for remat in ("full", "dots"):
+    v, g = outs[remat]
+    np.testing.assert_allclose(float(v), float(ref_v), rtol=1e-6)
+    for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(ref_g), strict=True):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+  with pytest.raises(ValueError, match="remat"):
+    layers.Transformer(16, 2, 2, remat="some", rngs=nnx.Rngs(0))

@@ -74,3 +74,15 @@ def test_encode_decode_and_official_mapping_roundtrip():
                                 np.asarray(ids))
   with pytest.raises(ValueError, match="images"):
     model.encode(jnp.zeros((1, 9, 9, 3)))
+
+
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_upsample_conv_2x_equals_conv_of_nearest_upsample(use_bias):
+  conv = nnx.Conv(6, 5, (3, 3), padding="SAME", use_bias=use_bias, rngs=nnx.Rngs(0))
+  if use_bias:
+    conv.bias[...] = jnp.arange(5, dtype=jnp.float32)
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3, 4, 6)).astype(np.float32))
+  want = conv(mv.upsample_nearest_2x(x))
+  got = mv.upsample_conv_2x(x, conv)
+  assert got.shape == (2, 6, 8, 5)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
