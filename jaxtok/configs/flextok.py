@@ -12,6 +12,12 @@ r"""FlexTok training configs (arXiv 2502.13967): rectified-flow decoder, nested 
   python -m jaxtok.trainers.train --config jaxtok/configs/vae.py:tiny --workdir runs/vae
   python -m jaxtok.trainers.train --config jaxtok/configs/flextok.py:tiny,vae=runs/vae/export \
       --workdir runs/ft_vae
+  # + REPA (arXiv 2410.06940) on the decoder, DINOv2-B weights from disk (a Hugging Face
+  # model directory with config.json + model.safetensors):
+  python -m jaxtok.trainers.train --config jaxtok/configs/flextok.py:variant=d18-d28,repa \
+      --config.loss.repa_teacher=dinov2:/path/to/dinov2-base --workdir runs/ft_repa
+  # The same at smoke / tiny size with the offline Inception stand-in teacher:
+  python -m jaxtok.trainers.train --config jaxtok/configs/flextok.py:smoke,repa --workdir /tmp/r
 
 The objective is the rectified-flow velocity MSE (`aux["flow_loss"]`); the pixel
 reconstruction, perceptual and GAN terms are off (FlexTok trains its decoder as a flow only).
@@ -19,8 +25,19 @@ Nested dropout (`model.nested_dropout`, "pow2") and condition dropout for guidan
 (`model.cond_dropout_p`) are model options. The official training recipe is unreleased
 (apple/ml-flextok is inference-only); the published-size settings here (AdamW lr 1e-4, wd
 0.05, EMA 0.9999, batch 256) are ours, not the paper's.
+
+`repa` adds REPA's alignment loss (`loss.repa_weight`, 0.5 as REPA): a Linear-SiLU-Linear-
+SiLU-Linear projector on the decoder's patch states after block `model.repa_layer` (REPA
+aligns after block 8 of SiT-XL's 28; here a third of the decoder depth, at least 1) against
+the frozen teacher's patch features by negative cosine similarity, the teacher's patch grid
+resized to the decoder's (`jaxtok.trainers.losses.resize_patch_grid`). Published sizes:
+2048-wide projector to 768 (DINOv2-B, REPA's teacher), whose weights the user names with
+`--config.loss.repa_teacher=dinov2:<dir>` (`jaxtok.nets.teachers.build_teacher`); tiny /
+smoke: the offline FID Inception stand-in after `mixed_2` (288 wide) at a reduced input size.
 """
 from __future__ import annotations
+
+import dataclasses
 
 from jaxtok.configs.common import bundled_tiny
 from jaxtok.tokenizers import get_family
@@ -76,10 +93,25 @@ def on_vae(config: TrainConfig, directory: str) -> TrainConfig:
   return config
 
 
+# REPA's offline stand-in teachers of the CPU sizes (FID Inception after `mixed_2`, 288 wide).
+TINY_REPA_TEACHER = "inception:mixed_2:128"
+SMOKE_REPA_TEACHER = "inception:mixed_2:75"
+
+
+def with_repa(config: TrainConfig, teacher: str, *, width: int, dim: int) -> TrainConfig:
+  """REPA on: projector (`width` hidden, `dim` out) after a third of the decoder's blocks."""
+  config.model = dataclasses.replace(config.model,
+                                     repa_layer=max(1, config.model.dec_depth // 3),
+                                     repa_width=width, repa_dim=dim)
+  config.loss.repa_weight, config.loss.repa_teacher = 0.5, teacher
+  config.name += "_repa"
+  return config
+
+
 def get_config(arg: str | None = None) -> TrainConfig:
   """`arg`: "tiny[,smoke]", "smoke" or "variant=d18-d28", each with an optional ",vae=DIR"
-  (stage 1 over a trained VAE)."""
-  a = parse_arg(arg, variant="", tiny=False, smoke=False, vae="")
+  (stage 1 over a trained VAE) and ",repa" (the REPA loss on)."""
+  a = parse_arg(arg, variant="", tiny=False, smoke=False, vae="", repa=False)
   config = TrainConfig()
   config = published(config, a["variant"]) if a["variant"] else tiny(config)
   if a["smoke"]:
@@ -88,4 +120,11 @@ def get_config(arg: str | None = None) -> TrainConfig:
     config.name += "_smoke"
   if a["vae"]:
     config = on_vae(config, a["vae"])
+  if a["repa"]:
+    if a["smoke"]:
+      config = with_repa(config, SMOKE_REPA_TEACHER, width=64, dim=288)
+    elif a["variant"]:  # The teacher's weights are the user's: --config.loss.repa_teacher.
+      config = with_repa(config, "", width=2048, dim=768)
+    else:
+      config = with_repa(config, TINY_REPA_TEACHER, width=256, dim=288)
   return config

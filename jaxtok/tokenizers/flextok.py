@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxtok.tokenizers import flow, interface, layers, token_drop
+from jaxtok.tokenizers import flow, interface, layers, repa, token_drop
 from jaxtok.tokenizers.flextok_config import FlexTokConfig, mup_attention_scale
 from jaxtok.tokenizers.interface import TokenSpec
 from jaxtok.tokenizers.quantizers import build_quantizer
@@ -185,6 +185,15 @@ class FlexTokDecoder(nnx.Module):
     h = self.transformer(self.tokens(x_t, cond), **self.block_kwargs(temb))
     return self.head(h[:, :self.config.num_patches], temb)
 
+  def velocity_and_hidden(self, x_t: jax.Array, t: jax.Array, cond: jax.Array, layer: int
+                          ) -> tuple[jax.Array, jax.Array]:
+    """`__call__`'s velocity and the patch states after block `layer` `[B, P, W]` (REPA)."""
+    temb = self.time_embedding(t)
+    h, hidden = self.transformer.with_hidden(self.tokens(x_t, cond), layer,
+                                             **self.block_kwargs(temb))
+    p = self.config.num_patches
+    return self.head(h[:, :p], temb), hidden[:, :p]
+
 
 class FlexTok(nnx.Module):
   """FlexTok tokenizer.
@@ -221,6 +230,9 @@ class FlexTok(nnx.Module):
     elif config.front_end == "vae":
       vae = AutoencoderKL(config.vae, rngs=rngs)
     self.vae = vae
+    # REPA (arXiv 2410.06940): projects decoder patch states to the teacher's width.
+    self.repa_projector = (None if config.repa_layer is None else repa.REPAProjector(
+        config.dec_width, config.repa_width, config.repa_dim, rngs=rngs))
 
   @property
   def token_spec(self) -> TokenSpec:
@@ -388,7 +400,9 @@ class FlexTok(nnx.Module):
         images for "identity" / "vae" (decoded by the VAE), `x`'s shape for "latent".
       aux: `flow_loss` (MSE of v against eps - x0), `quantizer_loss`, `commitment_loss`,
         `codebook_loss` (0: FSQ), `stats`, `ids` `[B, R]`, `latents` (codes `[B, R, d]`),
-        `num_tokens_kept` `[B]`, `t` `[B]`, `velocity`, `target_velocity`.
+        `num_tokens_kept` `[B]`, `t` `[B]`, `velocity`, `target_velocity`; in training with
+        `config.repa_layer` set, `repa_features` `[B, P, repa_dim]` (the projected patch
+        states of that decoder block, on the grid of the decoder's patches).
     """
     c = self.config
     x0 = self.to_front(x) if c.front_end != "latent" else x.astype(jnp.float32)
@@ -413,7 +427,12 @@ class FlexTok(nnx.Module):
     t = flow.sample_timesteps(k_t, b, c.noise_mean, c.noise_std)
     eps = jax.random.normal(k_eps, x0.shape, jnp.float32)
     x_t = flow.add_noise(x0, eps, t)
-    v = self.decoder(x_t, t, cond)
+    repa_features = None
+    if train and self.repa_projector is not None:
+      v, hidden = self.decoder.velocity_and_hidden(x_t, t, cond, c.repa_layer)
+      repa_features = self.repa_projector(hidden)
+    else:
+      v = self.decoder(x_t, t, cond)
     target = flow.velocity_target(x0, eps)
     loss = jnp.mean(jnp.square(v.astype(jnp.float32) - target))
     if train:
@@ -429,6 +448,8 @@ class FlexTok(nnx.Module):
                commitment_loss=qaux["commitment_loss"], codebook_loss=qaux["codebook_loss"],
                stats=qaux["stats"], ids=qaux["ids"], latents=codes, num_tokens_kept=keep, t=t,
                velocity=v, target_velocity=target)
+    if repa_features is not None:
+      aux["repa_features"] = repa_features
     return out, aux
 
 

@@ -71,6 +71,12 @@ class FlexTokConfig(ModelConfigBase):
     init_std: init only: trunc-normal std of the kernels (0.02, as the official code), None
       -> LeCun fan-in scaling (small widths).
     scan_unroll: `lax.scan` unroll of the block loops (speed knob; same numbers).
+    repa_layer: REPA (arXiv 2410.06940): the decoder's patch states after block `repa_layer`
+      (1..dec_depth) go through a trainable projector (`jaxtok.tokenizers.repa`) into
+      `aux["repa_features"]` in training, for the trainer's alignment loss
+      (`loss.repa_weight`, `loss.repa_teacher`); None = no projector.
+    repa_width: the projector's hidden width (REPA: 2048).
+    repa_dim: its output width = the teacher's feature width (e.g. 768 for DINOv2-B).
   """
   front_end: str = "identity"
   input_size: int = 256
@@ -107,6 +113,9 @@ class FlexTokConfig(ModelConfigBase):
   scan_unroll: int = 1
   vae: AutoencoderKLConfig | None = None
   vae_checkpoint: str = ""
+  repa_layer: int | None = None
+  repa_width: int = 2048
+  repa_dim: int = 768
 
   def __post_init__(self):
     self.levels = tuple(int(v) for v in self.levels)
@@ -157,6 +166,10 @@ class FlexTokConfig(ModelConfigBase):
     need(self.sample_steps >= 1, "sample_steps", ">= 1")
     need(self.guidance in GUIDANCE, "guidance", f"one of {GUIDANCE}")
     need(self.init_std is None or self.init_std > 0, "init_std", "None or > 0")
+    need(self.repa_layer is None or 1 <= self.repa_layer <= self.dec_depth, "repa_layer",
+         f"None or a decoder block in 1..dec_depth={self.dec_depth}")
+    need(self.repa_width >= 1, "repa_width", ">= 1")
+    need(self.repa_dim >= 1, "repa_dim", ">= 1")
 
   # ---- derived sizes ----
   @property

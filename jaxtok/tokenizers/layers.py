@@ -441,6 +441,26 @@ class Transformer(nnx.Module):
     x, _ = jax.lax.scan(body, x, state, unroll=self.unroll)
     return x
 
+  def with_hidden(self, x: jax.Array, layer: int, key_mask: jax.Array | None = None,
+                  attn_mask: jax.Array | None = None, **kwargs: Any
+                  ) -> tuple[jax.Array, jax.Array]:
+    """(output, hidden state after the first `layer` blocks), both `[B, T, W]`, in one pass
+    (`1 <= layer <= depth`; REPA-style feature taps). Two scans over the stacked blocks
+    [:layer] and [layer:], the same numbers as `__call__`."""
+    if not 1 <= layer <= self.depth:
+      raise ValueError(f"layer: expected 1 <= layer <= {self.depth}, got {layer}")
+    graphdef, state = nnx.split(self.blocks)
+
+    def body(h, layer_state):
+      return nnx.merge(graphdef, layer_state)(h, key_mask, attn_mask, **kwargs), None
+
+    def run(h, lo, hi):
+      part = jax.tree_util.tree_map(lambda a: a[lo:hi], state)
+      return jax.lax.scan(body, h, part, unroll=self.unroll)[0]
+
+    hidden = run(x, 0, layer)
+    return (hidden if layer == self.depth else run(hidden, layer, self.depth)), hidden
+
 
 class PatchEmbed(nnx.Module):
   """Non-overlapping p x p patches -> width, as a strided conv (NHWC).

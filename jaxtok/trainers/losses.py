@@ -172,6 +172,57 @@ def semantic_terms(weight: float, branch_losses: Mapping[str, Array]) -> dict[st
 
 
 # ----------------------------------------------------------------------------------------
+# Representation alignment (REPA, arXiv 2410.06940).
+# ----------------------------------------------------------------------------------------
+def _grid_side(n: int, name: str) -> int:
+  side = math.isqrt(n)
+  if side * side != n:
+    raise ValueError(f"{name}: expected a square patch grid (N = side^2 patches), got N={n}")
+  return side
+
+
+def resize_patch_grid(features: Array, num_patches: int) -> Array:
+  """Teacher patch features `[B, N, W]` on a square n x n grid -> `[B, P, W]` on the g x g
+  grid of P = g^2 patches (row-major both).
+
+  The grid is resized as an image with W channels, bilinear with half-pixel centres and
+  antialiased when shrinking (the triangle filter widened by the scale, close to area
+  averaging): `jax.image.resize(..., "linear", antialias=True)`, which equals PyTorch's
+  `interpolate(mode="bilinear", align_corners=False, antialias=True)`. Each decoder patch is
+  so aligned to the teacher features of the same image region. Unchanged when N == P.
+  """
+  b, n, w = features.shape
+  if n == num_patches:
+    return features
+  src, dst = _grid_side(n, "features"), _grid_side(num_patches, "num_patches")
+  grid = _f32(features).reshape(b, src, src, w)
+  out = jax.image.resize(grid, (b, dst, dst, w), method="linear", antialias=True)
+  return out.reshape(b, dst * dst, w)
+
+
+def repa_loss(projected: Array, teacher: Array) -> Array:
+  """REPA's alignment loss: -mean over images and patches of cos(projected, teacher).
+
+  Args:
+    projected: `[B, P, W]` the projector's output on the model's patch states.
+    teacher: `[B, N, W]` the frozen teacher's patch features (gradient stopped here); an
+      n x n grid different from the model's g x g is resized first (`resize_patch_grid`).
+
+  Returns:
+    float32 scalar in [-1, 1] (-1 = perfectly aligned).
+  """
+  if projected.ndim != 3 or teacher.ndim != 3:
+    raise ValueError(f"projected / teacher: expected [B, P, W] and [B, N, W], got shapes "
+                     f"{projected.shape} and {teacher.shape}")
+  if teacher.shape[0] != projected.shape[0] or teacher.shape[2] != projected.shape[2]:
+    raise ValueError(f"teacher: expected [{projected.shape[0]}, N, {projected.shape[2]}] "
+                     f"(the projection's batch and width), got {teacher.shape}")
+  target = jax.lax.stop_gradient(resize_patch_grid(_f32(teacher), projected.shape[1]))
+  unit = lambda x: x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, -1, keepdims=True), 1e-12))
+  return -jnp.mean(jnp.sum(unit(_f32(projected)) * unit(target), axis=-1))
+
+
+# ----------------------------------------------------------------------------------------
 # Combiners.
 # ----------------------------------------------------------------------------------------
 @dataclasses.dataclass(kw_only=True)
@@ -219,6 +270,13 @@ class LossConfig:
     semantic_negatives: InfoNCE negatives: "global" (the other images of the global batch)
       or "device" (only those of the same device's batch shard, as the official DDP code
       effectively does).
+    repa_weight: weight of REPA's alignment loss (arXiv 2410.06940, lambda = 0.5 there;
+      `repa_loss`) between the model's projected decoder patch states
+      (`aux["repa_features"]`, a model with `repa_layer` set: FlexTok) and the patch features
+      of the frozen `repa_teacher`; 0 = off (no teacher is built).
+    repa_teacher: the teacher's name (`jaxtok.nets.teachers.build_teacher`: e.g.
+      "inception:mixed_2:75", the offline stand-in, or "dinov2:<dir>" for DINOv2 weights on
+      disk); its width must equal the model's `repa_dim`. Required when `repa_weight > 0`.
   """
   reconstruction_loss: str = "l2"
   reconstruction_weight: float = 1.0
@@ -235,13 +293,16 @@ class LossConfig:
   semantic_weight: float = 0.0
   semantic_teacher: str = ""
   semantic_negatives: str = "global"
+  repa_weight: float = 0.0
+  repa_teacher: str = ""
 
   def validate(self) -> None:
     if self.reconstruction_loss not in RECONSTRUCTION_LOSSES:
       raise ValueError(f"reconstruction_loss: expected one of {sorted(RECONSTRUCTION_LOSSES)}, "
                        f"got {self.reconstruction_loss!r}")
     for name in ("reconstruction_weight", "perceptual_weight", "quantizer_weight",
-                 "gan_weight", "gan_factor", "lecam_weight", "semantic_weight"):
+                 "gan_weight", "gan_factor", "lecam_weight", "semantic_weight",
+                 "repa_weight"):
       value = getattr(self, name)
       if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
         raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")

@@ -55,6 +55,8 @@ class StepParts:
       in [0, 1]) -> TeacherFeatures` per semantic branch (FQGAN alignment), or None.
     semantic_groups: InfoNCE negative groups: 1 = the global batch; n = n contiguous
       slices of the batch (the devices' shards, `loss.semantic_negatives="device"`).
+    repa_apply: `apply(frozen_teacher, images [B,H,W,3] in [0, 1]) -> TeacherFeatures` of
+      REPA's teacher (`loss.repa_weight > 0`), or None.
   """
   graphdef: Any = flax.struct.field(pytree_node=False)
   tx: Any = flax.struct.field(pytree_node=False)
@@ -68,6 +70,7 @@ class StepParts:
   disc_tx: Any = flax.struct.field(pytree_node=False, default=None)
   semantic_apply: Any = flax.struct.field(pytree_node=False, default=None)
   semantic_groups: int = flax.struct.field(pytree_node=False, default=1)
+  repa_apply: Any = flax.struct.field(pytree_node=False, default=None)
 
   @property
   def use_gan(self) -> bool:
@@ -159,6 +162,32 @@ def semantic_networks(config: TrainConfig, model_config: Any):
   return out
 
 
+def repa_network(config: TrainConfig, model_config: Any):
+  """REPA's frozen teacher (`config.loss.repa_teacher`) as (graphdef, params, state), or None
+  when `config.loss.repa_weight` is 0."""
+  weight = config.loss.repa_weight
+  if not weight or weight <= 0:
+    return None
+  layer = getattr(model_config, "repa_layer", None)
+  if layer is None:
+    raise ValueError(f"loss.repa_weight: expected 0 for a model without a REPA projector "
+                     f"({config.family!r} with model.repa_layer unset), got {weight}")
+  if config.recipe == "stage1":
+    raise ValueError(f"loss.repa_weight: expected 0 under recipe 'stage1', got {weight}")
+  name = config.loss.repa_teacher
+  if not name:
+    raise ValueError("loss.repa_teacher: expected a teacher name (jaxtok.nets.teachers."
+                     "build_teacher, e.g. 'inception:mixed_2:75' or 'dinov2:<dir>') when "
+                     "repa_weight > 0, got ''")
+  width = teachers.teacher_width(name)
+  if width != model_config.repa_dim:
+    raise ValueError(f"loss.repa_teacher: teacher {name!r} gives {width}-wide patch features "
+                     f"but the model's REPA projector outputs model.repa_dim="
+                     f"{model_config.repa_dim}; expected a teacher of width "
+                     f"{model_config.repa_dim} (or --config.model.repa_dim={width})")
+  return split_pure(teachers.build_teacher(name))
+
+
 def step_loss_config(config: TrainConfig, has_perceptual: bool, has_disc: bool
                      ) -> losses.LossConfig:
   """`config.loss` with the perceptual / GAN weights at 0 where those networks are off."""
@@ -216,7 +245,7 @@ def forward_losses(parts: StepParts, params: PyTree, model_state: PyTree, images
     key: PRNG key of this step (tail-token-drop, VAE sampling).
     step: int32 scalar (GAN start gating).
     frozen: frozen networks' variables: "teacher" (stage 1), "perceptual", "semantic"
-      (`{branch: teacher variables}`).
+      (`{branch: teacher variables}`), "repa".
     disc: (disc_params, disc_state) for the generator's adversarial term.
 
   Returns:
@@ -249,6 +278,15 @@ def forward_losses(parts: StepParts, params: PyTree, model_state: PyTree, images
     teacher_cls = {b: jax.lax.stop_gradient(apply(frozen["semantic"][b], images).cls)
                    for b, apply in parts.semantic_apply}
     total = total + _semantic_loss(parts, model, aux, teacher_cls, terms)
+    terms["total_loss"] = total
+  if parts.repa_apply is not None:  # REPA: projected decoder patches vs teacher patches.
+    if "repa_features" not in aux:
+      raise ValueError("loss.repa_weight: the model returned no aux['repa_features'] (set "
+                       "model.repa_layer); expected 0 for this model")
+    teacher = jax.lax.stop_gradient(parts.repa_apply(frozen["repa"], images).patches)
+    terms["repa_loss"] = parts.loss.repa_weight * losses.repa_loss(aux["repa_features"],
+                                                                    teacher)
+    total = total + terms["repa_loss"]
     terms["total_loss"] = total
   if "flow_loss" in aux:  # Rectified-flow decoders (FlexTok): the velocity MSE.
     terms["flow_loss"] = aux["flow_loss"].astype(jnp.float32)

@@ -112,6 +112,7 @@ class Experiment:
     perc = step_lib.perceptual_network(config)
     disc = step_lib.discriminator_network(config)
     semantic = step_lib.semantic_networks(config, self.model_config)
+    repa = step_lib.repa_network(config, self.model_config)
     semantic_groups = 1
     if semantic and config.loss.semantic_negatives == "device":
       semantic_groups = self.mesh.size
@@ -131,7 +132,8 @@ class Experiment:
         disc_apply=step_lib.disc_apply(disc[0]) if disc else None, disc_tx=self.disc_tx,
         semantic_apply=(tuple((b, step_lib.frozen_apply(net[0])) for b, net in semantic.items())
                         if semantic else None),
-        semantic_groups=semantic_groups)
+        semantic_groups=semantic_groups,
+        repa_apply=step_lib.frozen_apply(repa[0]) if repa else None)
     self.abstract_state = jax.eval_shape(self._init_state)
     self.state_shardings = shd.state_shardings(self.abstract_state, self.mesh,
                                                config.mesh.fsdp_min_size)
@@ -140,7 +142,8 @@ class Experiment:
     self.key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
     # Frozen networks: replicated, passed as (non-donated) arguments, not baked-in constants.
     frozen = {name: (net[1], net[2]) for name, net in (("teacher", teacher),
-                                                        ("perceptual", perc)) if net}
+                                                        ("perceptual", perc), ("repa", repa))
+              if net}
     if semantic:  # FQGAN's semantic teachers, one entry per branch.
       frozen["semantic"] = {b: (net[1], net[2]) for b, net in semantic.items()}
     self.frozen = jax.device_put(frozen, self.replicated)

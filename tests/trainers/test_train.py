@@ -1,4 +1,5 @@
-"""The trainer end to end: CLI, kill -9 + restart (bit-exact), SIGTERM, NaN stop, export."""
+"""The trainer end to end: CLI, kill -9 + restart (bit-exact) and SIGTERM for every family's
+smoke config (TiTok, FlexTok, FQGAN), NaN stop, export."""
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ import pytest
 import jaxtok
 from jaxtok.trainers import step as step_lib
 from jaxtok.trainers import train
-from tests.trainers.common import small_config
+from tests.trainers.common import CLI_SPECS, small_config
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 30
@@ -32,15 +33,16 @@ def _env(cache: Path) -> dict:
               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", PYTHONPATH=str(REPO))
 
 
-def _start(workdir: Path, cache: Path) -> subprocess.Popen:
+def _start(workdir: Path, cache: Path, family: str = "titok") -> subprocess.Popen:
   cmd = [sys.executable, "-m", "jaxtok.trainers.train",
-         "--config", str(REPO / "jaxtok/configs/titok.py") + ":tiny,smoke",
+         "--config", str(REPO / "jaxtok/configs" / CLI_SPECS[family]),
          "--workdir", str(workdir), *FLAGS]
   return subprocess.Popen(cmd, env=_env(cache), cwd=REPO, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 400) -> str:
+  """The output of a run that must exit 0 within `timeout` seconds."""
   try:
     out = proc.communicate(timeout=timeout)[0]
   except subprocess.TimeoutExpired:
@@ -73,16 +75,25 @@ def _final_state(workdir: Path, step: int = STEPS) -> dict:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-  """An uninterrupted CLI run of titok.py:tiny,smoke (the reference for restarts)."""
-  root = tmp_path_factory.mktemp("train")
+def reference(request, tmp_path_factory):
+  """An uninterrupted CLI run of the family's smoke config (`request.param`, `CLI_SPECS`):
+  the reference for restarts. Returns (family, root, cache, output)."""
+  family = request.param
+  root = tmp_path_factory.mktemp(f"train_{family}")
   cache = root / "xla_cache"
-  out = _finish(_start(root / "ref", cache))
-  return root, cache, out
+  out = _finish(_start(root / "ref", cache, family), TIMEOUT_S.get(family, 400))
+  return family, root, cache, out
 
 
+# FQGAN's smoke run (conv model + Inception teacher) takes minutes on 2 cores: slow set,
+# with a longer limit per run.
+FAMILY_RUNS = ["titok", "flextok", pytest.param("fqgan", marks=pytest.mark.slow)]
+TIMEOUT_S = {"fqgan": 1200}
+
+
+@pytest.mark.parametrize("reference", ["titok"], indirect=True)
 def test_cli_run_reports_psnr_grid_and_exports(reference):
-  root, _, out = reference
+  _, root, _, out = reference
   workdir = root / "ref"
   summary = json.loads((workdir / "summary.json").read_text())
   # The closing table: one row per figure, with the run's own numbers.
@@ -106,25 +117,27 @@ def test_cli_run_reports_psnr_grid_and_exports(reference):
   assert recon.shape == (2, 32, 32, 3)
 
 
+@pytest.mark.parametrize("reference", FAMILY_RUNS, indirect=True)
 def test_kill9_then_sigterm_then_finish_is_bit_exact(reference):
   """kill -9 mid-run, restart; SIGTERM mid-run (clean save), restart: same final state."""
-  root, cache, _ = reference
+  family, root, cache, _ = reference
+  timeout = TIMEOUT_S.get(family, 400)
   workdir = root / "interrupted"
-  proc = _start(workdir, cache)
-  _wait_for_step(proc, workdir, 8)
+  proc = _start(workdir, cache, family)
+  _wait_for_step(proc, workdir, 8, timeout)
   t0 = time.time()  # Saves are async: wait until checkpoint 5 is complete (renamed).
   while not (workdir / "checkpoints" / "5").is_dir():
-    assert time.time() - t0 < 300 and proc.poll() is None, "checkpoint 5 never completed"
+    assert time.time() - t0 < timeout and proc.poll() is None, "checkpoint 5 never completed"
     time.sleep(0.02)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert proc.returncode == -signal.SIGKILL
   assert _last_logged_step(workdir) < STEPS  # Killed mid-run.
 
-  proc = _start(workdir, cache)  # Resumes from the newest complete checkpoint (>= 5).
-  _wait_for_step(proc, workdir, max(14, _last_logged_step(workdir) + 3))
+  proc = _start(workdir, cache, family)  # Resumes from the newest checkpoint (>= 5).
+  _wait_for_step(proc, workdir, max(14, _last_logged_step(workdir) + 3), timeout)
   proc.send_signal(signal.SIGTERM)
-  out = _finish(proc)  # Exit code 0: a clean stop.
+  out = _finish(proc, timeout)  # Exit code 0: a clean stop.
   assert "resumed from" in out and "/checkpoints/" in out, out[-2000:]
   summary = json.loads((workdir / "summary.json").read_text())
   assert summary["status"] == "preempted"
@@ -132,7 +145,7 @@ def test_kill9_then_sigterm_then_finish_is_bit_exact(reference):
   assert 5 < stopped < STEPS
   assert (workdir / "checkpoints" / str(stopped) / "state").is_dir()
 
-  out = _finish(_start(workdir, cache))
+  out = _finish(_start(workdir, cache, family), timeout)
   assert f"checkpoints/{stopped}" in out, out[-2000:]
   ref, got = _final_state(root / "ref"), _final_state(workdir)
   assert ref.keys() == got.keys()
