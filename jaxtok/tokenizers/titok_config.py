@@ -79,7 +79,10 @@ class TiTokConfig(ModelConfigBase):
       the trunc-normal init of the ViT Linear/Conv kernels, 0.02 as the official code; None
       -> LeCun fan-in scaling (1/sqrt(fan_in)) for the patch embedding, transformers, latent
       projection and decoder embedding (the decoder's output head keeps 0.02), which small
-      widths (the `tiny` variant) need to leave the mean-image solution in a short run.
+      widths (the `tiny` variant) need to leave the mean-image solution in a short run; the
+      pixel head's 3x3 conv then starts as the identity and its linear layer's bias at 0.5,
+      so the untrained model draws mid-grey and the head's gradient is not the product of
+      two 0.02-scale layers.
   """
   image_size: int = 256
   enc_patch_size: int = 16

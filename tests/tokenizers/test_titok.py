@@ -257,6 +257,12 @@ def test_init_std_option():
   # The output head keeps the small init either way; other init_std values are honoured.
   np.testing.assert_array_equal(official.decoder.ffn_0.kernel[...],
                                 lecun.decoder.ffn_0.kernel[...])
+  # ...except that the LeCun init starts the pixel head at the identity conv and mid-grey.
+  np.testing.assert_array_equal(lecun.decoder.conv_out.kernel[1, 1], np.eye(3))
+  assert float(np.abs(lecun.decoder.conv_out.kernel[0]).max()) == 0.0
+  np.testing.assert_array_equal(lecun.decoder.ffn_0.bias[...], 0.5)
+  flat = lecun.decode_latents(jnp.zeros((1, 4, 8)))[0]
+  assert abs(float(flat.mean()) - 0.5) < 0.05
   custom = TiTok(TiTokConfig(**small, init_std=0.1), rngs=nnx.Rngs(0))
   assert abs(qkv(custom).std() - 0.1 * 0.88) < 0.01
   with pytest.raises(ValueError, match="init_std"):
@@ -304,7 +310,7 @@ def test_bad_inputs_raise_value_error(tiny_model):
   with pytest.raises(ValueError, match="images"):
     model.encode(jnp.zeros((1, 64, 64, 3), jnp.uint8))
   with pytest.raises(ValueError, match="ids"):
-    model.decode_tokens(jnp.zeros((1, 33), jnp.int32))
+    model.decode_tokens(jnp.zeros((1, model.config.num_latent_tokens + 1), jnp.int32))
   with pytest.raises(ValueError, match="ids"):
     model.decode_tokens(jnp.zeros((1, 4), jnp.float32))
   with pytest.raises(ValueError, match="head"):
@@ -437,7 +443,8 @@ def test_tiny_and_smoke_variants():
     assert smoke.tail_token_drop == (fam == "one_d_piece")
   tiny = titok.VARIANTS["tiny"]
   assert (tiny.image_size, tiny.enc_width, tiny.codebook_size, tiny.num_latent_tokens) == (
-      64, 64, 512, 32)
+      64, 64, 512, 64)
+  assert tiny.spatial_latents and not titok.VARIANTS["smoke"].spatial_latents
   assert set(titok.MODEL_SIZES) == {"small", "base", "large"}
 
 
