@@ -36,11 +36,12 @@ def bundled_tiny(config: TrainConfig, family: str) -> TrainConfig:
   return config
 
 
-# The size fields a smoke model takes from its family's registered `smoke` variant; the
-# variant's structure (head, projection, quantizer, tail-token-drop) is kept.
+# The size fields a smoke model takes from its family's registered `smoke` variant (and
+# `spatial_latents`, which depends on the token count and grid); the variant's structure
+# (head, projection, quantizer, tail-token-drop) is kept.
 SMOKE_SIZE_FIELDS = ("image_size", "enc_patch_size", "dec_patch_size", "enc_width",
                      "enc_depth", "enc_heads", "dec_width", "dec_depth", "dec_heads",
-                     "num_latent_tokens", "token_size", "codebook_size")
+                     "num_latent_tokens", "token_size", "codebook_size", "spatial_latents")
 
 
 def smoke_model(family: str, model: ModelConfig) -> ModelConfig:

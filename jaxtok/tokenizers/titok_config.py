@@ -26,6 +26,16 @@ HEADS = ("two_stage", "pixel")
 LEGACY_QUANTIZE_MODES = ("vq", "vae")
 
 
+def latent_grid(k: int, grid: int) -> tuple[int, int] | None:
+  """(gh, gw): the most square tiling of a `grid` x `grid` patch grid by k regions
+  (gh * gw = k, gh <= gw, both dividing `grid`), or None when there is none."""
+  best = None
+  for gh in range(1, grid + 1):
+    if k % gh == 0 and grid % gh == 0 and grid % (k // gh) == 0 and gh <= k // gh:
+      best = (gh, k // gh)
+  return best
+
+
 @dataclasses.dataclass(kw_only=True)
 class TiTokConfig(ModelConfigBase):
   """Everything a TiTok model needs; JSON-serializable through `to_dict`/`from_dict`.
@@ -57,6 +67,13 @@ class TiTokConfig(ModelConfigBase):
     tail_token_drop: One-D-Piece tail-token-drop when `train=True`.
     tail_token_drop_mode: "per_step" (one kept length per call, as One-D-Piece) or
       "per_example" (one length per image).
+    spatial_latents: a locality prior for small data (off in every released model): latent
+      token i also receives the mean patch embedding of its region of the patch grid (the K
+      tokens tile the grid as `latent_grid(K, g)` in raster order) and, in the decoder, each
+      mask position receives the embedded token of its region; attention stays global, so
+      tokens can still carry information about the whole image. Without it, a narrow ViT
+      trained on a few photos sits at the mean-colour solution for thousands of steps: both
+      attentions start uniform, so no latent is tied to a place.
     scan_unroll: `lax.scan` unroll of the ViT layer loop (speed knob; same numbers).
     remat: activation checkpointing of the ViT blocks, one of `layers.REMAT_POLICIES`
       ("none", "full", "dots"): training memory against recomputation; same numbers.
@@ -64,7 +81,10 @@ class TiTokConfig(ModelConfigBase):
       the trunc-normal init of the ViT Linear/Conv kernels, 0.02 as the official code; None
       -> LeCun fan-in scaling (1/sqrt(fan_in)) for the patch embedding, transformers, latent
       projection and decoder embedding (the decoder's output head keeps 0.02), which small
-      widths (the `tiny` variant) need to leave the mean-image solution in a short run.
+      widths (the `tiny` variant) need to leave the mean-image solution in a short run; the
+      pixel head's 3x3 conv then starts as the identity and its linear layer's bias at 0.5,
+      so the untrained model draws mid-grey and the head's gradient is not the product of
+      two 0.02-scale layers.
   """
   image_size: int = 256
   enc_patch_size: int = 16
@@ -91,6 +111,7 @@ class TiTokConfig(ModelConfigBase):
   finetune_decoder: bool = True
   tail_token_drop: bool = False
   tail_token_drop_mode: str = "per_step"
+  spatial_latents: bool = False
   scan_unroll: int = 1
   remat: str = "none"
   init_std: float | None = layers.VIT_INIT_STD
@@ -128,6 +149,11 @@ class TiTokConfig(ModelConfigBase):
       need(self.num_sub_codebooks >= 2, "num_sub_codebooks", ">= 2 for 'factorized_vq'")
       need(self.token_size % self.num_sub_codebooks == 0, "num_sub_codebooks",
            f"a divisor of token_size={self.token_size}")
+    if self.spatial_latents:
+      for grid in (self.enc_grid, self.dec_grid):
+        need(latent_grid(self.num_latent_tokens, grid) is not None, "num_latent_tokens",
+             f"a K that tiles the {grid} x {grid} patch grid (gh * gw = K, gh and gw "
+             f"dividing {grid}) for spatial_latents")
     if self.head == "two_stage":
       grid = self.image_size // self.dec_patch_size
       f = self.pixel_decoder.downsample_factor

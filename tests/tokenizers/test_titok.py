@@ -1,4 +1,5 @@
 """TiTok: parity with the official PyTorch code (fixtures), variants, API contract."""
+import dataclasses
 import json
 from pathlib import Path
 
@@ -256,6 +257,12 @@ def test_init_std_option():
   # The output head keeps the small init either way; other init_std values are honoured.
   np.testing.assert_array_equal(official.decoder.ffn_0.kernel[...],
                                 lecun.decoder.ffn_0.kernel[...])
+  # ...except that the LeCun init starts the pixel head at the identity conv and mid-grey.
+  np.testing.assert_array_equal(lecun.decoder.conv_out.kernel[1, 1], np.eye(3))
+  assert float(np.abs(lecun.decoder.conv_out.kernel[0]).max()) == 0.0
+  np.testing.assert_array_equal(lecun.decoder.ffn_0.bias[...], 0.5)
+  flat = lecun.decode_latents(jnp.zeros((1, 4, 8)))[0]
+  assert abs(float(flat.mean()) - 0.5) < 0.05
   custom = TiTok(TiTokConfig(**small, init_std=0.1), rngs=nnx.Rngs(0))
   assert abs(qkv(custom).std() - 0.1 * 0.88) < 0.01
   with pytest.raises(ValueError, match="init_std"):
@@ -303,7 +310,7 @@ def test_bad_inputs_raise_value_error(tiny_model):
   with pytest.raises(ValueError, match="images"):
     model.encode(jnp.zeros((1, 64, 64, 3), jnp.uint8))
   with pytest.raises(ValueError, match="ids"):
-    model.decode_tokens(jnp.zeros((1, 33), jnp.int32))
+    model.decode_tokens(jnp.zeros((1, model.config.num_latent_tokens + 1), jnp.int32))
   with pytest.raises(ValueError, match="ids"):
     model.decode_tokens(jnp.zeros((1, 4), jnp.float32))
   with pytest.raises(ValueError, match="head"):
@@ -436,5 +443,49 @@ def test_tiny_and_smoke_variants():
     assert smoke.tail_token_drop == (fam == "one_d_piece")
   tiny = titok.VARIANTS["tiny"]
   assert (tiny.image_size, tiny.enc_width, tiny.codebook_size, tiny.num_latent_tokens) == (
-      64, 64, 512, 32)
+      64, 64, 512, 64)
+  assert tiny.spatial_latents and not titok.VARIANTS["smoke"].spatial_latents
   assert set(titok.MODEL_SIZES) == {"small", "base", "large"}
+
+
+def test_latent_grid_tilings():
+  assert titok.latent_grid(32, 8) == (4, 8)
+  assert titok.latent_grid(64, 8) == (8, 8)
+  assert titok.latent_grid(16, 16) == (4, 4)
+  assert titok.latent_grid(12, 8) is None  # 12 = 2 x 6 or 3 x 4: 6 and 3 do not divide 8.
+  assert titok.latent_grid(128, 8) is None  # More regions than patches.
+  with pytest.raises(ValueError, match="num_latent_tokens"):
+    TiTokConfig(image_size=64, enc_patch_size=8, dec_patch_size=8, num_latent_tokens=12,
+                head="pixel", spatial_latents=True)
+
+
+def test_spatial_latents_pool_and_spread_regions():
+  grid, k, w = 8, 32, 3
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, grid * grid, w))
+  pooled = titok.pool_to_latents(x, k, grid)
+  # Token 5 of the 4 x 8 tiling is row 0, column 5: patches (rows 0-1, column 5).
+  img = np.asarray(x).reshape(2, grid, grid, w)
+  np.testing.assert_allclose(pooled[:, 5], img[:, 0:2, 5].mean(axis=1), atol=1e-6)
+  np.testing.assert_allclose(pooled[:, 8 + 2], img[:, 2:4, 2].mean(axis=1), atol=1e-6)
+  spread = np.asarray(titok.spread_to_patches(pooled, grid)).reshape(2, grid, grid, w)
+  np.testing.assert_allclose(spread[:, 1, 5], pooled[:, 5], atol=0)
+  np.testing.assert_allclose(titok.pool_to_latents(jnp.asarray(spread.reshape(2, -1, w)), k,
+                                                   grid), pooled, atol=1e-6)
+
+
+def test_spatial_latents_prefix_equals_masked_tail():
+  """A prefix of L tokens decodes exactly as all K with the tail hidden (`lengths`): the
+  dropped tokens' regions get nothing from them, as in tail-token-drop training."""
+  config = dataclasses.replace(titok.VARIANTS["tiny"], spatial_latents=True)
+  model = TiTok(config, rngs=nnx.Rngs(0))
+  images = jax.random.uniform(jax.random.PRNGKey(1), (2, 64, 64, 3))
+  ids = model.encode(images)
+  z = model.lookup(ids)
+  for n in (1, 7, 32):
+    prefix, _ = model.decode_latents(z[:, :n])
+    masked, _ = model.decode_latents(z, lengths=jnp.full((2,), n))
+    np.testing.assert_allclose(prefix, masked, atol=2e-5)
+  # Content reaches the decoder through the regions: changing token 0 changes its region most.
+  other = model.decode_latents(z.at[:, 0].set(z[:, 1]))[0] - model.decode_latents(z)[0]
+  err = np.abs(np.asarray(other)).mean(axis=(0, 3))  # [64, 64]
+  assert err[:16, :8].mean() > 3 * err[32:, 32:].mean()
