@@ -110,6 +110,24 @@ def save_grid(workdir: Path, step: int, originals: np.ndarray, recons: np.ndarra
   return latest
 
 
+def prefix_lengths(num_tokens: int) -> list[int]:
+  """1, 2, 4, ... up to and including `num_tokens`: the prefixes the run reports."""
+  out = [1 << i for i in range(num_tokens.bit_length()) if 1 << i < num_tokens]
+  return out + [num_tokens]
+
+
+def save_prefix_grid(workdir: Path, originals: np.ndarray,
+                     recons: Mapping[int, np.ndarray], pad: int = 2) -> Path:
+  """Writes `prefix_grid.png`: held-out originals in the top row, then one row of
+  reconstructions per prefix length (ascending); returns its path."""
+  r = originals.shape[1]
+  rows = [grid_image(originals, recons[k], pad)[pad + r:2 * pad + 2 * r] for k in sorted(recons)]
+  top = grid_image(originals, recons[min(recons)], pad)
+  path = workdir / "prefix_grid.png"
+  Image.fromarray(np.concatenate([top[:pad + r], *rows, top[-pad:]], axis=0)).save(path)
+  return path
+
+
 def summary_table(summary: Mapping[str, Any]) -> str:
   """The run's figures as a small aligned two-column table (only the rows it has)."""
   rows = [("status", f"{summary['status']} at step {summary['step']} ({summary['origin']})")]
@@ -129,6 +147,11 @@ def summary_table(summary: Mapping[str, Any]) -> str:
   if summary.get("grid"):
     rows.append(("grid", f"{summary['grid']} (top: held-out originals, bottom: "
                          "reconstructions)"))
+  if summary.get("prefix_psnr"):
+    curve = ", ".join(f"{k}: {v:.2f}" for k, v in summary["prefix_psnr"].items())
+    rows.append(("held-out PSNR by prefix", f"{curve} dB (tokens: dB)"))
+    rows.append(("prefix grid", f"{summary['prefix_grid']} (top: originals; then 1, 2, 4, "
+                                "... tokens)"))
   if summary.get("export"):
     rows.append(("export", f"{summary['export']} (EMA weights; jaxtok.load(...))"))
   width = max(len(k) for k, _ in rows)

@@ -312,6 +312,17 @@ def _token_figures(spec) -> dict[str, Any]:
   return out
 
 
+def _prefix_curve(model, family: str, eval_imgs: np.ndarray, workdir: Path) -> dict[str, Any]:
+  """Ordered tokenizers: held-out PSNR of each prefix 1, 2, 4, ..., K (the exported model,
+  through the public API) and the prefix grid."""
+  tok = jaxtok.Tokenizer(model, family=family)
+  ids = tok.encode(eval_imgs)
+  recons = {k: np.asarray(tok.decode(ids[:, :k]))
+            for k in feedback.prefix_lengths(tok.num_tokens)}
+  return {"prefix_psnr": {k: heldout_psnr(eval_imgs, r) for k, r in recons.items()},
+          "prefix_grid": str(feedback.save_prefix_grid(workdir, eval_imgs, recons))}
+
+
 def _every(step: int, period: int) -> bool:
   """Whether a `*_every` period (0 = off) falls on `step`."""
   return period > 0 and step % period == 0
@@ -444,6 +455,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
       model = exp.export_model(state)
       if primary:
         summary["export"] = str(jaxtok.save(model, workdir / "export", family=config.family))
+        if exp.token_spec.prefix:
+          summary.update(_prefix_curve(model, config.family, eval_imgs, workdir))
   writer.close()
   if primary:
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
