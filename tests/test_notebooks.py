@@ -59,6 +59,7 @@ def test_train_tiny_notebook_runs(tmp_path, monkeypatch):
   assert len(list((tmp_path / "runs" / "tiny" / "grids").glob("step_*.png"))) == 5
 
 
+@pytest.mark.slow  # ~35 s; the slow set (CI) runs it.
 def test_flextok_notebook_runs(tmp_path, monkeypatch):
   """`flextok.ipynb` at a smoke length: trains tiny FlexTok, decodes every power-of-two prefix
   without and with guidance as two grids, refuses bad input."""

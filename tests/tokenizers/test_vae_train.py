@@ -62,6 +62,7 @@ def test_smoke_trains_with_l1_kl_and_gan():
   assert recon.shape == (2, size, size, 3)
 
 
+@pytest.mark.slow  # ~30 s: trains a VAE, then FlexTok on it.
 def test_two_stage_recipe_end_to_end(tmp_path):
   # Stage 0: the VAE.
   config = get_config("vae", "smoke")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 
 from jaxtok.trainers.train import Experiment
 from tests.processes import free_port, wait_all
@@ -15,6 +16,7 @@ WORKER = Path(__file__).with_name("mp_worker.py")
 STEPS = 3
 
 
+@pytest.mark.slow  # ~50 s: two JAX processes over gloo.
 def test_two_processes_match_one_process(tmp_path):
   port = free_port()
   out = tmp_path / "mp.npz"

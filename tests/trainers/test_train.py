@@ -85,9 +85,10 @@ def reference(request, tmp_path_factory):
   return family, root, cache, out
 
 
-# FQGAN's smoke run (conv model + Inception teacher) takes minutes on 2 cores: slow set,
-# with a longer limit per run.
-FAMILY_RUNS = ["titok", "flextok", pytest.param("fqgan", marks=pytest.mark.slow)]
+# FQGAN's smoke run (conv model + Inception teacher) takes minutes on 2 cores and FlexTok's
+# about 75 s: slow set, FQGAN with a longer limit per run.
+FAMILY_RUNS = ["titok", pytest.param("flextok", marks=pytest.mark.slow),
+               pytest.param("fqgan", marks=pytest.mark.slow)]
 TIMEOUT_S = {"fqgan": 1200}
 
 
