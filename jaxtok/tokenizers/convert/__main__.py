@@ -38,6 +38,13 @@ SUMMARY_FIELDS = {
 }
 
 
+def _add_output_args(parser: argparse.ArgumentParser) -> None:
+  """`--out` and `--no-overwrite`, which every family's subcommand takes."""
+  parser.add_argument("--out", required=True, type=Path, help="output checkpoint directory")
+  parser.add_argument("--no-overwrite", action="store_true",
+                      help="fail if --out already holds a jaxtok checkpoint")
+
+
 def _parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="python -m jaxtok.tokenizers.convert",
                               description=__doc__.splitlines()[0])
@@ -53,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
   t.add_argument("--maskgit-override", action="store_true",
                  help="take pixel decoder weights from --maskgit-vqgan even where the "
                       "checkpoint has its own")
-  t.add_argument("--out", required=True, type=Path, help="output checkpoint directory")
+  _add_output_args(t)
   t.add_argument("--one-d-piece", dest="one_d_piece", action="store_true", default=None,
                  help="force the One-D-Piece family (default: detect from the config)")
   t.add_argument("--no-one-d-piece", dest="one_d_piece", action="store_false")
@@ -62,8 +69,6 @@ def _parser() -> argparse.ArgumentParser:
                       "and depth are read from the checkpoint): N, or name=N,name=N")
   t.add_argument("--use-torch", action="store_true",
                  help="read .bin/.pt with torch.load instead of the torch-free reader")
-  t.add_argument("--no-overwrite", action="store_true",
-                 help="fail if --out already holds a jaxtok checkpoint")
   fq = sub.add_parser("fqgan", help="FQGAN-Dual / -Triple (showlab/FQGAN) checkpoints")
   fq.add_argument("--checkpoint", required=True, type=Path,
                   help="released .pt ({'model': state_dict}), .safetensors, or fixture .npz")
@@ -71,27 +76,21 @@ def _parser() -> argparse.ArgumentParser:
                   help="jaxtok FQGAN variant: dual-16, triple-16, dual-8, triple-8, ...")
   fq.add_argument("--config", type=Path, default=None,
                   help="instead of --variant: JSON with the official model_args and sizes")
-  fq.add_argument("--out", required=True, type=Path, help="output checkpoint directory")
+  _add_output_args(fq)
   fq.add_argument("--use-torch", action="store_true",
                   help="read .pt with torch.load instead of the torch-free reader")
-  fq.add_argument("--no-overwrite", action="store_true",
-                  help="fail if --out already holds a jaxtok checkpoint")
   f = sub.add_parser("flextok", help="FlexTok (apple/ml-flextok) releases")
   f.add_argument("--checkpoint", required=True, type=Path, help="model.safetensors")
   f.add_argument("--config", type=Path, default=None,
                  help="release config.json (default: beside --checkpoint, else the "
                       "safetensors __metadata__)")
-  f.add_argument("--out", required=True, type=Path, help="output checkpoint directory")
-  f.add_argument("--no-overwrite", action="store_true",
-                 help="fail if --out already holds a jaxtok checkpoint")
+  _add_output_args(f)
   v = sub.add_parser("vae", help="diffusers AutoencoderKL directories (save_pretrained)")
   v.add_argument("--diffusers", required=True, type=Path,
                  help="directory with config.json + diffusion_pytorch_model.safetensors")
   v.add_argument("--image-size", type=int, default=None,
                  help="tokenizer resolution (default: the config's sample_size)")
-  v.add_argument("--out", required=True, type=Path, help="output checkpoint directory")
-  v.add_argument("--no-overwrite", action="store_true",
-                 help="fail if --out already holds a jaxtok checkpoint")
+  _add_output_args(v)
   return p
 
 
