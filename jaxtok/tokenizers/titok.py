@@ -36,27 +36,25 @@ from jaxtok.tokenizers.interface import TokenSpec
 from jaxtok.tokenizers.maskgit_vqgan import MaskGITDecoder
 from jaxtok.tokenizers.quantizers import build_quantizer
 from jaxtok.tokenizers.quantizers.gaussian import as_key
-from jaxtok.tokenizers.titok_config import HEADS, MODEL_SIZES, TiTokConfig, latent_grid
+from jaxtok.tokenizers.titok_config import HEADS, MODEL_SIZES, TiTokConfig, spatial_regions
 
 __all__ = ["HEADS", "MODEL_SIZES", "PUBLISHED_PARAMS", "TiTok", "TiTokConfig", "TiTokDecoder",
            "TiTokEncoder", "VARIANTS"]
 
 
-def pool_to_latents(x: jax.Array, k: int, grid: int) -> jax.Array:
-  """`[B, grid*grid, W]` patch features -> `[B, k, W]` region means (`latent_grid` tiling)."""
-  gh, gw = latent_grid(k, grid)
-  b, _, w = x.shape
-  x = x.reshape(b, gh, grid // gh, gw, grid // gw, w)
-  return x.mean(axis=(2, 4)).reshape(b, k, w)
+def pool_to_latents(x: jax.Array, k: int, grid: int, order: str = "raster") -> jax.Array:
+  """`[B, grid*grid, W]` patch features -> `[B, k, W]`: each token's mean over its region
+  (`titok_config.spatial_regions(k, grid, order)`)."""
+  regions = spatial_regions(k, grid, order)
+  weights = jnp.asarray(regions / regions.sum(axis=1, keepdims=True), x.dtype)
+  return jnp.einsum("kp,bpw->bkw", weights, x, precision=jax.lax.Precision.HIGHEST)
 
 
-def spread_to_patches(x: jax.Array, grid: int) -> jax.Array:
-  """`[B, k, W]` per-region features -> `[B, grid*grid, W]`, each patch its region's."""
-  b, k, w = x.shape
-  gh, gw = latent_grid(k, grid)
-  x = x.reshape(b, gh, 1, gw, 1, w)
-  x = jnp.broadcast_to(x, (b, gh, grid // gh, gw, grid // gw, w))
-  return x.reshape(b, grid * grid, w)
+def spread_to_patches(x: jax.Array, grid: int, order: str = "raster") -> jax.Array:
+  """`[B, k, W]` per-token features -> `[B, grid*grid, W]`: each patch the sum of the tokens
+  whose regions cover it (raster: its one region's token)."""
+  regions = jnp.asarray(spatial_regions(x.shape[1], grid, order), x.dtype)
+  return jnp.einsum("kp,bkw->bpw", regions, x, precision=jax.lax.Precision.HIGHEST)
 
 
 class TiTokEncoder(nnx.Module):
@@ -95,7 +93,8 @@ class TiTokEncoder(nnx.Module):
     lat = self.latent_tokens[...] + self.latent_token_positional_embedding[...]
     lat = jnp.broadcast_to(lat, (b,) + lat.shape)
     if self.config.spatial_latents:
-      lat = lat + pool_to_latents(x[:, 1:], self.config.num_latent_tokens, self.config.enc_grid)
+      lat = lat + pool_to_latents(x[:, 1:], self.config.num_latent_tokens, self.config.enc_grid,
+                                  self.config.spatial_order)
     x = self.ln_pre(jnp.concatenate([x, lat], axis=1))
     x = self.transformer(x)
     return self.ln_post(x[:, -self.config.num_latent_tokens:])
@@ -174,12 +173,12 @@ class TiTokDecoder(nnx.Module):
     x = content + self.latent_token_positional_embedding[:n]
     w = x.shape[-1]
     masks = jnp.broadcast_to(self.mask_token[...], (b, g2, w))
-    if self.config.spatial_latents:  # Each mask position gets its region's token (0 if absent).
+    if self.config.spatial_latents:  # Each mask position gets its regions' tokens (0 if absent).
       if lengths is not None:
         content = jnp.where((jnp.arange(n)[None, :] < lengths[:, None])[..., None], content, 0)
       k = self.config.num_latent_tokens
       content = jnp.pad(content, ((0, 0), (0, k - n), (0, 0)))
-      masks = masks + spread_to_patches(content, self.config.dec_grid)
+      masks = masks + spread_to_patches(content, self.config.dec_grid, self.config.spatial_order)
     cls = jnp.broadcast_to(self.class_embedding[...], (b, 1, w))
     prefix = jnp.concatenate([cls, masks], axis=1) + self.positional_embedding[...]
     x = self.ln_pre(jnp.concatenate([prefix, x], axis=1))

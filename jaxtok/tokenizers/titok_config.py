@@ -7,7 +7,10 @@
 # dataclass's field types at runtime (`--config.model.<field>=...` in the trainer).
 
 import dataclasses
+import functools
 from typing import Any
+
+import numpy as np
 
 from jaxtok.tokenizers import layers, token_drop
 from jaxtok.tokenizers.interface import ModelConfigBase
@@ -34,6 +37,66 @@ def latent_grid(k: int, grid: int) -> tuple[int, int] | None:
     if k % gh == 0 and grid % gh == 0 and grid % (k // gh) == 0 and gh <= k // gh:
       best = (gh, k // gh)
   return best
+
+
+# How `spatial_latents` ties tokens to places (see `spatial_regions`).
+SPATIAL_ORDERS = ("raster", "coarse_to_fine")
+
+
+def _coarse_to_fine_side(k: int, grid: int) -> int | None:
+  """n with k = n * n, n a power of two dividing `grid`, or None."""
+  n = int(round(k ** 0.5))
+  ok = n * n == k and n & (n - 1) == 0 and grid % n == 0
+  return n if ok else None
+
+
+@functools.lru_cache(maxsize=None)
+def _regions(k: int, grid: int, order: str) -> np.ndarray | None:
+  if order == "raster":
+    tiling = latent_grid(k, grid)
+    if tiling is None:
+      return None
+    gh, gw = tiling
+    rows, cols = np.divmod(np.arange(grid * grid), grid)
+    region = (rows // (grid // gh)) * gw + cols // (grid // gw)  # [P] -> token
+    return (region[None, :] == np.arange(k)[:, None]).astype(np.float32)
+  n = _coarse_to_fine_side(k, grid)
+  if n is None:
+    return None
+  # Cell (r, c) of the n x n latent grid is at level l = the first at whose stride n / 2**l
+  # both r and c are aligned; its token covers the (n / 2**l)-sided block from (r, c).
+  cells = []
+  for r in range(n):
+    for c in range(n):
+      level, stride = 0, n
+      while r % stride or c % stride:
+        level, stride = level + 1, stride // 2
+      cells.append((level, r, c, stride))
+  cells.sort()
+  cell = grid // n  # patches per latent cell side
+  rows, cols = np.divmod(np.arange(grid * grid), grid)
+  rows, cols = rows // cell, cols // cell
+  out = np.zeros((k, grid * grid), np.float32)
+  for i, (_, r, c, stride) in enumerate(cells):
+    out[i] = (rows >= r) & (rows < r + stride) & (cols >= c) & (cols < c + stride)
+  return out
+
+
+def spatial_regions(k: int, grid: int, order: str = "raster") -> np.ndarray | None:
+  """`[k, grid * grid]` 0/1 map of the patches each of k tokens covers, or None when k does
+  not fit `grid` in `order`.
+
+  - "raster": the tokens tile the grid as `latent_grid(k, grid)`, in raster order; every
+    patch is covered by exactly one token.
+  - "coarse_to_fine": k = n * n (n a power of two dividing `grid`) tokens form a quadtree over
+    the n x n latent grid: token 0 covers the whole image, the next 3 the other quadrants
+    (blocks of side n / 2), the next 12 the blocks of side n / 4, ..., the last 3/4 of them
+    single cells; within a level, raster order. A patch is covered by one token per level, so
+    every prefix of whole levels describes the image at one resolution (1, 2 x 2, 4 x 4, ...).
+  """
+  if order not in SPATIAL_ORDERS:
+    raise ValueError(f"order: expected one of {SPATIAL_ORDERS}, got {order!r}")
+  return _regions(k, grid, order)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -68,12 +131,15 @@ class TiTokConfig(ModelConfigBase):
     tail_token_drop_mode: "per_step" (one kept length per call, as One-D-Piece) or
       "per_example" (one length per image).
     spatial_latents: a locality prior for small data (off in every released model): latent
-      token i also receives the mean patch embedding of its region of the patch grid (the K
-      tokens tile the grid as `latent_grid(K, g)` in raster order) and, in the decoder, each
-      mask position receives the embedded token of its region; attention stays global, so
+      token i also receives the mean patch embedding of its region of the patch grid
+      (`spatial_regions(K, g, spatial_order)`) and, in the decoder, each mask position
+      receives the sum of the embedded tokens whose regions cover it; attention stays global, so
       tokens can still carry information about the whole image. Without it, a narrow ViT
       trained on a few photos sits at the mean-colour solution for thousands of steps: both
       attentions start uniform, so no latent is tied to a place.
+    spatial_order: the regions of `spatial_latents`: "raster" (K tiles, one region per
+      token) or "coarse_to_fine" (a quadtree: token 0 the whole image, then quadrants, ...; the
+      order for tail-token-drop, whose every prefix should be a coarser image).
     scan_unroll: `lax.scan` unroll of the ViT layer loop (speed knob; same numbers).
     remat: activation checkpointing of the ViT blocks, one of `layers.REMAT_POLICIES`
       ("none", "full", "dots"): training memory against recomputation; same numbers.
@@ -112,6 +178,7 @@ class TiTokConfig(ModelConfigBase):
   tail_token_drop: bool = False
   tail_token_drop_mode: str = "per_step"
   spatial_latents: bool = False
+  spatial_order: str = "raster"
   scan_unroll: int = 1
   remat: str = "none"
   init_std: float | None = layers.VIT_INIT_STD
@@ -149,11 +216,15 @@ class TiTokConfig(ModelConfigBase):
       need(self.num_sub_codebooks >= 2, "num_sub_codebooks", ">= 2 for 'factorized_vq'")
       need(self.token_size % self.num_sub_codebooks == 0, "num_sub_codebooks",
            f"a divisor of token_size={self.token_size}")
+    need(self.spatial_order in SPATIAL_ORDERS, "spatial_order", f"one of {SPATIAL_ORDERS}")
     if self.spatial_latents:
+      fits = ("a K that tiles the {g} x {g} patch grid (gh * gw = K, gh and gw dividing {g})"
+              if self.spatial_order == "raster" else
+              "K = n * n, n a power of two dividing the {g} x {g} patch grid")
       for grid in (self.enc_grid, self.dec_grid):
-        need(latent_grid(self.num_latent_tokens, grid) is not None, "num_latent_tokens",
-             f"a K that tiles the {grid} x {grid} patch grid (gh * gw = K, gh and gw "
-             f"dividing {grid}) for spatial_latents")
+        need(spatial_regions(self.num_latent_tokens, grid, self.spatial_order) is not None,
+             "num_latent_tokens",
+             fits.format(g=grid) + f" for spatial_latents ({self.spatial_order!r})")
     if self.head == "two_stage":
       grid = self.image_size // self.dec_patch_size
       f = self.pixel_decoder.downsample_factor

@@ -16,6 +16,7 @@ from jaxtok.tokenizers.convert import titok_mapping
 from jaxtok.tokenizers.convert.titok_config import official_titok_config
 from jaxtok.tokenizers.quantizers import GaussianQuantizer
 from jaxtok.tokenizers.titok import TiTok, TiTokConfig
+from jaxtok.tokenizers.titok_config import latent_grid, spatial_regions
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "titok"
 
@@ -449,14 +450,63 @@ def test_tiny_and_smoke_variants():
 
 
 def test_latent_grid_tilings():
-  assert titok.latent_grid(32, 8) == (4, 8)
-  assert titok.latent_grid(64, 8) == (8, 8)
-  assert titok.latent_grid(16, 16) == (4, 4)
-  assert titok.latent_grid(12, 8) is None  # 12 = 2 x 6 or 3 x 4: 6 and 3 do not divide 8.
-  assert titok.latent_grid(128, 8) is None  # More regions than patches.
+  assert latent_grid(32, 8) == (4, 8)
+  assert latent_grid(64, 8) == (8, 8)
+  assert latent_grid(16, 16) == (4, 4)
+  assert latent_grid(12, 8) is None  # 12 = 2 x 6 or 3 x 4: 6 and 3 do not divide 8.
+  assert latent_grid(128, 8) is None  # More regions than patches.
   with pytest.raises(ValueError, match="num_latent_tokens"):
     TiTokConfig(image_size=64, enc_patch_size=8, dec_patch_size=8, num_latent_tokens=12,
                 head="pixel", spatial_latents=True)
+  raster = spatial_regions(32, 8)
+  assert raster.shape == (32, 64) and (raster.sum(axis=0) == 1).all()
+  assert (raster.sum(axis=1) == 2).all()
+
+
+def test_coarse_to_fine_regions_are_a_quadtree():
+  regions = spatial_regions(64, 8, "coarse_to_fine")  # 8 x 8 tokens on 8 x 8 patches.
+  sizes = regions.sum(axis=1)
+  # Level by level: 1 token over all 64 patches, 3 quadrants, 12 blocks of 2 x 2, 48 cells.
+  np.testing.assert_array_equal(sizes, [64] + [16] * 3 + [4] * 12 + [1] * 48)
+  # A patch has at most one token per level; where a block's first cell holds the coarser
+  # token (Haar-like), the finer level adds none: patch (0, 0) has only token 0.
+  cover = regions.sum(axis=0).reshape(8, 8)
+  assert cover[0, 0] == 1 and cover[7, 7] == 4 and cover[0, 1] == 2 and cover.max() == 4
+  square = regions.reshape(64, 8, 8)
+  assert square[1, :4, 4:].all() and square[1].sum() == 16  # Token 1: the top-right quadrant.
+  assert square[4, :2, 2:4].all() and square[4].sum() == 4  # First of level 2: rows 0-1, cols 2-3.
+  # Any prefix of whole levels covers every patch: 1, 4 and 16 tokens are coarser images.
+  for n in (1, 4, 16, 64):
+    assert (regions[:n].sum(axis=0) >= 1).all()
+  # 16 tokens on an 8 x 8 grid: a 4 x 4 quadtree whose cells are 2 x 2 patches.
+  small = spatial_regions(16, 8, "coarse_to_fine")
+  np.testing.assert_array_equal(small.sum(axis=1), [64] + [16] * 3 + [4] * 12)
+  assert spatial_regions(32, 8, "coarse_to_fine") is None  # Not a square.
+  assert spatial_regions(36, 12, "coarse_to_fine") is None  # 6 is not a power of two.
+  with pytest.raises(ValueError, match="order"):
+    spatial_regions(64, 8, "zigzag")
+  with pytest.raises(ValueError, match="num_latent_tokens"):
+    TiTokConfig(image_size=64, enc_patch_size=8, dec_patch_size=8, num_latent_tokens=32,
+                head="pixel", spatial_latents=True, spatial_order="coarse_to_fine")
+  with pytest.raises(ValueError, match="spatial_order"):
+    TiTokConfig(image_size=64, enc_patch_size=8, dec_patch_size=8, num_latent_tokens=64,
+                head="pixel", spatial_latents=True, spatial_order="zigzag")
+
+
+def test_coarse_to_fine_pool_and_spread():
+  grid, k, w = 8, 16, 3
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, grid * grid, w))
+  img = np.asarray(x).reshape(2, grid, grid, w)
+  pooled = titok.pool_to_latents(x, k, grid, "coarse_to_fine")
+  np.testing.assert_allclose(pooled[:, 0], img.mean(axis=(1, 2)), atol=1e-6)
+  np.testing.assert_allclose(pooled[:, 3], img[:, 4:, 4:].mean(axis=(1, 2)), atol=1e-6)
+  np.testing.assert_allclose(pooled[:, 4], img[:, 0:2, 2:4].mean(axis=(1, 2)), atol=1e-6)
+  # A patch receives the sum of its three covering tokens (whole image, quadrant, block).
+  spread = np.asarray(titok.spread_to_patches(pooled, grid, "coarse_to_fine"))
+  spread = spread.reshape(2, grid, grid, w)
+  np.testing.assert_allclose(spread[:, 7, 7], pooled[:, 0] + pooled[:, 3] + pooled[:, 15],
+                             atol=1e-6)
+  np.testing.assert_allclose(spread[:, 0, 0], pooled[:, 0], atol=1e-6)  # Top-left: token 0.
 
 
 def test_spatial_latents_pool_and_spread_regions():
@@ -473,10 +523,11 @@ def test_spatial_latents_pool_and_spread_regions():
                                                    grid), pooled, atol=1e-6)
 
 
-def test_spatial_latents_prefix_equals_masked_tail():
+@pytest.mark.parametrize("order", ["raster", "coarse_to_fine"])
+def test_spatial_latents_prefix_equals_masked_tail(order):
   """A prefix of L tokens decodes exactly as all K with the tail hidden (`lengths`): the
   dropped tokens' regions get nothing from them, as in tail-token-drop training."""
-  config = dataclasses.replace(titok.VARIANTS["tiny"], spatial_latents=True)
+  config = dataclasses.replace(titok.VARIANTS["tiny"], spatial_latents=True, spatial_order=order)
   model = TiTok(config, rngs=nnx.Rngs(0))
   images = jax.random.uniform(jax.random.PRNGKey(1), (2, 64, 64, 3))
   ids = model.encode(images)
@@ -485,7 +536,8 @@ def test_spatial_latents_prefix_equals_masked_tail():
     prefix, _ = model.decode_latents(z[:, :n])
     masked, _ = model.decode_latents(z, lengths=jnp.full((2,), n))
     np.testing.assert_allclose(prefix, masked, atol=2e-5)
-  # Content reaches the decoder through the regions: changing token 0 changes its region most.
-  other = model.decode_latents(z.at[:, 0].set(z[:, 1]))[0] - model.decode_latents(z)[0]
+  # Content reaches the decoder through the regions: changing the last token (the bottom-right
+  # 8 x 8 pixel patch in both orders) changes its region most.
+  other = model.decode_latents(z.at[:, -1].set(z[:, 1]))[0] - model.decode_latents(z)[0]
   err = np.abs(np.asarray(other)).mean(axis=(0, 3))  # [64, 64]
-  assert err[:16, :8].mean() > 3 * err[32:, 32:].mean()
+  assert err[56:, 56:].mean() > 3 * err[:32, :32].mean()
