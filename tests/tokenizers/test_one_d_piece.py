@@ -44,9 +44,11 @@ def test_variants():
       "strict_length_assertion": False}}, "dataset": {"preprocessing": {"crop_size": 256}}}
   assert official_titok_config(official) == vs["S-256"]
   assert official_family(official) == "one_d_piece"
-  # tiny / smoke are TiTok's with tail-token-drop on (one definition).
-  for name in ("tiny", "smoke"):
-    assert vs[name] == TiTokConfig(**{**titok.VARIANTS[name].to_dict(), "tail_token_drop": True})
+  # tiny / smoke are TiTok's with tail-token-drop on (one definition); tiny's tokens are tied
+  # to places coarse to fine, so its prefixes are coarser images.
+  for name, extra in (("tiny", {"spatial_order": "coarse_to_fine"}), ("smoke", {})):
+    assert vs[name] == TiTokConfig(**{**titok.VARIANTS[name].to_dict(), "tail_token_drop": True,
+                                      **extra})
 
 
 def test_prefix_decode_every_length(model):
