@@ -118,7 +118,8 @@ class TiTokDecoder(nnx.Module):
   `positional_embedding` [1 + g*g, W_d], `mask_token` [1, 1, W_d],
   `latent_token_positional_embedding` [K, W_d] (first L rows used for L tokens), `ln_pre`,
   `transformer`, `ln_post`; two-stage head `ffn_0` (W_d -> 2W_d), tanh, `ffn_2`
-  (2W_d -> N_pix); pixel head `ffn_0` (W_d -> p*p*3) and `conv_out` (3x3, 3 -> 3).
+  (2W_d -> N_pix); pixel head `ffn_0` (W_d -> p*p*3), with `pixel_base` `ffn_base` (W_d -> 3,
+  bilinearly upsampled and added), and `conv_out` (3x3, 3 -> 3).
   """
 
   def __init__(self, config: TiTokConfig, *, rngs: nnx.Rngs):
@@ -144,7 +145,7 @@ class TiTokDecoder(nnx.Module):
       self.ffn_0 = layers.vit_linear(w, 2 * w, rngs=rngs, init_std=head_init)
       self.ffn_2 = layers.vit_linear(2 * w, config.pixel_codebook_size, rngs=rngs,
                                      init_std=head_init)
-      self.conv_out = None
+      self.conv_out = self.ffn_base = None
     else:
       p = config.dec_patch_size
       self.ffn_0 = layers.vit_linear(w, p * p * 3, rngs=rngs, init_std=head_init)
@@ -152,9 +153,13 @@ class TiTokDecoder(nnx.Module):
       self.conv_out = nnx.Conv(3, 3, (3, 3), padding="SAME",
                                kernel_init=layers.vit_kernel_init(head_init),
                                bias_init=nnx.initializers.zeros_init(), rngs=rngs)
+      # `pixel_base`: one colour per decoder position, bilinearly upsampled under the patches.
+      self.ffn_base = (layers.vit_linear(w, 3, rngs=rngs, init_std=head_init)
+                       if config.pixel_base else None)
       if init is None:  # Small-data init: the conv starts as the identity, the image grey.
         self.conv_out.kernel[...] = jnp.zeros((3, 3, 3, 3)).at[1, 1].set(jnp.eye(3))
-        self.ffn_0.bias[...] = jnp.full((p * p * 3,), 0.5)
+        grey = self.ffn_base if config.pixel_base else self.ffn_0
+        grey.bias[...] = jnp.full(grey.bias.shape, 0.5)
 
   def hidden(self, z: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
     """Mask-position hidden states after ln_post.
@@ -197,7 +202,11 @@ class TiTokDecoder(nnx.Module):
 
   def pixel_head(self, h: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Pixel head: `[B, g*g, W_d]` -> (unpatchified ffn output, image), both `[B, S, S, 3]`."""
-    ffn = layers.pixel_unpatchify(self.ffn_0(h), self.config.dec_grid, self.config.dec_patch_size)
+    c = self.config
+    ffn = layers.pixel_unpatchify(self.ffn_0(h), c.dec_grid, c.dec_patch_size)
+    if self.ffn_base is not None:
+      base = self.ffn_base(h).reshape(h.shape[0], c.dec_grid, c.dec_grid, 3)
+      ffn = ffn + jax.image.resize(base, ffn.shape, "bilinear")
     return ffn, self.conv_out(ffn)
 
 

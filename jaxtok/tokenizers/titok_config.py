@@ -50,7 +50,7 @@ def _coarse_to_fine_side(k: int, grid: int) -> int | None:
   return n if ok else None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _regions(k: int, grid: int, order: str) -> np.ndarray | None:
   if order == "raster":
     tiling = latent_grid(k, grid)
@@ -96,7 +96,8 @@ def spatial_regions(k: int, grid: int, order: str = "raster") -> np.ndarray | No
   """
   if order not in SPATIAL_ORDERS:
     raise ValueError(f"order: expected one of {SPATIAL_ORDERS}, got {order!r}")
-  return _regions(k, grid, order)
+  regions = _regions(k, grid, order)
+  return None if regions is None else regions.copy()
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -140,6 +141,9 @@ class TiTokConfig(ModelConfigBase):
     spatial_order: the regions of `spatial_latents`: "raster" (K tiles, one region per
       token) or "coarse_to_fine" (a quadtree: token 0 the whole image, then quadrants, ...; the
       order for tail-token-drop, whose every prefix should be a coarser image).
+    pixel_base: pixel head only (off in every released model): each decoder position also
+      predicts one colour; the g x g colours, bilinearly upsampled to S x S, are added under the
+      p x p patches, so neighbouring patches blend instead of meeting at hard edges.
     scan_unroll: `lax.scan` unroll of the ViT layer loop (speed knob; same numbers).
     remat: activation checkpointing of the ViT blocks, one of `layers.REMAT_POLICIES`
       ("none", "full", "dots"): training memory against recomputation; same numbers.
@@ -179,6 +183,7 @@ class TiTokConfig(ModelConfigBase):
   tail_token_drop_mode: str = "per_step"
   spatial_latents: bool = False
   spatial_order: str = "raster"
+  pixel_base: bool = False
   scan_unroll: int = 1
   remat: str = "none"
   init_std: float | None = layers.VIT_INIT_STD
@@ -216,6 +221,8 @@ class TiTokConfig(ModelConfigBase):
       need(self.num_sub_codebooks >= 2, "num_sub_codebooks", ">= 2 for 'factorized_vq'")
       need(self.token_size % self.num_sub_codebooks == 0, "num_sub_codebooks",
            f"a divisor of token_size={self.token_size}")
+    need(not self.pixel_base or self.head == "pixel", "pixel_base",
+         "False unless head='pixel'")
     need(self.spatial_order in SPATIAL_ORDERS, "spatial_order", f"one of {SPATIAL_ORDERS}")
     if self.spatial_latents:
       fits = ("a K that tiles the {g} x {g} patch grid (gh * gw = K, gh and gw dividing {g})"

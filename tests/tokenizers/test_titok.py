@@ -541,3 +541,31 @@ def test_spatial_latents_prefix_equals_masked_tail(order):
   other = model.decode_latents(z.at[:, -1].set(z[:, 1]))[0] - model.decode_latents(z)[0]
   err = np.abs(np.asarray(other)).mean(axis=(0, 3))  # [64, 64]
   assert err[56:, 56:].mean() > 3 * err[:32, :32].mean()
+
+
+def test_pixel_base_adds_a_bilinear_colour_field():
+  """`pixel_base`: each decoder position's colour, bilinearly upsampled, lies under the patches;
+  with the patch head silenced the image is that smooth field through the 3x3 conv."""
+  config = dataclasses.replace(titok.VARIANTS["tiny"], pixel_base=True)
+  model = TiTok(config, rngs=nnx.Rngs(0))
+  assert "ffn_base" in nnx.to_pure_dict(nnx.state(model.decoder, nnx.Param))
+  assert titok.TiTok(titok.VARIANTS["tiny"], rngs=nnx.Rngs(0)).decoder.ffn_base is None
+  dec = model.decoder
+  dec.ffn_0.kernel[...] = jnp.zeros_like(dec.ffn_0.kernel[...])
+  dec.ffn_0.bias[...] = jnp.zeros_like(dec.ffn_0.bias[...])
+  h = jax.random.normal(jax.random.PRNGKey(0), (2, config.dec_grid ** 2, config.dec_width))
+  ffn, image = dec.pixel_head(h)
+  g = config.dec_grid
+  colours = np.asarray(dec.ffn_base(h)).reshape(2, g, g, 3)
+  # Bilinear (half-pixel centres): the centre of patch (r, c) sits between four pixels whose mean
+  # is that patch's colour; next to a border the field blends into the neighbour.
+  p = config.dec_patch_size
+  centre = np.asarray(ffn)[:, 3 * p + p // 2 - 1:3 * p + p // 2 + 1,
+                           2 * p + p // 2 - 1:2 * p + p // 2 + 1].mean(axis=(1, 2))
+  np.testing.assert_allclose(centre, colours[:, 3, 2], atol=0.1 * np.abs(colours).max())
+  edge = np.asarray(ffn)[:, 3 * p + p // 2, 3 * p - 1]  # Last column of patch (3, 2).
+  between = (colours[:, 3, 2] + colours[:, 3, 3]) / 2
+  assert np.abs(edge - between).max() < np.abs(edge - colours[:, 3, 2]).max() + 1e-6
+  np.testing.assert_allclose(image, dec.conv_out(ffn), atol=1e-6)
+  with pytest.raises(ValueError, match="pixel_base"):
+    dataclasses.replace(titok.VARIANTS["S-128"], pixel_base=True)
