@@ -1,7 +1,9 @@
 r"""FlexTok training configs (arXiv 2502.13967): rectified-flow decoder, nested dropout.
 
-  # CPU: tiny FlexTok in pixel space on the bundled photos (1800 steps; ~0.95 steps/s on 2
-  # cores at load average ~9, i.e. ~32 min there; the idle time is not measured yet).
+  # CPU: tiny FlexTok in pixel space on the bundled photos (1800 steps; measured 0.89 steps/s
+  # on 2 shared cores at load average 7-11, ~34 min there; the idle time is not measured).
+  # Not yet coarse-to-fine: after 1100 steps held-out one-step PSNR is flat in k (~12.4-12.9
+  # dB), per-image colour only (issue 9 item 7 is open).
   python -m jaxtok.trainers.train --config jaxtok/configs/flextok.py:tiny --workdir runs/ft
   # One training step with tiny sizes (test suite):
   python -m jaxtok.trainers.train --config jaxtok/configs/flextok.py:smoke --workdir /tmp/s
