@@ -68,6 +68,12 @@ class FlexTokConfig(ModelConfigBase):
     guidance_scale: default guidance scale (guidance is off at 1.0).
     apg_momentum, apg_eta, apg_norm_threshold: APG constants (the official pipeline's -0.5,
       0.0, 2.5).
+    skip_data_std: None (the official decoder) or sigma_d > 0: the decoder adds
+      c_skip(t) * x_t to its output, c_skip(t) = (t - (1 - t) sigma_d^2) / (t^2 + (1 - t)^2
+      sigma_d^2), the least-squares coefficient of the velocity target on x_t for data of
+      std sigma_d (EDM-style preconditioning, arXiv 2206.00364, for rectified flow; ours,
+      not FlexTok's). The network then predicts only the residual: at t = 1 it is -x0, which
+      only the registers can tell, so a small decoder need not learn to copy the noise.
     init_std: init only: trunc-normal std of the kernels (0.02, as the official code), None
       -> LeCun fan-in scaling (small widths).
     scan_unroll: `lax.scan` unroll of the block loops (speed knob; same numbers).
@@ -109,6 +115,7 @@ class FlexTokConfig(ModelConfigBase):
   apg_momentum: float = -0.5
   apg_eta: float = 0.0
   apg_norm_threshold: float = 2.5
+  skip_data_std: float | None = None
   init_std: float | None = 0.02
   scan_unroll: int = 1
   vae: AutoencoderKLConfig | None = None
@@ -165,6 +172,7 @@ class FlexTokConfig(ModelConfigBase):
     need(self.noise_std > 0, "noise_std", "> 0")
     need(self.sample_steps >= 1, "sample_steps", ">= 1")
     need(self.guidance in GUIDANCE, "guidance", f"one of {GUIDANCE}")
+    need(self.skip_data_std is None or self.skip_data_std > 0, "skip_data_std", "None or > 0")
     need(self.init_std is None or self.init_std > 0, "init_std", "None or > 0")
     need(self.repa_layer is None or 1 <= self.repa_layer <= self.dec_depth, "repa_layer",
          f"None or a decoder block in 1..dec_depth={self.dec_depth}")

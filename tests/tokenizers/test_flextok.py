@@ -268,3 +268,32 @@ def test_bad_config_values_are_named():
     FlexTokConfig(nested_dropout="geometric")
   with pytest.raises(ValueError, match="num_registers"):
     FlexTokConfig(num_registers=24, nested_dropout="pow2")
+
+
+def test_velocity_skip_is_the_least_squares_coefficient():
+  """skip_data_std: v = net + c_skip(t) x_t with c_skip = Cov(v, x_t) / Var(x_t) for data of
+  that std (checked by regression on samples); at init (zero head) v(x_1, 1) = x_1, so the
+  one-step decode from t = 1 starts at 0 (mid-grey); None adds nothing."""
+  fam = get_family("flextok")
+  base = fam.variant("smoke")
+  sd = 0.5
+  cfg = FlexTokConfig.from_dict({**base.to_dict(), "skip_data_std": sd})
+  model = fam.model_class(cfg, rngs=nnx.Rngs(0))
+  plain = fam.model_class(base, rngs=nnx.Rngs(0))
+  s, r = cfg.input_size, cfg.num_registers
+  cond = jnp.zeros((3, r, cfg.dec_width))
+  x = jax.random.normal(jax.random.key(1), (3, s, s, 3))
+  t = jnp.array([1.0, 0.5, 0.0])
+  v = model.decoder(x, t, cond)
+  np.testing.assert_allclose(v[0], x[0], atol=1e-6)  # c_skip(1) = 1, the head is zero
+  np.testing.assert_allclose(v[2], -x[2], atol=1e-6)  # c_skip(0) = -1
+  np.testing.assert_allclose(plain.decoder(x, t, cond), 0.0, atol=1e-7)
+  for tt in (0.2, 0.7):
+    k0, k1 = jax.random.split(jax.random.key(int(tt * 10)))
+    x0, eps = sd * jax.random.normal(k0, (20000,)), jax.random.normal(k1, (20000,))
+    xt, target = flow.add_noise(x0, eps, jnp.full((1,), tt)), eps - x0
+    fit = float(jnp.sum(xt * target) / jnp.sum(xt * xt))
+    c = float(model.decoder.skip(jnp.ones((1, 1, 1, 1)), jnp.array([tt]))[0, 0, 0, 0])
+    assert abs(c - fit) < 0.03, (tt, c, fit)
+  with pytest.raises(ValueError, match="skip_data_std"):
+    FlexTokConfig(skip_data_std=0.0)
