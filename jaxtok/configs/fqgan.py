@@ -6,6 +6,16 @@ r"""FQGAN training configs (arXiv 2411.16681; showlab/FQGAN `train_fqgan_{dual,t
   python -m jaxtok.trainers.train --config jaxtok/configs/fqgan.py:tiny --workdir runs/fqgan
   # One training step with tiny sizes (test suite):
   python -m jaxtok.trainers.train --config jaxtok/configs/fqgan.py:smoke --workdir /tmp/s
+  # The single-codebook VQGAN with tiny's bits per position (one 2^18-code codebook for
+  # Dual's 2 x 512; no semantic branch), for the factorization comparison (README):
+  python -m jaxtok.trainers.train --config jaxtok/configs/fqgan.py:tiny,single --workdir runs/vq
+
+Evaluators (`config.evaluators`, run every `eval_every` steps and at the end on the EMA
+weights over `data.eval_source`): tiny logs `eval/recon/{psnr,ssim}` and the codebook
+statistics per branch, `eval/codebook/factor/<branch>/{usage,perplexity,entropy_bits,
+dead_codes}` (a single codebook: `eval/codebook/{usage,...}`); the official configs add rFID
+(`eval/fid/rfid`) over the whole validation split (held in memory: 50k ImageNet images at
+256^2 are ~10 GB per host; cap it with `--config.data.eval_source=folder:DIR`).
 
 Official recipe: loss = 1.0 L2 + 1.0 LPIPS + 0.5 PatchGAN hinge (from step 20,000) + per
 branch codebook + commitment (beta 0.25) + entropy (0.03, T 0.01) + 0.1 disentanglement
@@ -31,12 +41,17 @@ from __future__ import annotations
 
 from jaxtok.configs.common import bundled_tiny
 from jaxtok.tokenizers import get_family
+from jaxtok.tokenizers.fqgan_config import single_codebook
 from jaxtok.trainers.config import TrainConfig, parse_arg, smoke
 
 # The offline stand-in teacher of the CPU variants: FID Inception after `mixed_2` (288 wide,
 # the tiny / smoke feature-head width) on 128^2 / 75^2 inputs instead of 299^2.
 TINY_TEACHER = "inception:mixed_2:128"
 SMOKE_TEACHER = "inception:mixed_2:75"
+# `config.evaluators` (jaxtok.eval.evaluators): reconstruction metrics and the per-branch
+# codebook statistics; the official runs add rFID (the paper's headline metric).
+TINY_EVALUATORS = ("psnr", "ssim", "codebook")
+OFFICIAL_EVALUATORS = ("psnr", "ssim", "fid", "codebook")
 
 
 def official(config: TrainConfig, variant: str) -> TrainConfig:
@@ -64,6 +79,7 @@ def official(config: TrainConfig, variant: str) -> TrainConfig:
   config.loss.semantic_teacher = ",".join(f"{b}={t}" for b, t in config.model.teachers().items())
   config.log_every, config.checkpoint_every = 100, 5_000
   config.grid_every, config.eval_every = 5_000, 50_000
+  config.evaluators = OFFICIAL_EVALUATORS
   return config
 
 
@@ -76,14 +92,26 @@ def tiny(config: TrainConfig) -> TrainConfig:
   config.optim.weight_decay = 0.0
   config.loss.reconstruction_loss, config.loss.quantizer_weight = "l2", 1.0
   config.loss.semantic_weight, config.loss.semantic_teacher = 0.5, TINY_TEACHER
+  config.evaluators, config.eval_every = TINY_EVALUATORS, config.grid_every
+  return config
+
+
+def single(config: TrainConfig) -> TrainConfig:
+  """`config`'s model as the single-codebook VQGAN of the same bits per position
+  (`fqgan_config.single_codebook`: one branch of K^k codes, no feature head), without the
+  semantic term; everything else (optimiser, steps, data, evaluators) unchanged."""
+  config.model = single_codebook(config.model)
+  config.loss.semantic_weight, config.loss.semantic_teacher = 0.0, ""
+  config.name += "_single"
   return config
 
 
 def get_config(arg: str | None = None) -> TrainConfig:
-  """`arg`: "variant=dual-16[,smoke]", "tiny[,smoke]" or "smoke"."""
-  a = parse_arg(arg, variant="dual-16", tiny=False, smoke=False)
+  """`arg`: "variant=dual-16[,smoke]", "tiny[,single][,smoke]" or "smoke[,single]"
+  (`single`: the same-bits single-codebook VQGAN; CPU sizes only)."""
+  a = parse_arg(arg, variant="dual-16", tiny=False, smoke=False, single=False)
   config = TrainConfig()
-  if a["tiny"] or (a["smoke"] and arg.strip() == "smoke"):
+  if a["tiny"] or (a["smoke"] and "variant" not in arg):
     config = tiny(config)
   else:
     config = official(config, a["variant"])
@@ -93,4 +121,6 @@ def get_config(arg: str | None = None) -> TrainConfig:
     config.dtype = "float32"
     config.loss.semantic_weight, config.loss.semantic_teacher = 0.5, SMOKE_TEACHER
     config.name += "_smoke"
+  if a["single"]:
+    config = single(config)
   return config

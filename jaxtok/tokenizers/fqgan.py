@@ -271,10 +271,11 @@ class FQGANDecoder(nnx.Module):
 # The tokenizer.
 # ---------------------------------------------------------------------------------------
 class FQGAN(nnx.Module):
-  """FQGAN-Dual / -Triple tokenizer.
+  """FQGAN-Dual / -Triple tokenizer (one branch: a single-codebook VQGAN).
 
   Methods:
-    encode(images [B,S,S,3] in [0,1]) -> ids int32 [B, h*w, k].
+    encode(images [B,S,S,3] in [0,1]) -> ids int32 [B, h*w, k] ([B, h*w] for one branch:
+      the single-codebook VQGAN of `fqgan_config.single_codebook`).
     lookup(ids [B, h*w, k]) -> quantized maps [B, h, w, k*D] (l2-normalised codes).
     decode_tokens(ids [B, h*w, k]) -> images [B, S, S, 3] in [0, 1] (unclamped).
     decode_code(*indices, *shapes): the official `decode_code` argument order
@@ -349,7 +350,7 @@ class FQGAN(nnx.Module):
     aux = {"quantizer_loss": qaux["loss"],
            **{k: qaux[k] for k in ("codebook_loss", "commitment_loss", "entropy_loss",
                                    "disentangle_loss", "factor_losses", "stats")},
-           "ids": qaux["ids"].reshape(b, -1, self.config.num_branches).astype(jnp.int32),
+           "ids": self._token_ids(qaux["ids"], b),
            "latents": zq,
            "semantic_features": self.predict_features(zq)}
     return recon, aux
@@ -373,11 +374,20 @@ class FQGAN(nnx.Module):
     """`[B, S, S, 3]` float in [0, 1] -> ids `[B, h*w, k]` int32 (k in branch order)."""
     hs = self.encoder(self._official_input(images))
     _, qaux = self.quantize(hs, train=False)
-    return qaux["ids"].reshape(images.shape[0], -1, self.config.num_branches).astype(jnp.int32)
+    return self._token_ids(qaux["ids"], images.shape[0])
+
+  def _token_ids(self, ids: jax.Array, batch: int) -> jax.Array:
+    """Quantizer ids `[..., k]` -> tokens `[B, h*w, k]` int32 (`[B, h*w]` for one branch)."""
+    k = self.config.num_branches
+    ids = ids.reshape(batch, -1, k).astype(jnp.int32)
+    return ids[..., 0] if k == 1 else ids
 
   def lookup(self, ids: jax.Array) -> jax.Array:
-    """ids `[B, h*w, k]` -> concatenated codes `[B, h, w, k*D]` float32."""
+    """ids `[B, h*w, k]` (one branch: `[B, h*w]` or `[B, h*w, 1]`) -> concatenated codes
+    `[B, h, w, k*D]` float32."""
     g = self.config.grid_size
+    if self.config.num_branches == 1 and ids.ndim == 2:
+      ids = ids[..., None]
     return self.quantize.lookup(ids).reshape(ids.shape[0], g, g, -1)
 
   def decode_tokens(self, ids: jax.Array) -> jax.Array:

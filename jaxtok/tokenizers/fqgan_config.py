@@ -35,7 +35,9 @@ class FQGANConfig(ModelConfigBase):
 
   Attributes:
     image_size: square input side S (the adapters' position embeddings fix the latent grid).
-    branches: branch names in the decoder's concatenation order = token-id order.
+    branches: branch names in the decoder's concatenation order = token-id order. One
+      branch without a feature head is a single-codebook VQGAN (`single_codebook`); its ids
+      are `[B, h*w]` instead of `[B, h*w, k]`.
     decode_code_order: branch order of the official `decode_code` arguments.
     feature_heads: semantic branch -> (width, layers, heads) of its feature-prediction head
       (`FeatPredHead`); width = the teacher's feature width.
@@ -93,8 +95,8 @@ class FQGANConfig(ModelConfigBase):
     def need(cond, name, expected):
       if not cond:
         raise ValueError(f"{name}: expected {expected}, got {getattr(self, name)!r}")
-    need(len(self.branches) >= 2 and len(set(self.branches)) == len(self.branches),
-         "branches", ">= 2 distinct branch names")
+    need(len(self.branches) >= 1 and len(set(self.branches)) == len(self.branches),
+         "branches", "distinct branch names (>= 1; one = a single-codebook VQGAN)")
     need(sorted(self.decode_code_order) == sorted(self.branches), "decode_code_order",
          f"a permutation of branches={self.branches}")
     need(all(b in self.branches and len(s) == 3 and s[0] % s[2] == 0
@@ -161,6 +163,28 @@ TINY = FQGANConfig(image_size=64, feature_heads={"sem": (288, 1, 8)}, codebook_s
 SMOKE = dataclasses.replace(TINY, image_size=32, feature_heads={"sem": (288, 1, 4)},
                             codebook_size=64, encoder_ch_mult=(1, 1, 1, 1),
                             decoder_ch_mult=(1, 1, 1, 1), z_channels=32, adapter_heads=2)
+
+def single_codebook(config: FQGANConfig, branch: str = "vis") -> FQGANConfig:
+  """The single-codebook VQGAN with `config`'s bits per position: the same trunk, adapter,
+  decoder and code size, one branch `branch` with `codebook_size ** num_branches` codes, no
+  feature head (so no semantic or disentanglement loss).
+
+  The FQGAN paper's baseline is the VQGAN without adapters at the *same codebook size* per
+  branch (fewer bits); this one keeps the bit budget and the architecture fixed, so a
+  comparison isolates the factorization. Each position costs `num_branches * log2 K` bits,
+  one code of `K ** num_branches`: sizes for CPU models (`tiny`: 2 x 512 -> 262,144 codes),
+  not for the released ones (2 x 16,384 -> 2^28).
+  """
+  if not isinstance(config, FQGANConfig):
+    raise ValueError(f"config: expected an FQGANConfig, got {type(config).__name__}")
+  size = config.codebook_size ** config.num_branches
+  if size > 2 ** 24:
+    raise ValueError(f"config: the same-bits single codebook of {config.num_branches} x "
+                     f"{config.codebook_size} codes has {size:,} codes (> 2^24); expected a "
+                     f"CPU-sized model such as 'tiny'")
+  return dataclasses.replace(config, branches=(branch,), decode_code_order=(branch,),
+                             feature_heads={}, codebook_size=size)
+
 
 VARIANTS: dict[str, FQGANConfig] = {
     "dual-16": released("dual", 16),

@@ -128,6 +128,20 @@ def save_prefix_grid(workdir: Path, originals: np.ndarray,
   return path
 
 
+def _codebook_rows(results: Mapping[str, Any]) -> list[tuple[str, str]]:
+  """Held-out codebook usage rows from the codebook evaluator's final figures: one per
+  sub-codebook (`eval/codebook/factor/<name>/...`, FQGAN branches), else the whole codebook."""
+  prefix = "eval/codebook/"
+  names = sorted({k[len(prefix + "factor/"):].rsplit("/", 1)[0] for k in results
+                  if k.startswith(prefix + "factor/") and k.endswith("/usage")})
+  keys = [(f"codebook usage ({n})", f"{prefix}factor/{n}/") for n in names]
+  if not keys and f"{prefix}usage" in results:
+    keys = [("codebook usage", prefix)]
+  return [(label, f"{100 * results[k + 'usage']:.1f} % of codes, perplexity "
+                  f"{results[k + 'perplexity']:.1f}, {results[k + 'dead_codes']:.0f} dead")
+          for label, k in keys]
+
+
 def summary_table(summary: Mapping[str, Any]) -> str:
   """The run's figures as a small aligned two-column table (only the rows it has)."""
   rows = [("status", f"{summary['status']} at step {summary['step']} ({summary['origin']})")]
@@ -152,6 +166,7 @@ def summary_table(summary: Mapping[str, Any]) -> str:
     rows.append(("held-out PSNR by prefix", f"{curve} dB (tokens: dB)"))
     rows.append(("prefix grid", f"{summary['prefix_grid']} (top: originals; then 1, 2, 4, "
                                 "... tokens)"))
+  rows.extend(_codebook_rows(summary.get("evaluators") or {}))
   if summary.get("export"):
     rows.append(("export", f"{summary['export']} (EMA weights; jaxtok.load(...))"))
   width = max(len(k) for k, _ in rows)

@@ -397,7 +397,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
 
   Returns:
     A summary dict: `status` ("done" / "preempted"), `step`, `psnr_before`, `psnr_after`,
-    `grid`, `export`, `origin`.
+    `grid`, `export`, `origin`, and `evaluators` (the final `run_evaluators` figures,
+    `{"eval/<evaluator>/<metric>": value}`) when `config.evaluators` is set.
 
   Raises:
     NonFiniteLossError: a loss term became NaN/Inf (the last good checkpoint is on disk).
@@ -450,7 +451,10 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
       grid_path = feedback.save_grid(workdir, step, eval_imgs, recon)
     summary["grid"] = str(grid_path) if grid_path else None
     writer.write(step, {"eval/heldout/psnr": summary["psnr_after"]})
-    writer.write(step, run_evaluators(exp, state))
+    results = run_evaluators(exp, state)
+    writer.write(step, results)
+    if results:
+      summary["evaluators"] = results
     if config.export:
       model = exp.export_model(state)
       if primary:

@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 import jaxtok
-from jaxtok.tokenizers import fqgan, get_family, layers
+from jaxtok.tokenizers import fqgan, fqgan_config, get_family, layers
 from jaxtok.tokenizers.convert import fqgan_mapping
 from jaxtok.tokenizers.fqgan_config import TRIPLE_BRANCHES, VARIANTS, FQGANConfig
 
@@ -39,6 +39,36 @@ def test_config_roundtrip_and_validation():
     FQGANConfig(decode_code_order=("sem", "nope"))
   with pytest.raises(ValueError, match="unknown FQGANConfig"):
     FQGANConfig.from_dict({"bogus": 1})
+
+
+def test_single_codebook_model():
+  """One branch, no feature head: a single-codebook VQGAN with ids `[B, h*w]`."""
+  c = fqgan_config.single_codebook(VARIANTS["smoke"])
+  assert c.branches == c.decode_code_order == ("vis",) and c.codebook_size == 64 ** 2
+  model = nnx.eval_shape(lambda: fqgan.FQGAN(c, rngs=nnx.Rngs(0)))  # Shapes only: fast.
+  graphdef, state = nnx.split(model)
+  shape_of = lambda method, *args: jax.eval_shape(
+      lambda st, *a: getattr(nnx.merge(graphdef, st), method)(*a), state, *args)
+  spec = model.token_spec
+  assert (spec.ids_per_token, spec.token_ndim, spec.vocab_size) == (1, 2, 64 ** 2)
+  assert len(model.feat_heads) == 0 and len(model.quantize.quantizers) == 1
+  img = jax.ShapeDtypeStruct((2, c.image_size, c.image_size, 3), jnp.float32)
+  ids = shape_of("encode", img)
+  assert ids.shape == (2, c.grid_size ** 2) and ids.dtype == jnp.int32
+  for tokens in (ids, jax.ShapeDtypeStruct(ids.shape + (1,), jnp.int32)):
+    codes = shape_of("lookup", tokens)
+    assert codes.shape == (2, c.grid_size, c.grid_size, c.codebook_dim)
+  assert shape_of("decode_tokens", ids).shape == (2, c.image_size, c.image_size, 3)
+  grid_ids = jax.ShapeDtypeStruct((2, c.grid_size, c.grid_size), jnp.int32)
+  assert shape_of("decode_code", grid_ids).shape == (2, c.image_size, c.image_size, 3)
+  _, aux = shape_of("forward_official", img)
+  assert aux["ids"].shape == (2, c.grid_size ** 2) and aux["semantic_features"] == {}
+  with pytest.raises(ValueError, match="branches"):
+    FQGANConfig(branches=(), decode_code_order=(), feature_heads={})
+  with pytest.raises(ValueError, match="config: expected an FQGANConfig"):
+    fqgan_config.single_codebook(c.to_dict())
+  with pytest.raises(ValueError, match=r"2\^24"):
+    fqgan_config.single_codebook(VARIANTS["dual-16"])
 
 
 @pytest.mark.slow  # ~15 s (two jit compiles of the conv model); convert tests load too

@@ -13,6 +13,7 @@ import pytest
 
 import jaxtok
 from jaxtok.configs import fqgan as fqgan_configs
+from jaxtok.trainers import feedback, train
 
 REPO = Path(__file__).parents[2]
 
@@ -31,6 +32,58 @@ def test_configs():
   s = fqgan_configs.get_config("smoke")
   assert s.total_steps == 1 and s.model.image_size == 32
   assert s.loss.semantic_weight == 0.5 and s.loss.semantic_teacher.startswith("inception:mixed_2")
+  # Per-branch codebook statistics: tiny evaluates with every grid, the official runs add rFID.
+  assert "codebook" in t.evaluators and t.eval_every == t.grid_every > 0
+  assert {"codebook", "fid"} <= set(c.evaluators) and s.evaluators == ()
+
+
+def test_single_codebook_config_has_tiny_bits():
+  """`tiny,single`: one branch of 512^2 codes = Dual tiny's 2 x 9 bits per position, no
+  semantic term, the rest of the run unchanged."""
+  t, v = fqgan_configs.get_config("tiny"), fqgan_configs.get_config("tiny,single")
+  m = v.model
+  assert m.branches == ("vis",) and m.feature_heads == {} and m.codebook_size == 512 ** 2
+  bits = lambda c: c.num_branches * np.log2(c.codebook_size)
+  assert bits(m) == bits(t.model) == 18
+  assert (m.ch, m.encoder_ch_mult, m.z_channels, m.codebook_dim, m.adapter_layers) == (
+      t.model.ch, t.model.encoder_ch_mult, t.model.z_channels, t.model.codebook_dim,
+      t.model.adapter_layers)
+  assert v.loss.semantic_weight == 0 and v.name == "fqgan_tiny_single"
+  assert (v.total_steps, v.optim, v.data, v.evaluators) == (
+      t.total_steps, t.optim, t.data, t.evaluators)
+  assert fqgan_configs.get_config("smoke,single").model.codebook_size == 64 ** 2
+  with pytest.raises(ValueError, match="config: the same-bits single codebook"):
+    fqgan_configs.get_config("variant=dual-16,single")
+
+
+@pytest.mark.parametrize("arg", ["tiny", pytest.param("tiny,single", marks=pytest.mark.slow)])
+def test_tiny_run_evaluators_report_codebook_usage(arg):
+  """The trainer's evaluation of the tiny configs (`train.run_evaluators`, at every grid and
+  at the end) reports codebook usage per FQGAN branch, or of the single codebook, and the
+  closing summary table prints it. Smoke-sized model (same structure), no teacher: seconds."""
+  config = fqgan_configs.get_config(arg)
+  config.model = fqgan_configs.get_config("smoke,single" if "single" in arg else "smoke").model
+  config.loss.semantic_weight, config.fast_compile = 0.0, True
+  exp = train.Experiment(config)
+  results = train.run_evaluators(exp, exp.init_state())
+  n = 4 * config.model.grid_size ** 2  # The 4 bundled held-out photos.
+  assert results["eval/codebook/num_tokens"] == n * config.model.num_branches
+  assert 0 < results["eval/recon/psnr"] < 60
+  branches = config.model.branches if len(config.model.branches) > 1 else ()
+  for b in branches:
+    usage = results[f"eval/codebook/factor/{b}/usage"]
+    assert 0 < usage <= n / config.model.codebook_size
+    assert results[f"eval/codebook/factor/{b}/dead_codes"] == round(
+        (1 - usage) * config.model.codebook_size)
+    assert 1 <= results[f"eval/codebook/factor/{b}/perplexity"] <= n
+  if not branches:
+    assert not any("/factor/" in k for k in results)
+    assert 0 < results["eval/codebook/usage"] <= n / config.model.codebook_size
+  table = feedback.summary_table({"status": "done", "step": 1, "origin": "test",
+                                  "evaluators": results})
+  labels = [f"codebook usage ({b})" for b in branches] or ["codebook usage "]
+  for label in labels:
+    assert label in table and "perplexity" in table, table
 
 
 def _run(workdir, steps, cache):

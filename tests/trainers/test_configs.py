@@ -70,7 +70,9 @@ SMOKE = ["titok.py:variant=S-128,recipe=stage1,smoke",
          "titok.py:variant=S-128,recipe=stage2,smoke",
          "titok.py:variant=BL-64-VQ,smoke",
          "one_d_piece.py:smoke",
-         "one_d_piece.py:tiny,smoke"]
+         "one_d_piece.py:tiny,smoke",
+         # One branch: the single-codebook VQGAN baseline.
+         pytest.param("fqgan.py:smoke,single", marks=pytest.mark.slow)]
 # titok.py:tiny,smoke runs through the command line in test_train.py.
 
 
