@@ -56,7 +56,8 @@ def test_single_codebook_config_has_tiny_bits():
     fqgan_configs.get_config("variant=dual-16,single")
 
 
-@pytest.mark.parametrize("arg", ["tiny", pytest.param("tiny,single", marks=pytest.mark.slow)])
+@pytest.mark.slow  # ~57 s loaded; the slow set (CI) runs it.
+@pytest.mark.parametrize("arg", ["tiny", "tiny,single"])
 def test_tiny_run_evaluators_report_codebook_usage(arg):
   """The trainer's evaluation of the tiny configs (`train.run_evaluators`, at every grid and
   at the end) reports codebook usage per FQGAN branch, or of the single codebook, and the
