@@ -387,28 +387,26 @@ def _vae(enc: str, dec: str, k: int) -> TiTokConfig:
                      head="pixel", finetune_decoder=False)
 
 
-# The README's CPU model: 64x64 images, 8x8 patches (8x8 grid), 64 tokens of a 4096 x 16 cosine
-# codebook (12 bits each, 96 bytes an image), width-64 ViTs, single-stage pixel head with the
-# bilinear colour field under the patches (`pixel_base`; ~0.31M parameters; 2500 steps of 16
-# images in about 5 minutes on 2 idle CPU cores). Not the official init: LeCun-scaled kernels
-# with an identity / mid-grey pixel head (`init_std=None`), a weak FQGAN/LlamaGen entropy loss
-# (0.02) against codebook collapse, and `spatial_latents`, the locality prior without which 18
-# training photos leave the model at the mean-colour solution (held-out 12.7 dB after 1500
-# steps, below the 13.4 dB of each photo's mean colour; 17.2 dB with it). 4096 codes instead
-# of 512: 17.81 vs 17.11 dB held-out after 2000 steps.
+# The README's CPU model: 64x64 images, 8x8 patches (8x8 grid), 64 tokens of a 512 x 16 cosine
+# codebook (9 bits each, 72 bytes an image), width-64 ViTs, single-stage pixel head (~0.26M
+# parameters; 1500 steps of 16 images in about 5 minutes on 2 idle CPU cores). Not the official
+# init: LeCun-scaled kernels with an identity / mid-grey pixel head (`init_std=None`), a weak
+# FQGAN/LlamaGen entropy loss (0.02) against codebook collapse, and `spatial_latents`, the
+# locality prior without which 18 training photos leave the model at the mean-colour solution
+# (held-out 12.7 dB after 1500 steps, below the 13.4 dB of each photo's mean colour; 17.2 dB
+# with it).
 TINY = TiTokConfig(image_size=64, enc_patch_size=8, dec_patch_size=8,
                    enc_width=64, enc_depth=2, enc_heads=4, dec_width=64, dec_depth=2, dec_heads=4,
-                   num_latent_tokens=64, token_size=16, codebook_size=4096, use_l2_norm=True,
+                   num_latent_tokens=64, token_size=16, codebook_size=512, use_l2_norm=True,
                    legacy_projection=False, head="pixel", finetune_decoder=False, init_std=None,
-                   spatial_latents=True, pixel_base=True,
-                   quantizer_kwargs={"entropy_loss_weight": 0.02})
+                   spatial_latents=True, quantizer_kwargs={"entropy_loss_weight": 0.02})
 
 # Seconds to train: the tiny model at 32 px with 16x16 patches (a 2x2 grid), K=8, a 64 x 8
 # codebook; no spatial prior (8 tokens do not tile a 2x2 grid).
 SMOKE = dataclasses.replace(TINY, image_size=32, enc_patch_size=16, dec_patch_size=16,
                             enc_width=32, enc_depth=1, enc_heads=2, dec_width=32, dec_depth=1,
                             dec_heads=2, num_latent_tokens=8, token_size=8, codebook_size=64,
-                            spatial_latents=False, pixel_base=False)
+                            spatial_latents=False)
 
 VARIANTS: dict[str, TiTokConfig] = {
     "S-128": legacy_config("small", "small", 128),

@@ -444,7 +444,7 @@ def test_tiny_and_smoke_variants():
     assert smoke.tail_token_drop == (fam == "one_d_piece")
   tiny = titok.VARIANTS["tiny"]
   assert (tiny.image_size, tiny.enc_width, tiny.codebook_size, tiny.num_latent_tokens) == (
-      64, 64, 4096, 64)
+      64, 64, 512, 64)
   assert tiny.spatial_latents and not titok.VARIANTS["smoke"].spatial_latents
   assert set(titok.MODEL_SIZES) == {"small", "base", "large"}
 
