@@ -179,12 +179,15 @@ class FlexTokDecoder(nnx.Module):
     y = self.head_proj(layers.normalize(h) * (1 + scale) + shift)
     return layers.pixel_unpatchify(y, c.grid, c.patch_size, c.channels)
 
+  def velocity(self, h: jax.Array, temb: jax.Array, x_t: jax.Array, t: jax.Array) -> jax.Array:
+    """The head over the patch states of `h`, plus c_skip(t) * x_t when `skip_data_std` is
+    set (the official decoder: the head alone)."""
+    v = self.head(h[:, :self.config.num_patches], temb)
+    return v if self.config.skip_data_std is None else v + self.skip(x_t, t)
+
   def skip(self, x_t: jax.Array, t: jax.Array) -> jax.Array:
-    """The preconditioning term c_skip(t) * x_t added to the velocity (`skip_data_std`; 0
-    when it is None)."""
+    """The preconditioning term c_skip(t) * x_t (`skip_data_std` sigma_d set)."""
     sd = self.config.skip_data_std
-    if sd is None:
-      return jnp.zeros_like(x_t)
     var, t = sd * sd, t.astype(jnp.float32).reshape((-1,) + (1,) * (x_t.ndim - 1))
     return x_t * ((t - (1 - t) * var) / (t * t + (1 - t) ** 2 * var)).astype(x_t.dtype)
 
@@ -192,7 +195,7 @@ class FlexTokDecoder(nnx.Module):
     """Velocity `[B, S, S, C]` at x_t `[B, S, S, C]`, t `[B]`, conditions `[B, R, W]`."""
     temb = self.time_embedding(t)
     h = self.transformer(self.tokens(x_t, cond), **self.block_kwargs(temb))
-    return self.head(h[:, :self.config.num_patches], temb) + self.skip(x_t, t)
+    return self.velocity(h, temb, x_t, t)
 
   def velocity_and_hidden(self, x_t: jax.Array, t: jax.Array, cond: jax.Array, layer: int
                           ) -> tuple[jax.Array, jax.Array]:
@@ -200,8 +203,7 @@ class FlexTokDecoder(nnx.Module):
     temb = self.time_embedding(t)
     h, hidden = self.transformer.with_hidden(self.tokens(x_t, cond), layer,
                                              **self.block_kwargs(temb))
-    p = self.config.num_patches
-    return self.head(h[:, :p], temb) + self.skip(x_t, t), hidden[:, :p]
+    return self.velocity(h, temb, x_t, t), hidden[:, :self.config.num_patches]
 
 
 class FlexTok(nnx.Module):

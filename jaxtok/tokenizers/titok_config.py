@@ -91,7 +91,8 @@ def spatial_regions(k: int, grid: int, order: str = "raster") -> np.ndarray | No
   - "coarse_to_fine": k = n * n (n a power of two dividing `grid`) tokens form a quadtree over
     the n x n latent grid: token 0 covers the whole image, the next 3 the other quadrants
     (blocks of side n / 2), the next 12 the blocks of side n / 4, ..., the last 3/4 of them
-    single cells; within a level, raster order. A patch is covered by one token per level, so
+    single cells; within a level, raster order. A patch is covered by at most one token per
+    level (none where its block's first cell holds the coarser token, as in a Haar basis), so
     every prefix of whole levels describes the image at one resolution (1, 2 x 2, 4 x 4, ...).
   """
   if order not in SPATIAL_ORDERS:

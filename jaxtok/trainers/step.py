@@ -372,8 +372,8 @@ def make_train_step(parts: StepParts):
     metrics.update(_scalar_stats(aux.get("stats"), "codebook/"))
     if parts.recipe != "stage1":
       # Stage 1 never looks at pixels (its loss is on the proxy-code logits, as the official
-      # stage 1): leaving `recon` unused lets XLA drop the frozen pixel decoder from the step,
-      # which was half of the S-128 stage-1 step's time on CPU.
+      # stage 1): leaving `recon` unused lets XLA drop the frozen pixel decoder from the step
+      # (S-128, batch 4: 1217 -> 585 GFLOP, 18.2 -> 15.8 s on 2 CPU cores).
       metrics["train/psnr"] = jnp.mean(psnr(jnp.clip(recon, 0, 1), images))
     new = state.replace(step=state.step + 1, params=params, model_state=new_model_state,
                         opt_state=opt_state, ema_params=ema)
