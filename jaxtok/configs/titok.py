@@ -3,7 +3,7 @@ r"""TiTok training configs (arXiv 2406.07550): two-stage, single-stage and a CPU
 Commands (one per variant):
 
   # README first command: tiny TiTok on the photos bundled with scikit-image/sklearn/
-  # matplotlib, ~10 min on a 2-core CPU; prints held-out PSNR before/after + grid path.
+  # matplotlib, ~6 min on a 2-core CPU; prints held-out PSNR before/after + grid path.
   python -m jaxtok.trainers.train --config jaxtok/configs/titok.py:tiny --workdir runs/tiny
 
   # Two-stage recipe, stage 1: proxy-code cross-entropy against the frozen MaskGIT VQGAN.
@@ -85,14 +85,17 @@ def official(config: TrainConfig, recipe: str) -> TrainConfig:
 
 
 def tiny(config: TrainConfig, family: str = "titok") -> TrainConfig:
-  """Single-stage tiny model on the bundled photos, tuned for ~10 min on 2 CPU cores.
+  """Single-stage tiny model on the bundled photos, tuned for ~6 min on 2 CPU cores.
 
-  The `tiny` model variant brings LeCun-scaled init (`init_std=None`) and a VQ entropy loss;
-  with the official 0.02 init and no entropy term this run only learns the mean image and
-  collapses the codebook to a few codes.
+  The `tiny` model variant brings LeCun-scaled init (`init_std=None`), FSQ tokens and the
+  locality prior (`spatial_latents`); with the official 0.02 init this run only learns the mean
+  image. Colour jitter 0.5: the 18 training photos lean red (retina, ihc, coffee-coloured
+  scenes), and without it the held-out reconstructions come out tinted red (18.94 dB after
+  2000 steps without, 19.37 dB with).
   """
   config = bundled_tiny(config, family)
   config.loss.reconstruction_loss, config.loss.quantizer_weight = "l2", 1.0
+  config.data.color_jitter = 0.5
   config.total_steps = 2000  # About 5 minutes on 2 idle cores (~7 steps/s).
   return config
 

@@ -443,8 +443,10 @@ def test_tiny_and_smoke_variants():
     assert (smoke.image_size, smoke.head) == (32, "pixel")
     assert smoke.tail_token_drop == (fam == "one_d_piece")
   tiny = titok.VARIANTS["tiny"]
-  assert (tiny.image_size, tiny.enc_width, tiny.codebook_size, tiny.num_latent_tokens) == (
-      64, 64, 512, 64)
+  assert (tiny.image_size, tiny.enc_width, tiny.quantizer, tiny.num_latent_tokens) == (
+      64, 64, "fsq", 64)
+  assert titok.TiTok(tiny, rngs=nnx.Rngs(0)).token_spec.vocab_size == 64_000
+  assert titok.VARIANTS["smoke"].quantizer == "vq"
   assert tiny.spatial_latents and not titok.VARIANTS["smoke"].spatial_latents
   assert set(titok.MODEL_SIZES) == {"small", "base", "large"}
 
