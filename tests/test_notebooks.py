@@ -66,11 +66,11 @@ def test_flextok_notebook_runs(tmp_path, monkeypatch):
   outputs, text = _execute("flextok.ipynb", tmp_path, monkeypatch, JAXTOK_NOTEBOOK_STEPS="4",
                            JAXTOK_NOTEBOOK_SAMPLE_STEPS="2",
                            JAXTOK_NOTEBOOK_WORKDIR=str(tmp_path / "runs"))
-  assert "4 steps of 32 images" in text and "(4, 32, 32, 3) -> (4, 32) int32" in text
+  assert "4 steps of 32 images" in text and "(4, 32, 32, 3) -> (4, 64) int32" in text
   summary = json.loads((tmp_path / "runs" / "flextok_tiny" / "summary.json").read_text())
   assert summary["status"] == "done" and summary["step"] == 4
   for title in ("no guidance", "APG, scale 7.5"):
     line = next(x for x in text.splitlines() if x.startswith(f"{title} PSNR (dB) by k:"))
-    assert all(f"{k}:" in line for k in (1, 2, 4, 8, 16, 32)), line
+    assert all(f"{k}:" in line for k in (1, 2, 4, 8, 16, 32, 64)), line
   assert text.count("ValueError:") == 3
   assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2  # the two grids

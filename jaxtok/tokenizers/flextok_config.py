@@ -12,6 +12,7 @@ import dataclasses
 
 from jaxtok.tokenizers import token_drop
 from jaxtok.tokenizers.interface import ModelConfigBase
+from jaxtok.tokenizers.titok_config import spatial_regions
 from jaxtok.tokenizers.vae_config import AutoencoderKLConfig, load_config
 
 FRONT_ENDS = ("identity", "latent", "vae")
@@ -83,6 +84,15 @@ class FlexTokConfig(ModelConfigBase):
       (`loss.repa_weight`, `loss.repa_teacher`); None = no projector.
     repa_width: the projector's hidden width (REPA: 2048).
     repa_dim: its output width = the teacher's feature width (e.g. 768 for DINOv2-B).
+    spatial_registers: a coarse-to-fine locality prior for small data (ours, not FlexTok's;
+      off in the published variants): register i is tied to the region i of the quadtree
+      `titok_config.spatial_regions(R, grid, "coarse_to_fine")` (register 0 the whole image,
+      1-3 the other quadrants, then blocks of a quarter side, ...; R = n * n, n a power of
+      two dividing the patch grid). In the encoder each register's input also gets the mean
+      patch token (embedding + sin-cos) of its region; in the decoder each noised-patch
+      token also gets the sum of the kept (not nested-dropped, not null) register conditions
+      whose regions cover it. Prefixes stay exact: register i's input depends on the image
+      only, and a dropped register adds nothing.
   """
   front_end: str = "identity"
   input_size: int = 256
@@ -123,6 +133,7 @@ class FlexTokConfig(ModelConfigBase):
   repa_layer: int | None = None
   repa_width: int = 2048
   repa_dim: int = 768
+  spatial_registers: bool = False
 
   def __post_init__(self):
     self.levels = tuple(int(v) for v in self.levels)
@@ -178,6 +189,10 @@ class FlexTokConfig(ModelConfigBase):
          f"None or a decoder block in 1..dec_depth={self.dec_depth}")
     need(self.repa_width >= 1, "repa_width", ">= 1")
     need(self.repa_dim >= 1, "repa_dim", ">= 1")
+    if self.spatial_registers:
+      need(spatial_regions(self.num_registers, self.grid, "coarse_to_fine") is not None,
+           "num_registers", f"n * n registers, n a power of two dividing the patch grid "
+           f"{self.grid} (e.g. {self.grid ** 2}), for spatial_registers")
 
   # ---- derived sizes ----
   @property

@@ -27,7 +27,7 @@ def test_configs_resolve():
   for arg in ("tiny", "variant=d12-d12", "variant=d18-d28"):
     config = get_config(arg)
     cls, model_config = model_class_and_config(config)
-    assert config.family == "flextok" and model_config.num_registers in (32, 256)
+    assert config.family == "flextok" and model_config.num_registers in (64, 256)
     assert config.loss.reconstruction_weight == 0 and config.loss.gan_weight == 0
 
 
