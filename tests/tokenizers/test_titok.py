@@ -279,13 +279,20 @@ def _images(n=2, s=64, seed=0):
   return jnp.asarray(np.random.default_rng(seed).uniform(size=(n, s, s, 3)).astype(np.float32))
 
 
-def test_contract_shapes_and_training_forward(tiny_model):
-  model = tiny_model
+# The tiny model (FSQ tokens) and the same sizes with a learned cosine VQ codebook.
+TINY_VQ = dataclasses.replace(titok.VARIANTS["tiny"], quantizer="vq", token_size=16,
+                              codebook_size=512, quantizer_kwargs={"entropy_loss_weight": 0.02})
+
+
+@pytest.mark.parametrize("quantizer", ["fsq", "vq"])
+def test_contract_shapes_and_training_forward(tiny_model, quantizer):
+  model = tiny_model if quantizer == "fsq" else TiTok(TINY_VQ, rngs=nnx.Rngs(0))
+  assert model.config.quantizer == quantizer
   cfg = model.config
   x = _images()
   ids = nnx.jit(lambda m, x: m.encode(x))(model, x)
   assert ids.shape == (2, cfg.num_latent_tokens) and ids.dtype == jnp.int32
-  assert int(ids.min()) >= 0 and int(ids.max()) < cfg.codebook_size
+  assert int(ids.min()) >= 0 and int(ids.max()) < model.token_spec.vocab_size
   img = nnx.jit(lambda m, i: m.decode_tokens(i))(model, ids)
   assert img.shape == (2, 64, 64, 3) and img.dtype == jnp.float32
 
@@ -294,14 +301,17 @@ def test_contract_shapes_and_training_forward(tiny_model):
     return jnp.mean((recon - x) ** 2) + aux["quantizer_loss"], aux
 
   grads, aux = nnx.jit(nnx.grad(loss_fn, has_aux=True))(model, x)
-  for k in ("quantizer_loss", "commitment_loss", "codebook_loss", "ids", "stats"):
+  keys = ("quantizer_loss", "ids", "stats") + (
+      ("commitment_loss", "codebook_loss") if quantizer == "vq" else ())
+  for k in keys:
     assert k in aux
   g = nnx.state(grads, nnx.Param)
   gl = jax.tree_util.tree_leaves(g)
   assert all(np.isfinite(np.asarray(v)).all() for v in gl)
   # The encoder gets gradients through the straight-through estimator.
   assert float(jnp.abs(grads.encoder.latent_tokens[...]).sum()) > 0
-  assert float(jnp.abs(grads.quantize.codebook[...]).sum()) > 0
+  if quantizer == "vq":
+    assert float(jnp.abs(grads.quantize.codebook[...]).sum()) > 0
 
 
 def test_bad_inputs_raise_value_error(tiny_model):
