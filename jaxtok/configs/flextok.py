@@ -1,12 +1,12 @@
 r"""FlexTok training configs (arXiv 2502.13967): rectified-flow decoder, nested dropout.
 
   # CPU: tiny FlexTok in pixel space on the bundled photos (2000 steps of 32; 64 registers
-  # with the coarse-to-fine `spatial_registers` prior). Measured on 2 cores shared with a
-  # second training job (load average 2.4-5.5): 2.08 steps/s, 968 s of training; idle is not
-  # measured (about 2x that rate when two jobs share the cores: ~8 min). Held-out one-step
-  # PSNR by prefix 1, 2, 4, ..., 64: 13.01, 13.18, 13.55, 13.91, 14.50, 14.72, 15.33 dB; the
-  # prefix grid goes from one colour per image (k = 1) through quadrant blocks (k = 4) to
-  # 4 x 4-pixel blocks (k = 64), with a grain of undenoised noise at every k.
+  # with the coarse-to-fine `spatial_registers` prior). Measured on 2 idle cores: 570 s of
+  # training (584 s for the whole command). Held-out one-step PSNR by prefix 1, 2, 4, ..., 64:
+  # 13.01, 13.18, 13.55, 13.91, 14.50, 14.72, 15.33 dB; the prefix grid
+  # (docs/flextok_tiny_prefix.png) goes from one colour per image (k = 1) through quadrant
+  # blocks (k = 4) to 4 x 4-pixel blocks of the 32 px image (k = 64), with a grain of
+  # undenoised noise at every k.
   python -m jaxtok.trainers.train --config jaxtok/configs/flextok.py:tiny --workdir runs/ft
   # One training step with tiny sizes (test suite):
   python -m jaxtok.trainers.train --config jaxtok/configs/flextok.py:smoke --workdir /tmp/s
