@@ -3,7 +3,8 @@ VAE, arXiv 2112.10752) in the layout of diffusers' `AutoencoderKL`, JSON-seriali
 
 `config_from_diffusers` reads a diffusers `config.json` dict as data (every key known or
 refused by name), so a user's `diffusion_pytorch_model.safetensors` + `config.json` load into
-`jaxtok.tokenizers.vae.AutoencoderKL` without diffusers or torch.
+`jaxtok.tokenizers.vae.AutoencoderKL` without diffusers or torch; `config_from_diffusers_weights`
+reads the architecture from a bare state dict's shapes (a VAE inside another checkpoint).
 """
 # No `from __future__ import annotations`: ml_collections config_flags reads the config
 # dataclass's field types at runtime (`--config.model.<field>=...` in the trainer).
@@ -14,6 +15,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from jaxtok.io import checkpoint as ckpt_format
 from jaxtok.tokenizers.interface import ModelConfigBase
@@ -147,6 +150,73 @@ def config_from_diffusers(d: Mapping[str, Any], *, image_size: int | None = None
                              **d)
 
 
+def _diffusers_shape(tensors: Mapping[str, Any], key: str, ndim: int, where: str
+                     ) -> tuple[int, ...]:
+  if key not in tensors:
+    raise ValueError(f"{where}: expected the diffusers AutoencoderKL key {key!r}")
+  shape = tuple(int(n) for n in np.shape(tensors[key]))
+  if len(shape) != ndim:
+    raise ValueError(f"{where}: expected {key!r} to have {ndim} dimensions, got shape {shape}")
+  return shape
+
+
+def _indices(tensors: Mapping[str, Any], prefix: str) -> list[int]:
+  """The sorted `i` of every key `prefix<i>.*`."""
+  return sorted({int(k[len(prefix):].split(".")[0]) for k in tensors
+                 if k.startswith(prefix) and k[len(prefix):].split(".")[0].isdigit()})
+
+
+def config_from_diffusers_weights(tensors: Mapping[str, Any], *, latent_size: int,
+                                  scaling_factor: float = 1.0, shift_factor: float = 0.0,
+                                  norm_num_groups: int = 32, where: str = "weights"
+                                  ) -> AutoencoderKLConfig:
+  """The `AutoencoderKLConfig` of a diffusers `AutoencoderKL` state dict, read from the weights'
+  shapes alone (for checkpoints that come without a diffusers `config.json`).
+
+  From the shapes: `block_out_channels` (the width of each `encoder.down_blocks.<i>`),
+  `layers_per_block` (the ResNets of `encoder.down_blocks.0`), `latent_channels` (half the
+  outputs of `encoder.conv_out`), `in_channels` / `out_channels`, and whether there are
+  `quant_conv` / `post_quant_conv` and mid-block attention. The GroupNorm group count is in no
+  shape: `norm_num_groups` (diffusers' and Stable Diffusion's 32 by default) is taken as given;
+  `norm_eps` is diffusers' 1e-6. The decoder is not read here: `vae.params_from_diffusers`
+  checks every tensor against the model of this config.
+
+  Args:
+    tensors: `{diffusers key: array}` (names without any prefix; numpy arrays or anything with
+      a shape).
+    latent_size: side of the latents the second stage takes: `image_size` is this x the
+      downsampling factor.
+    scaling_factor, shift_factor, norm_num_groups: the fields no weight shape holds.
+    where: how error messages name `tensors`.
+
+  Raises:
+    ValueError: a key the architecture needs is missing or has an unexpected shape (named).
+  """
+  ch0, cin = _diffusers_shape(tensors, "encoder.conv_in.weight", 4, where)[:2]
+  levels = _indices(tensors, "encoder.down_blocks.")
+  if not levels or levels != list(range(len(levels))):
+    raise ValueError(f"{where}: expected encoder.down_blocks.0..n-1, got indices {levels}")
+  widths = tuple(_diffusers_shape(tensors, f"encoder.down_blocks.{i}.resnets.0.conv1.weight", 4,
+                                  where)[0] for i in levels)
+  if widths[0] != ch0:
+    raise ValueError(f"{where}: encoder.conv_in has {ch0} outputs but encoder.down_blocks.0 "
+                     f"is {widths[0]} wide")
+  resnets = _indices(tensors, "encoder.down_blocks.0.resnets.")
+  moments = _diffusers_shape(tensors, "encoder.conv_out.weight", 4, where)[0]
+  if moments % 2:
+    raise ValueError(f"{where}: encoder.conv_out has {moments} outputs; expected 2 x "
+                     f"latent_channels (mean and log-variance)")
+  out = _diffusers_shape(tensors, "decoder.conv_out.weight", 4, where)[0]
+  attention = any(k.startswith("encoder.mid_block.attentions.") for k in tensors)
+  return AutoencoderKLConfig(
+      image_size=int(latent_size) * 2 ** (len(widths) - 1), in_channels=cin, out_channels=out,
+      block_out_channels=widths, layers_per_block=len(resnets), latent_channels=moments // 2,
+      norm_num_groups=int(norm_num_groups), mid_block_add_attention=attention,
+      use_quant_conv="quant_conv.weight" in tensors,
+      use_post_quant_conv="post_quant_conv.weight" in tensors,
+      scaling_factor=float(scaling_factor), shift_factor=float(shift_factor))
+
+
 def read_diffusers_config(directory: str | os.PathLike, *, image_size: int | None = None
                           ) -> AutoencoderKLConfig:
   """`config_from_diffusers` of `directory/config.json`."""
@@ -177,5 +247,5 @@ def load_config(directory: str | os.PathLike) -> AutoencoderKLConfig:
   return AutoencoderKLConfig.from_dict(meta["config"])
 
 
-__all__ = ["AutoencoderKLConfig", "config_from_diffusers", "is_jaxtok_checkpoint", "load_config",
-           "read_diffusers_config"]
+__all__ = ["AutoencoderKLConfig", "config_from_diffusers", "config_from_diffusers_weights",
+           "is_jaxtok_checkpoint", "load_config", "read_diffusers_config"]

@@ -13,7 +13,11 @@ from jaxtok.io.safetensors import read_safetensors, write_safetensors
 from jaxtok.tokenizers import get_family, vae
 from jaxtok.tokenizers.convert.__main__ import main as convert_main
 from jaxtok.tokenizers.flextok_config import FlexTokConfig
-from jaxtok.tokenizers.vae_config import AutoencoderKLConfig, config_from_diffusers
+from jaxtok.tokenizers.vae_config import (
+  AutoencoderKLConfig,
+  config_from_diffusers,
+  config_from_diffusers_weights,
+)
 
 # Small diffusers configs: f8 with 16 shifted latents, attention and no quant convs; f2 with 4
 # latents, quant convs, no attention and two ResNets a level.
@@ -72,6 +76,21 @@ def test_parity_with_diffusers(tmp_path, case):
   shift = CASES[case].get("shift_factor") or 0.0
   np.testing.assert_allclose(lat, (nhwc(want_mean) - shift) * port.config.scaling_factor,
                              atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_architecture_from_weight_shapes(tmp_path, case):
+  _diffusers_dir(tmp_path, CASES[case])
+  want = vae.read_diffusers_config(tmp_path)
+  tensors = read_safetensors(tmp_path / vae.DIFFUSERS_WEIGHTS)
+  got = config_from_diffusers_weights(tensors, latent_size=want.latent_size,
+                                      scaling_factor=want.scaling_factor,
+                                      shift_factor=want.shift_factor,
+                                      norm_num_groups=want.norm_num_groups)
+  assert got == want
+  del tensors["encoder.conv_out.weight"]
+  with pytest.raises(ValueError, match="encoder.conv_out.weight"):
+    config_from_diffusers_weights(tensors, latent_size=4)
 
 
 def test_legacy_attention_names_and_strictness(tmp_path):
