@@ -19,58 +19,10 @@ from jaxtok.testing import fixture_params
 from jaxtok.tokenizers.convert.__main__ import main as convert_main
 from jaxtok.tokenizers.convert.flextok_config import read_release_config
 from jaxtok.tokenizers.convert.flextok_mapping import convert_flextok
+from tests.tokenizers.convert.flextok_release import read_fixture, release_config
 
 FIXTURES = pathlib.Path(__file__).parents[2] / "fixtures"
 ATOL_DEC = 1e-4  # fixture README §6
-
-
-def _t(name: str, **kw):
-  return {"_target_": "flextok." + name, **kw}
-
-
-def release_config(cfg: dict) -> dict:
-  """A release config of the official form for a fixture's `config/json`."""
-  p = cfg["patch_size"]
-  def trunk(dim, depth, head_dim, mask):
-    return _t("model.trunks.transformers.FlexTransformer", dim=dim, depth=depth,
-             head_dim=head_dim, mlp_ratio=cfg["mlp_ratio"], block_mask=mask,
-             block_cls=_t("model.layers.transformer_blocks.FlexBlock"))
-  wrap = "model.utils.wrappers.SequentialModuleDictWrapper"
-  return {
-      "vae": _t("vae_wrapper.StableDiffusionVAE", latent_channels=cfg["latent_channels"]),
-      "encoder": _t(wrap, module_dict={
-          "enc_patch_emb": _t("model.preprocessors.patching.PatchEmbedder",
-                             patch_sizes=[p, p], dim=cfg["enc_dim"]),
-          "enc_posemb_module": _t("model.utils.posembs.PositionalEmbeddingAdder"),
-          "enc_register_module": _t("model.preprocessors.registers.Registers1D",
-                                   n_max_registers=cfg["n_registers"]),
-          "enc_transformer": trunk(cfg["enc_dim"], cfg["enc_depth"], cfg["enc_head_dim"],
-                                   "causal_last"),
-          "enc_to_latents": _t("model.postprocessors.heads.LinearHead")}),
-      "decoder": _t(wrap, module_dict={
-          "dec_from_latents": _t("model.preprocessors.linear.LinearLayer"),
-          "dec_nested_dropout": _t("model.preprocessors.token_dropout.MaskedNestedDropout",
-                                  size_sampling_mode="pow2"),
-          "dec_latent_dropout": _t("model.preprocessors.nullcond.LearnedNullCond"),
-          "dec_noise_patch_emb": _t("model.preprocessors.patching.PatchEmbedder",
-                                   patch_sizes=[p, p]),
-          "dec_time_embedder": _t("model.preprocessors.time_embedding.TimestepEmbedder",
-                                 max_timestep=cfg["max_timestep"]),
-          "dec_transformer": trunk(cfg["dec_dim"], cfg["dec_depth"], cfg["dec_head_dim"],
-                                   "full"),
-          "dec_to_patches": _t("model.postprocessors.heads.ToPatchesLinearHead")}),
-      "regularizer": _t("regularizers.quantize_fsq.FSQ", levels=cfg["levels"]),
-      "flow_matching_noise_module": _t("flow_matching.noise_modules.MinRFNoiseModule"),
-      "pipeline": _t("flow_matching.pipelines.MinRFPipeline",
-                    momentum_buffer=_t("flow_matching.cfg_utils.MomentumBuffer", momentum=-0.5)),
-  }
-
-
-def _fixture(path):
-  with np.load(path, allow_pickle=False) as f:
-    data = {k: f[k] for k in f.files}
-  params = {k[len("param/"):]: v for k, v in data.items() if k.startswith("param/")}
-  return data, json.loads(str(data["config/json"])), params
 
 
 def _nhwc(a):
@@ -98,7 +50,7 @@ def _check_against_fixture(directory, data):
 
 @pytest.mark.parametrize("path", fixture_params("flextok", FIXTURES))
 def test_cli_converts_safetensors_with_config_json(path, tmp_path, capsys):
-  data, cfg, params = _fixture(path)
+  data, cfg, params = read_fixture(path)
   release = tmp_path / "release"
   release.mkdir()
   safetensors.write_safetensors(release / "model.safetensors", params)
@@ -117,7 +69,7 @@ def test_cli_converts_safetensors_with_config_json(path, tmp_path, capsys):
 
 @pytest.mark.parametrize("path", fixture_params("flextok", FIXTURES))
 def test_metadata_only_release_converts(path, tmp_path):
-  data, cfg, params = _fixture(path)
+  data, cfg, params = read_fixture(path)
   ckpt = tmp_path / "model.safetensors"
   rel = release_config(cfg)
   # The official saver stores str(value) per key: Python literals (single quotes, True/None).
@@ -129,7 +81,7 @@ def test_metadata_only_release_converts(path, tmp_path):
 
 def test_unknown_target_and_bad_configs_are_refused(tmp_path):
   path = fixture_params("flextok", FIXTURES)[0].values[0]
-  _, cfg, params = _fixture(path)
+  _, cfg, params = read_fixture(path)
   ckpt = tmp_path / "model.safetensors"
   safetensors.write_safetensors(ckpt, params)
   rel = release_config(cfg)
