@@ -4,7 +4,7 @@
         --config config.json [--maskgit-vqgan maskgit-vqgan-imagenet-f16-256.bin] --out DIR
 
     python -m jaxtok.tokenizers.convert flextok --checkpoint model.safetensors \
-        [--config config.json] --out DIR
+        [--config config.json] [--vae-scaling-factor S] --out DIR
 
     python -m jaxtok.tokenizers.convert fqgan --checkpoint fqgan.pt --variant dual-16 --out DIR
 
@@ -32,7 +32,8 @@ SUMMARY_FIELDS = {
               "codebook_size": "codebook_size"},
     "fqgan": {"image_size": "image_size", "branches": "branches",
               "codebook_size": "codebook_size"},
-    "flextok": {"input_size": "input_size", "num_tokens": "num_registers", "levels": "levels"},
+    "flextok": {"front_end": "front_end", "input_size": "input_size",
+                "num_tokens": "num_registers", "levels": "levels"},
     "vae": {"image_size": "image_size", "latent_channels": "latent_channels",
             "scaling_factor": "scaling_factor"},
 }
@@ -79,11 +80,18 @@ def _parser() -> argparse.ArgumentParser:
   _add_output_args(fq)
   fq.add_argument("--use-torch", action="store_true",
                   help="read .pt with torch.load instead of the torch-free reader")
-  f = sub.add_parser("flextok", help="FlexTok (apple/ml-flextok) releases")
+  f = sub.add_parser("flextok", help="FlexTok (apple/ml-flextok) releases, VAE included: "
+                                      "the result tokenizes images (front_end 'vae'); a "
+                                      "checkpoint without vae.vae.* weights gives a "
+                                      "front_end 'latent' model over VAE latents")
   f.add_argument("--checkpoint", required=True, type=Path, help="model.safetensors")
   f.add_argument("--config", type=Path, default=None,
                  help="release config.json (default: beside --checkpoint, else the "
                       "safetensors __metadata__)")
+  f.add_argument("--vae-scaling-factor", type=float, default=None,
+                 help="the VAE's latent scaling factor, needed when the release's vae node "
+                      "sets scaling_factor null (the official code reads it from the "
+                      "hf_hub_path model's config, which is not read here)")
   _add_output_args(f)
   v = sub.add_parser("vae", help="diffusers AutoencoderKL directories (save_pretrained)")
   v.add_argument("--diffusers", required=True, type=Path,
@@ -116,6 +124,7 @@ def _convert(args):
                        overwrite=not args.no_overwrite)
   if args.family == "flextok":
     return convert_flextok(args.checkpoint, args.config, args.out,
+                           vae_scaling_factor=args.vae_scaling_factor,
                            overwrite=not args.no_overwrite)
   return convert_titok(args.checkpoint, args.config, args.out,
                        maskgit_vqgan=args.maskgit_vqgan, maskgit_override=args.maskgit_override,

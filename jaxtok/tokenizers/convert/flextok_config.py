@@ -17,7 +17,10 @@ What is read from where:
 - FSQ `levels` from the `regularizer` tree; the nested-dropout `size_sampling_mode`; the
   timestep embedder's `max_timestep` (class default 1000.0 when absent; tests/fixtures/flextok
   README §5), `frequency_embedding_size` and `max_period`; the encoder mask from any
-  argument whose value is "causal_last" / "full" in the `encoder` tree.
+  argument whose value is "causal_last" / "full" in the `encoder` tree;
+- the VAE (`official_vae_config`, the `vae` node `flextok.vae_wrapper.StableDiffusionVAE` over
+  a diffusers `AutoencoderKL`): its architecture from the `vae.vae.*` weights' shapes, the
+  latent scaling from the node's `scaling_factor`.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ import numpy as np
 from jaxtok.io.safetensors import read_safetensors_metadata
 from jaxtok.tokenizers import layers
 from jaxtok.tokenizers.flextok import FlexTokConfig
+from jaxtok.tokenizers.vae_config import AutoencoderKLConfig, config_from_diffusers_weights
 
 RELEASE_KEYS = ("vae", "encoder", "decoder", "regularizer", "flow_matching_noise_module",
                 "pipeline")
@@ -66,6 +70,12 @@ KNOWN_TARGETS = frozenset("flextok." + t for t in (
     "regularizers.quantize_fsq.FSQ"))
 ENC = "encoder.module_dict."
 DEC = "decoder.module_dict."
+SD_VAE = "flextok.vae_wrapper.StableDiffusionVAE"
+# GroupNorm groups of the official VAE: its base diffusers config's (and every Stable Diffusion
+# VAE's) 32. No weight shape holds it, and a hub config (`hf_hub_path`) cannot be read offline.
+VAE_NORM_GROUPS = 32
+# `StableDiffusionVAE`'s own default of `latent_channels` (used when no `hf_hub_path` is given).
+VAE_DEFAULT_LATENT_CHANNELS = 16
 
 
 def _parse_value(key: str, text: Any) -> Any:
@@ -237,3 +247,76 @@ def official_flextok_config(release: Mapping[str, Any],
       time_max_period=float(_arg(temb, ("max_period",), 256.0)),
       null_cond="learned" if DEC + "dec_latent_dropout.nullcond" in params else "zero",
       nested_dropout=nested)
+
+
+def official_vae_config(release: Mapping[str, Any], tensors: Mapping[str, np.ndarray], *,
+                        latent_size: int, scaling_factor: float | None = None
+                        ) -> tuple[AutoencoderKLConfig, dict[str, Any]]:
+  """The `AutoencoderKLConfig` of a release's `StableDiffusionVAE` and its weights.
+
+  The official wrapper builds a diffusers `AutoencoderKL` from its base config (or, with
+  `hf_hub_path`, from that hub model's config, which cannot be read offline), so the
+  architecture is read from the weights' shapes (`config_from_diffusers_weights`), with
+  `norm_num_groups` = `VAE_NORM_GROUPS` (32: no shape holds it). Without `hf_hub_path` the
+  node's `latent_channels` (class default 16) must match the weights; with it, the official code
+  ignores that argument and so does this function. The official latents are
+  `z * scaling_factor` (no shift), z a posterior sample (`sample_posterior`, the official
+  default) or its mode; jaxtok's "vae" front end encodes with the posterior mean (a
+  deterministic tokenizer) and decodes `z / scaling_factor`.
+
+  Args:
+    release: the checked release dict (`check_release`).
+    tensors: the diffusers `AutoencoderKL` state dict (the release's `vae.vae.*` keys with
+      that prefix removed).
+    latent_size: side of the latents the FlexTok encoder patchifies (the image side is this x
+      the VAE's downsampling factor).
+    scaling_factor: the latent scaling to use where the node's `scaling_factor` is None (the
+      official code then takes the hub config's); must agree with the node's when both are set.
+
+  Returns:
+    (config, facts): facts records `hf_hub_path`, `sample_posterior`, `dtype_override`,
+    `scaling_factor` and where it came from ("config" or "argument"), and `norm_num_groups`.
+
+  Raises:
+    ValueError: no `StableDiffusionVAE` node, a latent_channels mismatch, or a missing or
+      conflicting scaling factor (each named).
+  """
+  nodes = [n for _, n in _nodes(release["vae"]) if n.get("_target_") == SD_VAE]
+  if not nodes:
+    raise ValueError(f"config: the checkpoint holds VAE weights (vae.vae.*), but the 'vae' node "
+                     f"names no {SD_VAE}")
+  node = nodes[0]
+  hub = node.get("hf_hub_path")
+  given = node.get("scaling_factor")
+  if given is not None and (isinstance(given, bool) or not isinstance(given, (int, float))):
+    raise ValueError(f"config: vae scaling_factor: expected a number or null, got {given!r}")
+  if not given:  # The official `scaling_factor or <hub config's>`: None and 0 both defer.
+    if scaling_factor is None:
+      origin = (f"from the hub config of hf_hub_path={hub!r}, which jaxtok cannot read offline"
+                if hub is not None else "from nowhere: hf_hub_path is None too")
+      raise ValueError(f"scaling_factor: the release's vae node sets none (the official code "
+                       f"would take it {origin}); pass the VAE's latent scaling factor "
+                       f"(--vae-scaling-factor / vae_scaling_factor=)")
+    used, origin = float(scaling_factor), "argument"
+  else:
+    used, origin = float(given), "config"
+    if scaling_factor is not None and float(scaling_factor) != used:
+      raise ValueError(f"scaling_factor: {scaling_factor!r} was passed, but the release's vae "
+                       f"node sets scaling_factor={given!r}")
+  config = config_from_diffusers_weights(tensors, latent_size=latent_size, scaling_factor=used,
+                                         norm_num_groups=VAE_NORM_GROUPS,
+                                         where="params (vae.vae.*)")
+  c = config.latent_channels
+  if hub is None:
+    want = node.get("latent_channels", VAE_DEFAULT_LATENT_CHANNELS)
+    if isinstance(want, bool) or not isinstance(want, int) or want != c:
+      note = ("" if "latent_channels" in node
+              else f" (StableDiffusionVAE's default {VAE_DEFAULT_LATENT_CHANNELS}: the node "
+                   f"sets none)")
+      raise ValueError(f"config: vae latent_channels={want!r}{note} does not match the "
+                       f"weights' latent_channels={c} (vae.vae.encoder.conv_out has {2 * c} "
+                       f"outputs)")
+  facts = {"hf_hub_path": hub, "sample_posterior": bool(node.get("sample_posterior", True)),
+           "dtype_override": node.get("dtype_override", "fp32"), "scaling_factor": used,
+           "scaling_factor_from": origin, "norm_num_groups": VAE_NORM_GROUPS}
+  return config, facts

@@ -7,11 +7,19 @@ roles: tests/fixtures/flextok/README.md §3. Layout rules: Linear (out, in) -> k
 `concat([wq.T, wk.T, wv.T], 1)`; the decoder register posemb (1, 1, W, R) -> (R, W).
 
 The fixed sin-cos tables (`*posemb_module.posembs` of the patches) are not parameters in jaxtok:
-they are checked against `layers.sincos_2d` and dropped. `vae.*` keys (the front end) are not
-handled here (`strip_vae`). Loading is strict otherwise (see `titok_mapping.build_with_params`).
+they are checked against `layers.sincos_2d` and dropped. Loading is strict otherwise (see
+`titok_mapping.build_with_params`).
+
+The VAE (`vae.*`, `split_vae`): the official `StableDiffusionVAE` holds a diffusers
+`AutoencoderKL` as `.vae`, so its weights are `vae.vae.<diffusers key>`; they become the
+`front_end="vae"` model's `vae/...` (`jaxtok.tokenizers.vae.params_from_diffusers`, architecture
+from `flextok_config.official_vae_config`). `vae.logvar` (`learnable_logvar`: a parameter of the
+VAE's training loss) is dropped. A release without `vae.vae.*` weights stays a
+`front_end="latent"` model over precomputed VAE latents.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import Mapping
@@ -19,18 +27,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from flax import nnx
 
 from jaxtok.io import checkpoint as ckpt_format
 from jaxtok.io.torch_pickle import read_checkpoint
 from jaxtok.tokenizers import layers
-from jaxtok.tokenizers.convert.flextok_config import official_flextok_config, read_release_config
+from jaxtok.tokenizers.convert.flextok_config import (
+  official_flextok_config,
+  official_vae_config,
+  read_release_config,
+)
 from jaxtok.tokenizers.convert.titok_mapping import build_with_params
 from jaxtok.tokenizers.flextok import FlexTok, FlexTokConfig
+from jaxtok.tokenizers.vae import params_from_diffusers
 
 E = "encoder.module_dict."
 D = "decoder.module_dict."
 # Max |difference| tolerated between a checkpoint's fixed sin-cos table and jaxtok's.
 SINCOS_ATOL = 1e-5
+# The official StableDiffusionVAE's diffusers AutoencoderKL (`self.vae.vae`).
+VAE_PREFIX = "vae.vae."
+# Official VAE parameters with no jaxtok counterpart: the learnable log-variance of the VAE's
+# reconstruction loss (`learnable_logvar=True`), used in training only.
+VAE_DROPPED = ("vae.logvar",)
 
 
 def _t(w):
@@ -51,10 +70,23 @@ def _reg_posemb(w):  # (1, 1, W, R) -> (R, W)
   return np.ascontiguousarray(np.asarray(w)[0, 0].T)
 
 
-def strip_vae(params: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[str]]:
-  """(params without `vae.*`, the removed keys)."""
-  vae = sorted(k for k in params if k.startswith("vae."))
-  return {k: v for k, v in params.items() if not k.startswith("vae.")}, vae
+def split_vae(params: Mapping[str, np.ndarray]
+              ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[str]]:
+  """(params without `vae.*`, the diffusers `AutoencoderKL` state dict under `vae.vae.` with
+  that prefix removed, the dropped training-only keys `VAE_DROPPED`).
+
+  Raises:
+    ValueError: a `vae.*` key that is neither (named).
+  """
+  rest = {k: v for k, v in params.items() if not k.startswith("vae.")}
+  vae = {k[len(VAE_PREFIX):]: v for k, v in params.items() if k.startswith(VAE_PREFIX)}
+  dropped = sorted(k for k in params if k in VAE_DROPPED)
+  unknown = sorted(k for k in params if k.startswith("vae.") and not k.startswith(VAE_PREFIX)
+                   and k not in VAE_DROPPED)
+  if unknown:
+    raise ValueError(f"params: unknown VAE keys {unknown[:5]}; expected {VAE_PREFIX}<diffusers "
+                     f"AutoencoderKL key> or {list(VAE_DROPPED)}")
+  return rest, vae, dropped
 
 
 def _check_sincos(params: Mapping[str, np.ndarray], key: str, grid: int, width: int) -> None:
@@ -143,37 +175,107 @@ def flextok_from_params(config: FlexTokConfig, params: Mapping[str, np.ndarray])
   return build_with_params(FlexTok, config, fuse_qkv(params), flextok_rules)
 
 
-def from_official(release: Mapping[str, Any], params: Mapping[str, np.ndarray]) -> FlexTok:
-  """FlexTok from a checked release dict and its state dict (`vae.*` keys ignored)."""
-  params, _ = strip_vae(params)
-  return flextok_from_params(official_flextok_config(release, params), params)
+def flextok_with_vae(config: FlexTokConfig, params: Mapping[str, np.ndarray],
+                     vae_tensors: Mapping[str, np.ndarray]) -> FlexTok:
+  """A `front_end="vae"` `FlexTok(config)`: the official FlexTok `params` (without `vae.*`) and
+  the diffusers `AutoencoderKL` state dict `vae_tensors` of `config.vae`, both checked
+  strictly."""
+  if config.front_end != "vae":
+    raise ValueError(f"config.front_end: expected 'vae', got {config.front_end!r}")
+  latent = flextok_from_params(dataclasses.replace(config, front_end="latent", vae=None), params)
+  try:
+    vae = params_from_diffusers(config.vae, vae_tensors)
+  except ValueError as e:
+    raise ValueError(f"params ({VAE_PREFIX}*): {e}") from e
+  have = dict(nnx.to_flat_state(nnx.state(latent)))
+  have.update({("vae",) + tuple(path): var for path, var in nnx.to_flat_state(nnx.state(vae))})
+  graphdef, state = nnx.split(nnx.eval_shape(lambda: FlexTok(config, rngs=nnx.Rngs(0))))
+  flat = list(nnx.to_flat_state(state))
+  want = {path for path, _ in flat}
+  if want != set(have):  # The two parts must make up the whole model, nothing more or less.
+    odd = sorted("/".join(map(str, p)) for p in want ^ set(have))
+    raise ValueError(f"config: the FlexTok and VAE parts do not make up the vae front-end "
+                     f"model: {odd[:5]}")
+  return nnx.merge(graphdef, nnx.from_flat_state(
+      [(path, var.replace(have[path].get_value())) for path, var in flat]))
+
+
+def official_model(release: Mapping[str, Any], params: Mapping[str, np.ndarray], *,
+                   vae_scaling_factor: float | None = None
+                   ) -> tuple[FlexTok, dict[str, Any]]:
+  """(FlexTok, what became of the VAE) from a checked release dict and its state dict.
+
+  A `StableDiffusionVAE` release with `vae.vae.*` weights gives a `front_end="vae"` model (its
+  encoder takes the VAE's scaled posterior means of images in [0, 1], mapped to [-1, 1] as the
+  official pipeline feeds them); one without them a `front_end="latent"` model. See
+  `flextok_config.official_vae_config` for `vae_scaling_factor`.
+  """
+  kept, vae_tensors, dropped = split_vae(params)
+  config = official_flextok_config(release, kept)
+  info: dict[str, Any] = {"dropped_keys": dropped}
+  if not vae_tensors:
+    reason = (f"the checkpoint holds no {VAE_PREFIX}* weights: the model takes precomputed "
+              f"VAE latents" if config.front_end == "latent"
+              else "the release has no StableDiffusionVAE")
+    info.update(converted=False, front_end=config.front_end, reason=reason)
+    return flextok_from_params(config, kept), info
+  vae_config, facts = official_vae_config(release, vae_tensors, latent_size=config.input_size,
+                                          scaling_factor=vae_scaling_factor)
+  if vae_config.latent_channels != config.channels:
+    raise ValueError(f"params: the VAE's latent_channels={vae_config.latent_channels} "
+                     f"({VAE_PREFIX}encoder.conv_out) differ from the {config.channels} input "
+                     f"channels of the FlexTok encoder's patch embedding")
+  config = dataclasses.replace(config, front_end="vae", vae=vae_config)
+  info.update(converted=True, front_end="vae", keys=len(vae_tensors), **facts,
+              latents="posterior mean x scaling_factor (deterministic; the official "
+                      "sample_posterior draws a sample)")
+  return flextok_with_vae(config, kept, vae_tensors), info
+
+
+def from_official(release: Mapping[str, Any], params: Mapping[str, np.ndarray], *,
+                  vae_scaling_factor: float | None = None) -> FlexTok:
+  """FlexTok from a checked release dict and its state dict (`official_model`)."""
+  return official_model(release, params, vae_scaling_factor=vae_scaling_factor)[0]
 
 
 def convert_flextok(checkpoint: str | os.PathLike,
                     config: str | os.PathLike | Mapping[str, Any] | None,
-                    out: str | os.PathLike, *, overwrite: bool = True) -> Path:
+                    out: str | os.PathLike, *, vae_scaling_factor: float | None = None,
+                    overwrite: bool = True) -> Path:
   """Official FlexTok release -> a jaxtok checkpoint directory (`jaxtok.load`-able).
+
+  The VAE is converted too: a release whose `vae` node is `StableDiffusionVAE` and whose
+  checkpoint holds its `vae.vae.*` weights becomes a `front_end="vae"` model that tokenizes
+  images (`tok.encode(images)`, `tok.decode(ids)` -> images). Its architecture is read from the
+  weights' shapes (GroupNorm groups: 32, which no shape holds); its latents are the posterior
+  mean x `scaling_factor` (the official wrapper samples the posterior by default: jaxtok's
+  tokens are deterministic) and decoding divides by it. `vae.logvar` (a training-loss
+  parameter) is dropped. Without `vae.vae.*` weights the model is `front_end="latent"` (it
+  takes precomputed VAE latents), as before.
 
   Args:
     checkpoint: `model.safetensors` (or a torch zip `.bin` / a fixture `.npz`).
     config: the release `config.json` (path, dict or JSON string); None: the `config.json`
       beside `checkpoint`, else the safetensors `__metadata__`.
     out: destination directory (written atomically).
+    vae_scaling_factor: the VAE's latent scaling where the release's `vae` node sets no
+      `scaling_factor` (the official code then reads the `hf_hub_path` model's config, which
+      jaxtok cannot; ValueError naming `scaling_factor` when it is needed and missing).
     overwrite: replace an existing jaxtok checkpoint at `out`.
 
   Returns:
-    The output directory. The VAE (`vae.*`) is not converted: a release over VAE latents
-    becomes a `front_end="latent"` model (its `source` records the dropped keys' count).
+    The output directory. Its `source.vae` records what became of the VAE: `converted`,
+    `front_end`, `dropped_keys`, and for a converted one `hf_hub_path`, `sample_posterior`,
+    `scaling_factor` (+ `scaling_factor_from`: "config" or "argument"), `norm_num_groups`.
   """
   checkpoint = Path(checkpoint)
   release, where = read_release_config(checkpoint, config)
   params = read_checkpoint(checkpoint)
-  kept, vae_keys = strip_vae(params)
-  model = flextok_from_params(official_flextok_config(release, kept), kept)
+  model, vae_info = official_model(release, params, vae_scaling_factor=vae_scaling_factor)
   with open(checkpoint, "rb") as f:
     sha = hashlib.file_digest(f, "sha256").hexdigest()
   source = {"checkpoint": checkpoint.name, "checkpoint_sha256": sha, "config_from": where,
-            "official_config": release, "vae_keys_not_converted": len(vae_keys)}
+            "official_config": release, "vae": vae_info}
   arrays, metadata = ckpt_format.state_to_arrays(model)
   meta = ckpt_format.make_meta("flextok", model.config, source)
   return ckpt_format.write_dir(out, meta, arrays, metadata, overwrite=overwrite)

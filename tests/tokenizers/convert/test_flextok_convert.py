@@ -64,6 +64,9 @@ def test_cli_converts_safetensors_with_config_json(path, tmp_path, capsys):
   assert meta["source"]["config_from"] == "config.json"
   assert meta["config"]["max_timestep"] == cfg["max_timestep"]
   assert meta["config"]["nested_dropout"] == "pow2"
+  # No vae.vae.* weights: the StableDiffusionVAE release stays a model over VAE latents.
+  assert meta["source"]["vae"]["converted"] is False
+  assert meta["source"]["vae"]["front_end"] == meta["config"]["front_end"] == "latent"
   _check_against_fixture(out, data)
 
 
