@@ -30,7 +30,8 @@ class FlexTokConfig(ModelConfigBase):
     front_end: "identity": the encoder patchifies the images themselves (pixels mapped from
       [0, 1] to [-1, 1], `channels` = 3; the CPU default); "latent": the model works on
       front-end latents `[B, input_size, input_size, channels]` handed in directly (the
-      released models' 16-channel f8 VAE latents; the VAE itself is not part of this class);
+      released models' 16-channel f8 VAE latents; the VAE itself is not part of this class; a
+      converted release that includes its VAE is "vae");
       "vae": images go through the frozen `AutoencoderKL` front end `vae` (scaled posterior
       means in, decoded pixels out), so `input_size` / `channels` are its latents' side and C.
     vae: the front end's `AutoencoderKLConfig` ("vae" only); None = read it from
