@@ -18,6 +18,12 @@ from flax import nnx
 from jaxtok.tokenizers.quantizers import core
 from jaxtok.tokenizers.quantizers.stats import CodebookStats
 
+# The largest implicit codebook whose running statistics are a dense per-code histogram (1 MiB
+# of float32). Above it (e.g. levels [8] * 8: 16.7 M codes, a 64 MiB histogram updated every
+# step and stored in every checkpoint) they are per-channel level counts; the per-batch `stats`
+# are exact at any size (`core.id_stats`).
+DENSE_STATS_MAX = 2**18
+
 # Bounding slack: half_l = (L - 1)(1 + eps) / 2 keeps tanh's range just past the extreme levels.
 _BOUND_EPS = 1e-3
 
@@ -58,7 +64,8 @@ class FiniteScalarQuantizer(nnx.Module):
   Attributes:
     levels: tuple of per-channel level counts.
     num_codes: prod(levels).
-    code_stats: `CodebookStats` `[1, num_codes]` cumulative counts (train mode).
+    code_stats: `CodebookStats` cumulative counts (train mode): per code `[1, num_codes]` when
+      num_codes <= `DENSE_STATS_MAX`, else per channel and level `[len(levels), max(levels)]`.
   """
 
   def __init__(self, levels: Sequence[int] = (8, 8, 8, 5, 5, 5), dim: int | None = None, *,
@@ -91,7 +98,9 @@ class FiniteScalarQuantizer(nnx.Module):
     else:
       self.project_in = None
       self.project_out = None
-    self.code_stats = CodebookStats(jnp.zeros((1, num_codes), jnp.float32))
+    self.dense_stats = num_codes <= DENSE_STATS_MAX
+    shape = (1, num_codes) if self.dense_stats else (len(levels), max(levels))
+    self.code_stats = CodebookStats(jnp.zeros(shape, jnp.float32))
     self.stats_steps = CodebookStats(jnp.zeros((), jnp.int32))
 
   @property
@@ -124,12 +133,16 @@ class FiniteScalarQuantizer(nnx.Module):
     codes = fsq_quantize(x, levels)
     ids = fsq_codes_to_ids(codes, levels, self.basis)
     out = codes if self.project_out is None else self.project_out(codes)
-    # Counts by scatter-add: a one-hot over 64,000 implicit codes would cost N x 64k for no
-    # matmul benefit (there is no codebook to multiply). Integer-valued float sums are exact,
-    # so the result is the same on one device and on a sharded batch.
-    counts = jnp.zeros((self.num_codes,), jnp.float32).at[ids.reshape(-1)].add(1.0)
     if train:
-      self.code_stats[...] = self.code_stats[...] + counts[None]
+      # Counts by scatter-add (a one-hot over the implicit codes would cost N x num_codes for
+      # no matmul benefit). Integer-valued float sums are exact, so the result is the same on
+      # one device and on a sharded batch.
+      if self.dense_stats:
+        self.code_stats[...] = self.code_stats[...].at[0, ids.reshape(-1)].add(1.0)
+      else:
+        digits = self.level_indices(ids).reshape(-1, self.code_dim)
+        channel = jnp.broadcast_to(jnp.arange(self.code_dim), digits.shape)
+        self.code_stats[...] = self.code_stats[...].at[channel, digits].add(1.0)
       self.stats_steps[...] = self.stats_steps[...] + 1
     zero = jnp.zeros((), jnp.float32)
     aux = {
@@ -139,7 +152,7 @@ class FiniteScalarQuantizer(nnx.Module):
         "commitment_loss": zero,
         "codebook_loss": zero,
         "entropy_loss": zero,
-        "stats": core.code_stats(counts),
+        "stats": core.id_stats(ids, self.num_codes),
     }
     return out.astype(z.dtype), aux
 
@@ -160,8 +173,23 @@ class FiniteScalarQuantizer(nnx.Module):
                             self.basis)
 
   def running_stats(self) -> Mapping[str, jax.Array]:
-    """Usage statistics of all batches seen in train mode since the last `reset_stats()`."""
-    return core.code_stats(self.code_stats[...])
+    """Usage statistics of all batches seen in train mode since the last `reset_stats()`.
+
+    Per code (`core.code_stats`) up to `DENSE_STATS_MAX` codes. Above, per channel: "usage"
+    and "dead_codes" count (channel, level) pairs, out of sum(levels); "entropy_bits" is the sum
+    of the channels' level entropies, an upper bound of the code entropy (equal when the
+    channels are independent), and "perplexity" its power of two.
+    """
+    if self.dense_stats:
+      return core.code_stats(self.code_stats[...])
+    counts = self.code_stats[...]
+    valid = jnp.arange(counts.shape[1])[None, :] < self._levels()[:, None]
+    p = counts / jnp.maximum(jnp.sum(counts, axis=1, keepdims=True), 1.0)
+    entropy_bits = -jnp.sum(p * jnp.log2(jnp.where(p > 0, p, 1.0)))
+    used = jnp.sum((counts > 0) & valid)
+    return {"usage": used / sum(self.levels), "perplexity": jnp.exp2(entropy_bits),
+            "entropy_bits": entropy_bits,
+            "dead_codes": (sum(self.levels) - used).astype(jnp.float32)}
 
   def reset_stats(self) -> None:
     """Zeroes the running statistics."""

@@ -53,3 +53,36 @@ def test_flextok_fixture_fsq(path):
   np.testing.assert_array_equal(np.asarray(zq), f["enc/codes"])
   np.testing.assert_array_equal(np.asarray(aux["ids"]), f["enc/ids"])
   np.testing.assert_array_equal(np.asarray(fsq.lookup(jnp.asarray(f["enc/ids"]))), f["enc/codes"])
+
+
+def test_id_stats_equal_the_histogram_stats():
+  """`core.id_stats` (sorted ids) gives `core.code_stats` of the dense histogram."""
+  from jaxtok.tokenizers.quantizers import core
+  ids = jax.random.randint(jax.random.key(1), (4, 37), 0, 50)  # Many repeats among 50 codes.
+  dense = core.code_stats(jnp.zeros((50,)).at[ids.reshape(-1)].add(1.0))
+  for k, v in core.id_stats(ids, 50).items():
+    np.testing.assert_allclose(v, dense[k], rtol=1e-5, err_msg=k)
+
+
+def test_large_implicit_codebook_keeps_per_channel_running_stats():
+  """Above DENSE_STATS_MAX codes the running counts are per (channel, level); the batch
+  statistics stay exact per code."""
+  from jaxtok.tokenizers.quantizers.fsq import DENSE_STATS_MAX
+  levels = [8] * 8
+  fsq = FiniteScalarQuantizer(levels)
+  assert fsq.num_codes > DENSE_STATS_MAX and fsq.code_stats[...].shape == (8, 8)
+  z = 3 * jax.random.normal(jax.random.key(0), (3, 50, 8))
+  _, aux = nnx.jit(lambda m, z: m(z, train=True))(fsq, z)
+  ids = np.asarray(aux["ids"]).reshape(-1)
+  n_used = len(np.unique(ids))
+  np.testing.assert_allclose(aux["stats"]["usage"], n_used / fsq.num_codes)
+  np.testing.assert_allclose(aux["stats"]["dead_codes"], fsq.num_codes - n_used)
+  digits = (ids[:, None] // np.asarray(fsq.basis)) % 8
+  want = np.stack([np.bincount(digits[:, c], minlength=8) for c in range(8)])
+  np.testing.assert_array_equal(fsq.code_stats[...], want)
+  run = fsq.running_stats()
+  np.testing.assert_allclose(run["usage"], np.mean(want > 0))
+  # The per-channel entropy sum bounds the batch's code entropy from above.
+  assert float(run["entropy_bits"]) >= float(aux["stats"]["entropy_bits"]) - 1e-4
+  fsq.reset_stats()
+  assert float(fsq.code_stats[...].sum()) == 0
