@@ -9,7 +9,8 @@ import pytest
 from flax import nnx
 
 from jaxtok.testing import fixture_params
-from jaxtok.tokenizers.quantizers import FiniteScalarQuantizer
+from jaxtok.tokenizers.quantizers import FiniteScalarQuantizer, core
+from jaxtok.tokenizers.quantizers.fsq import DENSE_STATS_MAX
 
 FIXTURES = Path(__file__).parents[2] / "fixtures"
 
@@ -57,7 +58,6 @@ def test_flextok_fixture_fsq(path):
 
 def test_id_stats_equal_the_histogram_stats():
   """`core.id_stats` (sorted ids) gives `core.code_stats` of the dense histogram."""
-  from jaxtok.tokenizers.quantizers import core
   ids = jax.random.randint(jax.random.key(1), (4, 37), 0, 50)  # Many repeats among 50 codes.
   dense = core.code_stats(jnp.zeros((50,)).at[ids.reshape(-1)].add(1.0))
   for k, v in core.id_stats(ids, 50).items():
@@ -67,7 +67,6 @@ def test_id_stats_equal_the_histogram_stats():
 def test_large_implicit_codebook_keeps_per_channel_running_stats():
   """Above DENSE_STATS_MAX codes the running counts are per (channel, level); the batch
   statistics stay exact per code."""
-  from jaxtok.tokenizers.quantizers.fsq import DENSE_STATS_MAX
   levels = [8] * 8
   fsq = FiniteScalarQuantizer(levels)
   assert fsq.num_codes > DENSE_STATS_MAX and fsq.code_stats[...].shape == (8, 8)
