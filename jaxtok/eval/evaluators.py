@@ -157,7 +157,7 @@ class CodebookEvaluator(Evaluator):
       counter.update(self.tokens(tokenizer, batch))
     counter.allreduce()
     names = getattr(getattr(tokenizer, "config", None), "branches", None)
-    factors = counter.counts.shape[1] if counter.counts is not None else 1
+    factors = counter.shape[1] if counter.shape is not None else 1
     if not (isinstance(names, (tuple, list)) and len(names) == factors):
       names = None
     yield from counter.results(per_position=self.per_position, factor_names=names).items()

@@ -67,3 +67,21 @@ def test_bad_ids():
     c.update(np.zeros((2, 4), np.int32))
   with pytest.raises(ValueError, match="no tokens"):
     codebook.CodebookCounter(4).results()
+
+
+def test_a_huge_implicit_codebook_counts_sparsely():
+  """V = 2^30 (FSQ levels (8,) * 10): memory follows the ids counted, not K x V."""
+  v = 8 ** 10
+  rng = np.random.default_rng(2)
+  ids = rng.integers(0, v, (6, 64))
+  ids[:, 0] = 12345  # Position 0 always uses one code.
+  c = codebook.CodebookCounter(v).update(ids[:4]).update(ids[4:])
+  r = c.results()
+  n_used = len(np.unique(ids))
+  assert r["usage"] == pytest.approx(n_used / v) and r["dead_codes"] == v - n_used
+  assert r["max_entropy_bits"] == 30.0 and r["num_tokens"] == 6 * 64
+  _, counts = np.unique(ids, return_counts=True)
+  p = counts / counts.sum()
+  assert r["entropy_bits"] == pytest.approx(float(-(p * np.log2(p)).sum()))
+  assert r["position/entropy_bits"][0] == 0.0
+  assert r["position/entropy_bits"][1] == pytest.approx(np.log2(6))  # 6 distinct codes.
