@@ -455,7 +455,9 @@ def test_tiny_and_smoke_variants():
   tiny = titok.VARIANTS["tiny"]
   assert (tiny.image_size, tiny.enc_width, tiny.quantizer, tiny.num_latent_tokens) == (
       64, 64, "fsq", 64)
-  assert titok.TiTok(tiny, rngs=nnx.Rngs(0)).token_spec.vocab_size == 64_000
+  levels = tiny.quantizer_kwargs["levels"]
+  assert tiny.token_size == len(levels)
+  assert titok.TiTok(tiny, rngs=nnx.Rngs(0)).token_spec.vocab_size == int(np.prod(levels))
   assert titok.VARIANTS["smoke"].quantizer == "vq"
   assert tiny.spatial_latents and not titok.VARIANTS["smoke"].spatial_latents
   assert set(titok.MODEL_SIZES) == {"small", "base", "large"}
