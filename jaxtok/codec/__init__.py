@@ -5,6 +5,9 @@
     recon = codec.decompress(tok, blobs)                      # [N, S, S, 3] float32
     prior = codec.fit_marginal(tok, train_batches); prior.save(ckpt / codec.MARGINAL_FILE)
 
+FSQ ids (`TokenSpec.radix`) are coded as their per-channel digits, so any vocabulary size
+codes; their marginal prior counts each digit per position and channel.
+
 Command line: `python -m jaxtok.codec compress|decompress|info|fit-prior|rd` (see
 `jaxtok/codec/__main__.py`).
 """

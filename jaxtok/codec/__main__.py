@@ -9,7 +9,8 @@ r"""`.jtok` command line: compress / decompress image files, inspect, fit a prio
 
 Images are center-cropped and resized to the tokenizer's size (as `jaxtok.data.eval_images`).
 `--prior marginal` means `CKPT/prior_marginal.npz` (written by `fit-prior`, counted on the
-*training* stream of `--data`: for `bundled`, never the held-out photos). `rd` writes
+*training* stream of `--data`: for `bundled`, never the held-out photos; per position and,
+for FSQ ids, per channel digit: see `jaxtok.codec.priors`). `rd` writes
 `rate_distortion.{json,png}` (PSNR and SSIM against real bytes per image: fixed and adaptive
 length in uniform and marginal `.jtok` files, JPEG, WebP, AVIF where Pillow has it) and prints
 the figures: marginal vs uniform mean bytes, and adaptive vs the shortest fixed length that
@@ -56,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
   d.add_argument("--batch-size", type=int, default=32)
   i = sub.add_parser("info", help="print the header of .jtok files")
   i.add_argument("inputs", nargs="+")
-  f = sub.add_parser("fit-prior", help="count per-position code frequencies")
+  f = sub.add_parser("fit-prior", help="count per-position code (FSQ: per-channel digit) "
+                                        "frequencies")
   f.add_argument("--checkpoint", required=True)
   f.add_argument("--data", default="bundled", help="training source (its training stream)")
   f.add_argument("--num-images", type=int, default=4096)

@@ -10,6 +10,8 @@ Token level: `compress_tokens(tok, ids, lengths=...)` / `decompress_tokens(tok, 
 `decompress(tok, compress(tok, x))` is exactly `tok.decode(tok.encode(x))` (per-image
 prefixes for adaptive blobs): the ids round-trip bit for bit. The coder is constriction's
 range coder (`constriction.stream.queue`), a few bits above the ideal code length per file.
+FSQ ids (`TokenSpec.radix`) are coded as their per-channel digits, each over its own levels
+(format version 2), so vocabularies of any size code (2**30 codes: 10 digits of 8 levels).
 """
 from __future__ import annotations
 
@@ -25,10 +27,15 @@ from jaxtok.codec import priors
 from jaxtok.codec.format import Header, JtokError
 
 
-def _model(prior, vocab_size: int):
-  if prior.kind == "uniform":
-    return constriction.stream.model.Uniform(int(vocab_size))
-  return constriction.stream.model.Categorical(perfect=False)
+def _model(prior, vocab_size: int, radix: tuple[int, ...] | None, num_tokens: int):
+  """(constriction model, `()` or `(per-symbol parameters,)`) for `num_tokens` tokens."""
+  if prior.kind == "marginal":  # Rows as the symbols: ids, or digits (0 beyond a channel).
+    return (constriction.stream.model.Categorical(perfect=False),
+            (prior.probabilities(num_tokens),))
+  if radix is None:
+    return constriction.stream.model.Uniform(int(vocab_size)), ()
+  return (constriction.stream.model.Uniform(),  # Digit j: uniform over its radix[j] levels.
+          (np.tile(np.asarray(radix, np.int32), num_tokens),))
 
 
 def _check_lengths(tok, lengths: Any, b: int, width: int) -> np.ndarray:
@@ -64,22 +71,21 @@ def compress_tokens(tok, ids: Any, *, lengths: Any = None, prior: Any = "uniform
   ids = tok.check_tokens(ids)
   p = priors.resolve(tok, prior)
   k, f, v = priors._token_layout(tok)
+  radix = priors.token_radix(tok)
   b, width = ids.shape[:2]
   lengths = _check_lengths(tok, lengths, b, width)
   tid = priors.tokenizer_id(tok)
-  model = _model(p, v)
   out = []
   for i in range(b):
     n = int(lengths[i])
-    symbols = np.ascontiguousarray(ids[i, :n].reshape(-1), np.int32)
+    symbols = ids[i, :n] if radix is None else priors.digits(ids[i, :n], radix)
+    symbols = np.ascontiguousarray(symbols.reshape(-1), np.int32)
+    model, params = _model(p, v, radix, n)
     enc = constriction.stream.queue.RangeEncoder()
-    if p.kind == "uniform":
-      enc.encode(symbols, model)
-    else:
-      enc.encode(symbols, model, p.probabilities(n))
+    enc.encode(symbols, model, *params)
     words = np.asarray(enc.get_compressed(), np.uint32).astype("<u4").tobytes()
-    header = Header(fmt.FORMAT_VERSION, p.kind, tid, p.prior_id, tok.image_size, v, f, n,
-                    len(words) // 4)
+    header = Header(fmt.version_for(radix), p.kind, tid, p.prior_id, tok.image_size, v, f, n,
+                    len(words) // 4, radix)
     out.append(fmt.pack(header, words))
   return out
 
@@ -95,12 +101,20 @@ def _check_header(tok, h: Header, name: str) -> None:
   if h.tokenizer_id != tid:
     raise JtokError(f"{name}: written by another tokenizer (id {h.tokenizer_id.hex()}), this "
                     f"one is {tid.hex()} ({tok.family}); load the tokenizer it was made with")
+  radix = priors.token_radix(tok)
   wrong = [(what, got, want) for what, got, want in (
       ("image_size", h.image_size, tok.image_size), ("vocab_size", h.vocab_size, v),
       ("ids_per_token", h.ids_per_token, f)) if got != want]
+  if h.radix is not None and h.radix != radix:
+    wrong.append(("radix", list(h.radix), None if radix is None else list(radix)))
   if wrong:
     raise JtokError(f"{name}: header disagrees with the tokenizer: " + ", ".join(
         f"{w}={g} (tokenizer: {t})" for w, g, t in wrong))
+  if h.radix is None and radix is not None and h.prior == "marginal":
+    raise JtokError(f"{name}: a version {h.version} file of atomic ids coded with a per-code "
+                    f"marginal prior, but this jaxtok codes this tokenizer's ids as radix "
+                    f"{list(radix)} digits and refuses per-code priors for it; decode it with "
+                    f"the jaxtok that wrote it, or compress the images again")
   if h.num_tokens > k or (h.num_tokens < k and not tok.supports_prefix):
     raise JtokError(f"{name}: holds {h.num_tokens} tokens; this tokenizer decodes "
                     f"{'1..' if tok.supports_prefix else ''}{k}")
@@ -145,17 +159,24 @@ def decompress_tokens(tok, blobs: Sequence[bytes], *, prior: Any = None
     p = cache[key]
     words = np.frombuffer(payload, "<u4").astype(np.uint32)
     dec = constriction.stream.queue.RangeDecoder(words)
-    model = _model(p, h.vocab_size)
     try:
-      if p.kind == "uniform":
-        symbols = dec.decode(model, h.num_symbols)
-      else:
-        symbols = dec.decode(model, p.probabilities(h.num_tokens))
+      # The header's radix, not the tokenizer's: a version 1 file (atomic ids) of a radix
+      # tokenizer decodes id by id, as it was written.
+      model, params = _model(p, h.vocab_size, h.radix, h.num_tokens)
+      symbols = dec.decode(model, *(params or (h.num_symbols,)))
     except Exception as e:  # constriction reports exhausted/invalid data as a RuntimeError.
       raise JtokError(f"{name}: payload does not decode ({type(e).__name__}: {e})") from e
-    symbols = np.asarray(symbols, np.int32)
-    if symbols.size != h.num_symbols or symbols.min() < 0 or symbols.max() >= h.vocab_size:
+    symbols = np.asarray(symbols, np.int64)
+    if symbols.size != h.num_symbols or symbols.min() < 0:
       raise JtokError(f"{name}: payload decodes to invalid ids")
+    if h.radix is not None:
+      symbols = symbols.reshape(h.num_tokens, len(h.radix))
+      if (symbols >= np.asarray(h.radix)).any():  # Possible only in a damaged payload.
+        raise JtokError(f"{name}: payload decodes to invalid digits")
+      symbols = priors.from_digits(symbols, h.radix)
+    if symbols.max() >= h.vocab_size:
+      raise JtokError(f"{name}: payload decodes to invalid ids")
+    symbols = symbols.astype(np.int32)
     out.append(symbols.reshape(h.num_tokens, h.ids_per_token) if h.ids_per_token > 1
                else symbols)
   return out

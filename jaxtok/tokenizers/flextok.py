@@ -274,7 +274,8 @@ class FlexTok(nnx.Module):
   def token_spec(self) -> TokenSpec:
     c = self.config
     return TokenSpec(num_tokens=c.num_registers, image_size=c.image_size,
-                     vocab_size=self.quantize.num_codes, prefix=True)
+                     vocab_size=self.quantize.num_codes, prefix=True,
+                     radix=self.quantize.levels)
 
   # ---- front end ----
   def to_front(self, images: jax.Array) -> jax.Array:

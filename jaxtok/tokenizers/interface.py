@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any
 
 import jax
@@ -73,6 +74,8 @@ class TokenSpec:
     ids_per_token: 1 (tokens `[B, K]`), or k for a factorized quantizer (tokens `[B, K, k]`).
     channels: C for continuous latents (tokens `[B, K, C]` float); None for discrete ids.
     prefix: whether any prefix `tokens[:, :L]`, 1 <= L <= K, decodes (ordered tokenizers).
+    radix: the ids are mixed-radix numbers of these per-channel level counts, channel 0 the
+      least significant digit (FSQ levels; prod(radix) = vocab_size); None: atomic ids.
   """
   num_tokens: int
   image_size: int
@@ -80,12 +83,32 @@ class TokenSpec:
   ids_per_token: int = 1
   channels: int | None = None
   prefix: bool = False
+  radix: tuple[int, ...] | None = None
 
   def __post_init__(self):
     if (self.vocab_size is None) == (self.channels is None):
       raise ValueError(f"TokenSpec: expected exactly one of vocab_size (discrete) or channels "
                        f"(continuous), got vocab_size={self.vocab_size}, "
                        f"channels={self.channels}")
+    if self.radix is not None:
+      self._check_radix()
+
+  def _check_radix(self) -> None:
+    try:
+      radix = tuple(int(r) for r in self.radix)
+      ok = bool(radix) and all(r == q for r, q in zip(radix, self.radix))
+    except (TypeError, ValueError):
+      ok = False
+    if not ok or min(radix) < 2:
+      raise ValueError(f"TokenSpec: radix: expected a non-empty tuple of ints >= 2 (per-channel "
+                       f"level counts), got {self.radix!r}")
+    if self.vocab_size is None or self.ids_per_token != 1:
+      raise ValueError(f"TokenSpec: radix: only for discrete ids, one per token; got "
+                       f"vocab_size={self.vocab_size}, ids_per_token={self.ids_per_token}")
+    if math.prod(radix) != self.vocab_size:
+      raise ValueError(f"TokenSpec: radix: expected prod(radix) == vocab_size "
+                       f"({self.vocab_size}), got prod({list(radix)}) = {math.prod(radix)}")
+    object.__setattr__(self, "radix", radix)
 
   @property
   def continuous(self) -> bool:

@@ -252,7 +252,8 @@ class TiTok(nnx.Module):
                                      else c.codebook_size)
     return TokenSpec(num_tokens=c.num_latent_tokens, image_size=c.image_size, vocab_size=vocab,
                      ids_per_token=c.num_sub_codebooks if c.quantizer == "factorized_vq" else 1,
-                     channels=c.token_size if continuous else None, prefix=c.tail_token_drop)
+                     channels=c.token_size if continuous else None, prefix=c.tail_token_drop,
+                     radix=self.quantize.levels if c.quantizer == "fsq" else None)
 
   # ---- encoder side ----
   def _latents(self, images: jax.Array) -> jax.Array:

@@ -185,6 +185,7 @@ def test_variants_build_abstractly_at_published_sizes():
     model = nnx.eval_shape(lambda c=cfg: fam.model_class(c, rngs=nnx.Rngs(0)))
     counts[name] = layers.count_params(model)
     assert model.token_spec.num_tokens == 256 and model.token_spec.vocab_size == 64000
+    assert model.token_spec.radix == (8, 8, 8, 5, 5, 5)
     assert cfg.enc_heads == cfg.enc_width // 64
   # d12: per block 4 W^2 attention + 3 * W * int(2 * 4W / 3) SwiGLU (no biases).
   w = 768

@@ -44,6 +44,7 @@ def test_encode_shape_dtype_and_options(tok, ids):
   assert ids.shape == (2, c.num_registers) and ids.dtype == np.int32
   assert ids.min() >= 0 and ids.max() < tok.codebook_size
   assert len(np.unique(ids)) > 1  # The perturbed encoder really depends on the image.
+  assert tok.token_spec.radix == c.levels  # FSQ ids: mixed-radix digits of the levels.
   # Derived from FlexTok.decode_tokens' keyword-only arguments, defaults included.
   assert set(tok.decode_options) == {"steps", "guidance", "guidance_scale", "seed"}
 

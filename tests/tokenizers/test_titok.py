@@ -14,6 +14,7 @@ from jaxtok import testing
 from jaxtok.tokenizers import get_family, layers, titok
 from jaxtok.tokenizers.convert import titok_mapping
 from jaxtok.tokenizers.convert.titok_config import official_titok_config
+from jaxtok.tokenizers.interface import TokenSpec
 from jaxtok.tokenizers.quantizers import GaussianQuantizer
 from jaxtok.tokenizers.titok import TiTok, TiTokConfig
 from jaxtok.tokenizers.titok_config import latent_grid, spatial_regions
@@ -424,6 +425,7 @@ def test_fsq_bottleneck_encodes_decodes_and_trains():
   """TiTok builds any registry bottleneck: FSQ ids, decode, finite training losses."""
   fsq = TiTok(_small(quantizer="fsq", quantizer_kwargs={"levels": [8, 5, 5]}), rngs=nnx.Rngs(0))
   assert fsq.token_spec.vocab_size == 200 and fsq.token_spec.ids_per_token == 1
+  assert fsq.token_spec.radix == (8, 5, 5)  # The FSQ ids' digits, channel 0 first.
   x = _images(2, 32)
 
   @nnx.jit
@@ -447,6 +449,18 @@ def test_fsq_bottleneck_encodes_decodes_and_trains():
   assert float(jnp.abs(grads.encoder.latent_tokens[...]).sum()) > 0
 
 
+def test_token_spec_radix_is_checked():
+  spec = TokenSpec(num_tokens=4, image_size=32, vocab_size=200, radix=[8, 5, 5])
+  assert spec.radix == (8, 5, 5) and TokenSpec(4, 32, 200).radix is None
+  for kw, match in ((dict(radix=(8, 5, 4)), r"prod\(radix\) == vocab_size \(200\)"),
+                    (dict(radix=(200, 1)), ">= 2"), (dict(radix=()), ">= 2"),
+                    (dict(radix=(8.5, 5, 5)), ">= 2"),
+                    (dict(radix=(8, 5, 5), ids_per_token=2), "one per token"),
+                    (dict(vocab_size=None, channels=4, radix=(8, 5, 5)), "discrete")):
+    with pytest.raises(ValueError, match=f"radix: .*{match}"):
+      TokenSpec(**{**dict(num_tokens=4, image_size=32, vocab_size=200), **kw})
+
+
 def test_tiny_and_smoke_variants():
   for fam in ("titok", "one_d_piece"):
     smoke = get_family(fam).variant("smoke")
@@ -457,7 +471,8 @@ def test_tiny_and_smoke_variants():
       64, 64, "fsq", 64)
   levels = tiny.quantizer_kwargs["levels"]
   assert tiny.token_size == len(levels)
-  assert titok.TiTok(tiny, rngs=nnx.Rngs(0)).token_spec.vocab_size == int(np.prod(levels))
+  spec = titok.TiTok(tiny, rngs=nnx.Rngs(0)).token_spec
+  assert spec.vocab_size == int(np.prod(levels)) and spec.radix == tuple(levels)
   assert titok.VARIANTS["smoke"].quantizer == "vq"
   assert tiny.spatial_latents and not titok.VARIANTS["smoke"].spatial_latents
   assert set(titok.MODEL_SIZES) == {"small", "base", "large"}
