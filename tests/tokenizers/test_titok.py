@@ -578,7 +578,8 @@ def test_pixel_base_adds_a_bilinear_colour_field():
   config = dataclasses.replace(titok.VARIANTS["tiny"], pixel_base=True)
   model = TiTok(config, rngs=nnx.Rngs(0))
   assert "ffn_base" in nnx.to_pure_dict(nnx.state(model.decoder, nnx.Param))
-  assert titok.TiTok(titok.VARIANTS["tiny"], rngs=nnx.Rngs(0)).decoder.ffn_base is None
+  no_base = dataclasses.replace(titok.VARIANTS["tiny"], pixel_base=False)
+  assert titok.TiTok(no_base, rngs=nnx.Rngs(0)).decoder.ffn_base is None
   dec = model.decoder
   dec.ffn_0.kernel[...] = jnp.zeros_like(dec.ffn_0.kernel[...])
   dec.ffn_0.bias[...] = jnp.zeros_like(dec.ffn_0.bias[...])
