@@ -16,9 +16,11 @@ from tqdm import tqdm
 
 from jaxtok.eval import fid
 
-# Metrics shown next to the progress bar: (metric key, short label).
+# Metrics shown next to the progress bar: (metric key, short label). "codes": the batch's
+# perplexity, the effective number of distinct codes it used (a collapsing VQ codebook shows a
+# few; the fraction of the codebook used would read 1e-6 for an FSQ codebook of 2^30 codes).
 BAR_METRICS = (("loss/total_loss", "loss"), ("train/psnr", "psnr"),
-               ("codebook/usage", "usage"))
+               ("codebook/perplexity", "codes"))
 
 
 class MetricWriter:
