@@ -390,7 +390,7 @@ def _vae(enc: str, dec: str, k: int) -> TiTokConfig:
 
 # The README's CPU model: 64x64 images, 8x8 patches (8x8 grid), 64 tokens of FSQ levels
 # (8,) * 10 (2^30 codes, 30 bits each, 240 bytes an image), width-64 ViTs, single-stage pixel
-# head (0.25M parameters; 2000 steps of 16 images in about 3.5 min on 2 idle CPU cores). Not
+# head (0.25M parameters; 2000 steps of 16 images in 229 s on 2 idle CPU cores). Not
 # the official recipe: the official VQ models use a learned codebook; at this size FSQ reaches
 # a higher held-out PSNR in the same steps (18.7 dB after 1000 steps against 16.7 dB for a
 # 512 x 16 cosine VQ with an entropy loss and 17.4 dB for 4 x 512 factorized VQ) and has no
