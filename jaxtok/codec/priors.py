@@ -89,14 +89,14 @@ def token_radix(tok) -> tuple[int, ...] | None:
 
 def digits(ids: np.ndarray, radix: tuple[int, ...]) -> np.ndarray:
   """`[..., d]` int64 digits of mixed-radix ids (channel 0 the least significant)."""
-  basis = np.cumprod((1,) + tuple(radix[:-1]), dtype=np.int64)
-  return (np.asarray(ids, np.int64)[..., None] // basis) % np.asarray(radix, np.int64)
+  return np.stack(np.unravel_index(np.asarray(ids, np.int64), radix, order="F"),
+                  axis=-1).astype(np.int64)
 
 
 def from_digits(d: np.ndarray, radix: tuple[int, ...]) -> np.ndarray:
   """Ids `[...]` int64 of digits `[..., d]` (the inverse of `digits`)."""
-  basis = np.cumprod((1,) + tuple(radix[:-1]), dtype=np.int64)
-  return (np.asarray(d, np.int64) * basis).sum(axis=-1)
+  d = np.asarray(d, np.int64)
+  return np.ravel_multi_index(tuple(np.moveaxis(d, -1, 0)), radix, order="F").astype(np.int64)
 
 
 def _layout_name(radix) -> str:

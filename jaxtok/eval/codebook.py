@@ -74,6 +74,8 @@ class CodebookCounter:
     self.shape: tuple[int, int, int] | None = None  # (K, F, V) once ids were seen.
     self._keys = np.zeros((0,), np.int64)  # Sorted flat indices (position * F + factor) V + code.
     self._counts = np.zeros((0,), np.int64)
+    self._pending: list[np.ndarray] = []  # Flat indices of batches not merged yet.
+    self._pending_size = 0
 
   def update(self, ids) -> CodebookCounter:
     """Adds token ids `[B, K]` or `[B, K, F]` (integers in [0, V))."""
@@ -92,22 +94,24 @@ class CodebookCounter:
       raise ValueError(f"ids: expected [B, {self.shape[0]}, {self.shape[1]}] like earlier "
                        f"batches, got {ids.shape}")
     flat = (np.arange(k)[:, None] * f + np.arange(f)[None, :]) * v + ids.astype(np.int64)
-    self._keys, self._counts = _group(np.concatenate([self._keys, flat.ravel()]),
-                                      np.concatenate([self._counts, np.ones(flat.size,
-                                                                            np.int64)]))
+    self._pending.append(flat.ravel())
+    self._pending_size += flat.size
+    # Merged when the pending ids outnumber the merged keys: each id is sorted O(log) times.
+    if self._pending_size > max(self._keys.size, 1 << 16):
+      self._merge()
     return self
 
-  @property
-  def counts(self) -> np.ndarray | None:
-    """The dense int64 `[K, F, V]` counts (None before any update); mind memory for large V."""
-    if self.shape is None:
-      return None
-    out = np.zeros(int(np.prod(self.shape)), np.int64)
-    out[self._keys] = self._counts
-    return out.reshape(self.shape)
+  def _merge(self) -> None:
+    if self._pending:
+      pending = np.concatenate(self._pending)
+      self._keys, self._counts = _group(np.concatenate([self._keys, pending]),
+                                        np.concatenate([self._counts,
+                                                        np.ones(pending.size, np.int64)]))
+      self._pending, self._pending_size = [], 0
 
   def allreduce(self) -> CodebookCounter:
     """Sums counts over processes (no-op on one host)."""
+    self._merge()
     if jax.process_count() > 1 and self.shape is not None:
       self._keys, self._counts = _group(_gather(self._keys), _gather(self._counts))
     return self
@@ -127,6 +131,7 @@ class CodebookCounter:
     """
     if self.shape is None:
       raise ValueError("ids: no tokens were counted")
+    self._merge()
     k, f, v = self.shape
     if factor_names is None:
       factor_names = [str(j) for j in range(f)]
