@@ -20,24 +20,24 @@ and cannot parse a string annotation.
 """
 # No `from __future__ import annotations`: config_flags reads the field types at runtime.
 import dataclasses
+import functools
 import json
+import operator
 from typing import Any
 
 from jaxtok.data import DataConfig
-from jaxtok.tokenizers.flextok_config import FlexTokConfig
-from jaxtok.tokenizers.fqgan_config import FQGANConfig
-from jaxtok.tokenizers.titok import TiTokConfig
-from jaxtok.tokenizers.vae_config import AutoencoderKLConfig
+from jaxtok.tokenizers import TOKENIZERS
 from jaxtok.trainers.losses import LossConfig
 
-# The config classes of the registered families (`jaxtok.tokenizers.TOKENIZERS`); a new
-# family adds its class here as a union member (`TiTokConfig | FlexTokConfig`). config_flags
+# The config classes of the registered families (`jaxtok.tokenizers.TOKENIZERS`), read from
+# the registry: a new family needs no line here. config_flags
 # never parses this annotation for `--config.model.<field>=...`: it takes the field's type
 # from the class of the *instance* held in `config.model` (its own dataclass fields), so a
 # union is as overridable as a single class, nested and optional fields included
 # (`--config.model.pixel_decoder.z_channels=64`, `--config.model.init_std=0.01`). Only
 # replacing the whole model from the command line (`--config.model=...`) is unsupported.
-ModelConfig = TiTokConfig | FlexTokConfig | FQGANConfig | AutoencoderKLConfig
+ModelConfig = functools.reduce(operator.or_, dict.fromkeys(
+    f.config_class for f in TOKENIZERS.values()))
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -106,7 +106,7 @@ class TrainConfig:
   """
   name: str = "run"
   family: str = "titok"
-  model: ModelConfig = dataclasses.field(default_factory=TiTokConfig)
+  model: ModelConfig = dataclasses.field(default_factory=TOKENIZERS["titok"].config_class)
   data: DataConfig = dataclasses.field(default_factory=DataConfig)
   optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
   loss: LossConfig = dataclasses.field(default_factory=LossConfig)

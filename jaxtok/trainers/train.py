@@ -39,11 +39,11 @@ from jaxtok.api import Tokenizer
 from jaxtok.eval import evaluators as evaluators_lib
 from jaxtok.eval import recon as recon_lib
 from jaxtok.io import checkpoint as checkpoint_format
-from jaxtok.io.torch_pickle import read_checkpoint
 from jaxtok.tokenizers import get_family
-from jaxtok.tokenizers.convert import titok_mapping
+from jaxtok.tokenizers.convert import load_official
 from jaxtok.trainers import checkpoint as ckpt_lib
 from jaxtok.trainers import distributed, feedback, losses
+from jaxtok.trainers import frozen as frozen_lib
 from jaxtok.trainers import sharding as shd
 from jaxtok.trainers import state as state_lib
 from jaxtok.trainers import step as step_lib
@@ -108,11 +108,11 @@ class Experiment:
     self.token_spec = abstract_model.token_spec
     self.graphdef, abs_params, _ = state_lib.split_pure(abstract_model)
     self.tx = state_lib.make_optimizer(config.optim, config.total_steps, abs_params)
-    teacher = step_lib.teacher_network(config, self.model_config)
-    perc = step_lib.perceptual_network(config)
-    disc = step_lib.discriminator_network(config)
-    semantic = step_lib.semantic_networks(config, self.model_config)
-    repa = step_lib.repa_network(config, self.model_config)
+    teacher = frozen_lib.teacher_network(config, self.model_config)
+    perc = frozen_lib.perceptual_network(config)
+    disc = frozen_lib.discriminator_network(config)
+    semantic = frozen_lib.semantic_networks(config, self.model_config)
+    repa = frozen_lib.repa_network(config, self.model_config)
     semantic_groups = 1
     if semantic and config.loss.semantic_negatives == "device":
       semantic_groups = self.mesh.size
@@ -127,13 +127,13 @@ class Experiment:
         graphdef=self.graphdef, tx=self.tx, recipe=config.recipe,
         loss=step_lib.step_loss_config(config, perc is not None, disc is not None),
         compute_dtype=jnp.dtype(config.dtype), ema_decay=config.optim.ema_decay,
-        teacher_apply=step_lib.frozen_apply(teacher[0], "encode") if teacher else None,
-        perceptual_apply=step_lib.frozen_apply(perc[0]) if perc else None,
-        disc_apply=step_lib.disc_apply(disc[0]) if disc else None, disc_tx=self.disc_tx,
-        semantic_apply=(tuple((b, step_lib.frozen_apply(net[0])) for b, net in semantic.items())
+        teacher_apply=frozen_lib.frozen_apply(teacher[0], "encode") if teacher else None,
+        perceptual_apply=frozen_lib.frozen_apply(perc[0]) if perc else None,
+        disc_apply=frozen_lib.disc_apply(disc[0]) if disc else None, disc_tx=self.disc_tx,
+        semantic_apply=(tuple((b, frozen_lib.frozen_apply(net[0])) for b, net in semantic.items())
                         if semantic else None),
         semantic_groups=semantic_groups,
-        repa_apply=step_lib.frozen_apply(repa[0]) if repa else None)
+        repa_apply=frozen_lib.frozen_apply(repa[0]) if repa else None)
     self.abstract_state = jax.eval_shape(self._init_state)
     self.state_shardings = shd.state_shardings(self.abstract_state, self.mesh,
                                                config.mesh.fsdp_min_size)
@@ -213,7 +213,8 @@ class Experiment:
 
   def init_from(self, state: TrainState, path: str) -> TrainState:
     """Weights-only initialisation (params and EMA) from a jaxtok dir or an official file."""
-    _, params, _ = state_lib.split_pure(load_init_weights(path, self.model_config))
+    model = load_init_weights(path, self.model_config, self.config.family)
+    _, params, _ = state_lib.split_pure(model)
     if jax.tree_util.tree_structure(params) != jax.tree_util.tree_structure(state.params):
       raise ValueError(f"init_from: parameter tree of {path!r} does not match the "
                        f"{self.config.family} model of this config")
@@ -229,13 +230,13 @@ class Experiment:
                              self.state_shardings.opt_state))(params))
 
 
-def load_init_weights(path: str, model_config: Any) -> nnx.Module:
+def load_init_weights(path: str, model_config: Any, family: str) -> nnx.Module:
   """A model from `path`: a `jaxtok.save` directory, or an official PyTorch checkpoint."""
   p = Path(path)
   if p.is_dir():
     return jaxtok.load(p).model
-  if p.is_file():
-    return titok_mapping.titok_from_params(model_config, read_checkpoint(p))
+  if p.is_file():  # An official release file of the run's family, through its converter.
+    return load_official(family, p, config=model_config)
   raise ValueError(f"init_from: expected a jaxtok checkpoint directory or a checkpoint file, "
                    f"got {path!r}")
 

@@ -25,23 +25,23 @@ import numpy as np
 
 from jaxtok.io import checkpoint as ckpt_format
 from jaxtok.io.torch_pickle import read_checkpoint
-from jaxtok.tokenizers import get_family
-from jaxtok.tokenizers.convert.titok_mapping import (
-  _conv,
-  _conv1x1_dense,
-  _same,
-  _t,
-  _vit_rules,
-  build_with_params,
-)
-from jaxtok.tokenizers.fqgan import FQGAN
-from jaxtok.tokenizers.fqgan_config import (
+from jaxtok.tokenizers.fqgan.config import (
   DECODE_CODE_ORDER,
   DUAL_BRANCHES,
   TEACHER_WIDTHS,
   TEACHERS,
   TRIPLE_BRANCHES,
   FQGANConfig,
+)
+from jaxtok.tokenizers.fqgan.model import FQGAN
+from jaxtok.tokenizers.fqgan.variants import VARIANTS
+from jaxtok.tokenizers.mapping import (
+  build_with_params,
+  conv,
+  conv1x1_dense,
+  linear,
+  same,
+  vit_rules,
 )
 
 __all__ = ["adapter_name", "convert_fqgan", "fqgan_from_params", "fqgan_rules",
@@ -141,11 +141,11 @@ def _conv_rule(key: str, ndim: int, jprefix: tuple = ()) -> tuple:
   *mods, leaf = key.split(".")
   path = jprefix + tuple(int(p) if p.isdigit() else p for p in mods)
   if leaf == "weight" and ndim == 4:
-    return path + ("kernel",), _conv
+    return path + ("kernel",), conv
   if leaf == "weight" and ndim == 1:
-    return path + ("scale",), _same
+    return path + ("scale",), same
   if leaf == "bias":
-    return path + ("bias",), _same
+    return path + ("bias",), same
   raise ValueError(f"params: unexpected key {key!r} with ndim {ndim}")
 
 
@@ -157,24 +157,24 @@ def fqgan_rules(config: FQGANConfig, params: Mapping[str, np.ndarray]) -> dict[s
       r[key] = _conv_rule(key, np.ndim(value))
   for i, b in enumerate(config.branches):
     o, j = f"encoder.{adapter_name(b)}.0", ("encoder", "adapters", i)
-    r[f"{o}.positional_embedding"] = (j + ("positional_embedding",), _same)
-    r.update(_vit_rules(o, j, config.adapter_layers))
-    r[f"encoder.norm_out_{b}.weight"] = (("encoder", "norm_out", i, "scale"), _same)
-    r[f"encoder.norm_out_{b}.bias"] = (("encoder", "norm_out", i, "bias"), _same)
-    r[f"encoder.conv_out_{b}.weight"] = (("encoder", "conv_out", i, "kernel"), _conv)
-    r[f"encoder.conv_out_{b}.bias"] = (("encoder", "conv_out", i, "bias"), _same)
-    r[f"quant_conv_{b}.weight"] = (("quantize", "projections", i, "kernel"), _conv1x1_dense)
-    r[f"quant_conv_{b}.bias"] = (("quantize", "projections", i, "bias"), _same)
-    r[f"quantize_{b}.embedding.weight"] = (("quantize", "quantizers", i, "codebook"), _same)
+    r[f"{o}.positional_embedding"] = (j + ("positional_embedding",), same)
+    r.update(vit_rules(o, j, config.adapter_layers))
+    r[f"encoder.norm_out_{b}.weight"] = (("encoder", "norm_out", i, "scale"), same)
+    r[f"encoder.norm_out_{b}.bias"] = (("encoder", "norm_out", i, "bias"), same)
+    r[f"encoder.conv_out_{b}.weight"] = (("encoder", "conv_out", i, "kernel"), conv)
+    r[f"encoder.conv_out_{b}.bias"] = (("encoder", "conv_out", i, "bias"), same)
+    r[f"quant_conv_{b}.weight"] = (("quantize", "projections", i, "kernel"), conv1x1_dense)
+    r[f"quant_conv_{b}.bias"] = (("quantize", "projections", i, "bias"), same)
+    r[f"quantize_{b}.embedding.weight"] = (("quantize", "quantizers", i, "codebook"), same)
   head_branches = [b for b in config.branches if b in config.feature_heads]
   for h, b in enumerate(head_branches):
     o, j = head_name(b), ("feat_heads", h)
     for name in ("class_embedding", "positional_embedding"):
-      r[f"{o}.{name}"] = (j + (name,), _same)
+      r[f"{o}.{name}"] = (j + (name,), same)
     for lin in ("0", "2"):
-      r[f"{o}.upscale.{lin}.weight"] = (j + (f"upscale_{lin}", "kernel"), _t)
-      r[f"{o}.upscale.{lin}.bias"] = (j + (f"upscale_{lin}", "bias"), _same)
-    r.update(_vit_rules(o, j, config.feature_heads[b][1]))
+      r[f"{o}.upscale.{lin}.weight"] = (j + (f"upscale_{lin}", "kernel"), linear)
+      r[f"{o}.upscale.{lin}.bias"] = (j + (f"upscale_{lin}", "bias"), same)
+    r.update(vit_rules(o, j, config.feature_heads[b][1]))
   return r
 
 
@@ -185,6 +185,13 @@ def _drop_buffers(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 def fqgan_from_params(config: FQGANConfig, params: Mapping[str, np.ndarray]) -> FQGAN:
   """An `FQGAN(config)` holding the official state dict `params` (strict)."""
   return build_with_params(FQGAN, config, _drop_buffers(params), fqgan_rules)
+
+
+def fqgan_variant(name: str) -> FQGANConfig:
+  """A fresh copy of the FQGAN variant `name` (ValueError listing the variants)."""
+  if name not in VARIANTS:
+    raise ValueError(f"variant: fqgan has no variant {name!r}; expected one of {sorted(VARIANTS)}")
+  return FQGANConfig.from_dict(VARIANTS[name].to_dict())
 
 
 def convert_fqgan(checkpoint: str | os.PathLike, out: str | os.PathLike, *,
@@ -207,7 +214,7 @@ def convert_fqgan(checkpoint: str | os.PathLike, out: str | os.PathLike, *,
   if (variant is None) == (config is None):
     raise ValueError(f"variant: expected exactly one of variant (e.g. 'dual-16') or config, "
                      f"got variant={variant!r} and config={'given' if config else None}")
-  model_config = (get_family("fqgan").variant(variant) if variant is not None
+  model_config = (fqgan_variant(variant) if variant is not None
                   else official_fqgan_config(config))
   checkpoint = Path(checkpoint)
   params = read_checkpoint(checkpoint, use_torch=use_torch)

@@ -35,8 +35,8 @@ import numpy as np
 
 from jaxtok.io.safetensors import read_safetensors_metadata
 from jaxtok.tokenizers import layers
-from jaxtok.tokenizers.flextok import FlexTokConfig
-from jaxtok.tokenizers.vae_config import AutoencoderKLConfig, config_from_diffusers_weights
+from jaxtok.tokenizers.flextok.config import FlexTokConfig
+from jaxtok.tokenizers.vae.config import AutoencoderKLConfig, config_from_diffusers_weights
 
 RELEASE_KEYS = ("vae", "encoder", "decoder", "regularizer", "flow_matching_noise_module",
                 "pipeline")

@@ -2,7 +2,7 @@
 
 The official schema is `{"model": {"vq_model": {...}, "type": ...}, "dataset":
 {"preprocessing": {"crop_size": S}}}`. ViT sizes are named (`vit_enc_model_size`,
-`vit_dec_model_size`): official names come from `titok.MODEL_SIZES`; any other name from
+`vit_dec_model_size`): official names come from `config.MODEL_SIZES`; any other name from
 `size_table` (name -> {"width", "depth", "heads"}, e.g. a fixture's `meta_json["size_table"]`)
 or, given the checkpoint, width and depth are read from its state-dict shapes and the head
 count from `heads` (it cannot be read from the weights; never guessed).
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from jaxtok.tokenizers.maskgit_vqgan import MaskGITConfig
-from jaxtok.tokenizers.titok import MODEL_SIZES, TiTokConfig
+from jaxtok.tokenizers.titok.config import MODEL_SIZES, TiTokConfig
 
 _SIDES = {"vit_enc_model_size": "encoder", "vit_dec_model_size": "decoder"}
 

@@ -19,31 +19,19 @@ transposes). `load_autoencoder` reads a diffusers directory (`config.json` +
 """
 from __future__ import annotations
 
-import dataclasses
-import os
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
-from jaxtok.io import checkpoint as ckpt_format
-from jaxtok.io.safetensors import read_safetensors
-from jaxtok.tokenizers import interface, layers, vae_config
+from jaxtok.tokenizers import interface, layers
 from jaxtok.tokenizers.interface import TokenSpec
 from jaxtok.tokenizers.quantizers import build_quantizer
 from jaxtok.tokenizers.quantizers.gaussian import as_key
-from jaxtok.tokenizers.vae_config import AutoencoderKLConfig, read_diffusers_config
+from jaxtok.tokenizers.vae.config import FAMILY, AutoencoderKLConfig
 
-__all__ = ["AutoencoderKL", "AutoencoderKLConfig", "DIFFUSERS_WEIGHTS", "FAMILY", "VARIANTS",
-           "autoencoder_from_diffusers", "load_autoencoder", "params_from_diffusers"]
-
-FAMILY = vae_config.FAMILY
-
-DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
+__all__ = ["AutoencoderKL", "FAMILY"]
 
 
 def _conv(cin: int, cout: int, k: int, rngs: nnx.Rngs, **kw) -> nnx.Conv:
@@ -304,137 +292,6 @@ class AutoencoderKL(nnx.Module):
     aux = dict(kl_loss=qaux["kl_loss"], quantizer_loss=qaux["loss"],
                commitment_loss=qaux["commitment_loss"], codebook_loss=qaux["codebook_loss"],
                stats=qaux["stats"], posterior_mean=qaux["posterior_mean"],
-               posterior_logvar=qaux["posterior_logvar"], latents=self.scale(z))
+               posterior_logvar=qaux["posterior_logvar"], latents=self.scale(z),
+               losses={"kl": qaux["kl_loss"], "quantizer": qaux["loss"]})
     return recon, aux
-
-
-# ---------------------------------------------------------------------------------------------
-# diffusers weights.
-# ---------------------------------------------------------------------------------------------
-# Names of the attention projections in checkpoints saved before diffusers 0.14.
-_LEGACY_ATTENTION = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}
-
-
-def diffusers_name(path: tuple) -> str:
-  """NNX variable path -> diffusers state-dict key (`kernel` / GroupNorm `scale` -> weight)."""
-  *mods, leaf = (str(p) for p in path)
-  return ".".join(mods + ["weight" if leaf in ("kernel", "scale") else leaf])
-
-
-def _torch_to_nnx(name: str, value: np.ndarray, want: tuple) -> np.ndarray:
-  """A diffusers tensor in the layout of the NNX variable of shape `want`."""
-  v = np.asarray(value, np.float32)
-  if v.ndim == 4 and len(want) == 2:  # 1x1-conv attention projections (old checkpoints).
-    v = v[:, :, 0, 0]
-  if v.ndim == 4:
-    v = v.transpose(2, 3, 1, 0)  # Conv (O, I, kh, kw) -> (kh, kw, I, O).
-  elif v.ndim == 2:
-    v = v.T  # Linear (out, in) -> (in, out).
-  if tuple(v.shape) != tuple(want):
-    raise ValueError(f"weights: {name!r} has shape {tuple(value.shape)}, which does not fit "
-                     f"the model's {tuple(want)} for this config")
-  return v
-
-
-def params_from_diffusers(config: AutoencoderKLConfig, tensors: Mapping[str, np.ndarray]
-                          ) -> AutoencoderKL:
-  """An `AutoencoderKL` of `config` with every parameter from a diffusers state dict.
-
-  Raises:
-    ValueError: a parameter is missing, a shape does not fit, or `tensors` holds keys the model
-      does not have (each named).
-  """
-  model = nnx.eval_shape(lambda: AutoencoderKL(config, rngs=nnx.Rngs(0)))
-  graphdef, state = nnx.split(model)
-  flat = list(nnx.to_flat_state(state))
-  used, missing = set(), []
-  for path, var in flat:
-    name = diffusers_name(path)
-    key = name
-    if key not in tensors:
-      for new, old in _LEGACY_ATTENTION.items():
-        key = key.replace(f".{new}.", f".{old}.")
-    if key not in tensors:
-      missing.append(name)
-      continue
-    used.add(key)
-    var.set_value(jnp.asarray(_torch_to_nnx(key, tensors[key], var.get_value().shape)))
-  if missing:
-    raise ValueError(f"weights: expected every parameter of the AutoencoderKL for this config, "
-                     f"missing {len(missing)}: {missing[:10]}")
-  unused = sorted(set(tensors) - used)
-  if unused:
-    raise ValueError(f"weights: holds {len(unused)} tensors this AutoencoderKL config does not "
-                     f"have: {unused[:10]} (check use_quant_conv / mid_block_add_attention)")
-  return nnx.merge(graphdef, nnx.from_flat_state(flat))
-
-
-def autoencoder_from_diffusers(directory: str | os.PathLike, *, image_size: int | None = None
-                               ) -> AutoencoderKL:
-  """An `AutoencoderKL` from a diffusers directory (`config.json` +
-  `diffusion_pytorch_model.safetensors`, as `AutoencoderKL.save_pretrained` writes it).
-
-  Args:
-    directory: the directory.
-    image_size: the tokenizer resolution (default: the config's `sample_size`).
-  """
-  weights = Path(directory) / DIFFUSERS_WEIGHTS
-  if not weights.is_file():
-    raise ValueError(f"directory: expected {DIFFUSERS_WEIGHTS} in {str(directory)!r} (a "
-                     f"diffusers AutoencoderKL directory)")
-  config = read_diffusers_config(directory, image_size=image_size)
-  return params_from_diffusers(config, read_safetensors(weights))
-
-
-def load_autoencoder(directory: str | os.PathLike,
-                     config: AutoencoderKLConfig | None = None) -> AutoencoderKL:
-  """An `AutoencoderKL` with the weights of a jaxtok "vae" checkpoint (`jaxtok.save`, the
-  trainer's `export/`) or of a diffusers directory.
-
-  Args:
-    directory: the checkpoint directory.
-    config: expected architecture; ValueError when the directory's differs in anything but
-      `image_size` (which is taken from `config`).
-  """
-  found = vae_config.load_config(directory)
-  if config is not None:
-    mine, theirs = config.to_dict(), found.to_dict()
-    diff = sorted(k for k in mine if k != "image_size" and mine[k] != theirs[k])
-    if diff:
-      raise ValueError(f"config: the AutoencoderKL in {str(directory)!r} differs in {diff}: "
-                       f"{ {k: theirs[k] for k in diff} }, expected { {k: mine[k] for k in diff} }")
-    found = dataclasses.replace(found, image_size=config.image_size)
-  if not vae_config.is_jaxtok_checkpoint(directory):
-    return autoencoder_from_diffusers(directory, image_size=found.image_size)
-  arrays, key_impls = ckpt_format.read_weights(directory)
-  return ckpt_format.model_from_arrays(AutoencoderKL, found, arrays, key_impls=key_impls,
-                                       source=str(Path(directory) / ckpt_format.WEIGHTS_FILE))
-
-
-# ---------------------------------------------------------------------------------------------
-# Variants.
-# ---------------------------------------------------------------------------------------------
-# Stable Diffusion v1/v2's f8 VAE (arXiv 2112.10752; its diffusers config): 4 latent channels.
-F8C4 = AutoencoderKLConfig(image_size=256, block_out_channels=(128, 256, 512, 512),
-                           layers_per_block=2, latent_channels=4, scaling_factor=0.18215)
-# FLUX.1's f8 VAE layout (its diffusers config): 16 channels, no quant convs, shifted latents.
-F8C16 = dataclasses.replace(F8C4, latent_channels=16, use_quant_conv=False,
-                            use_post_quant_conv=False, scaling_factor=0.3611,
-                            shift_factor=0.1159)
-# 8 channels on the same layout (ours: scaling 1.0 until the latents' std is measured).
-F8C8 = dataclasses.replace(F8C4, latent_channels=8, scaling_factor=1.0)
-# CPU: 64 px images to 8 x 8 x 4 latents (f8), 32-64 channels, one ResNet per level.
-TINY = AutoencoderKLConfig(image_size=64, block_out_channels=(32, 32, 64, 64),
-                           layers_per_block=1, latent_channels=4, norm_num_groups=32,
-                           scaling_factor=1.0)
-# Seconds to train: 32 px to 4 x 4 x 4 latents (f8), 8-16 channels.
-SMOKE = dataclasses.replace(TINY, image_size=32, block_out_channels=(8, 8, 16, 16),
-                            norm_num_groups=8)
-
-VARIANTS: dict[str, AutoencoderKLConfig] = {
-    "f8c4": F8C4,
-    "f8c8": F8C8,
-    "f8c16": F8C16,
-    "tiny": TINY,
-    "smoke": SMOKE,
-}

@@ -26,13 +26,13 @@ import numpy as np
 from flax import nnx
 
 from jaxtok.tokenizers import interface, layers
-from jaxtok.tokenizers.fqgan_config import VARIANTS, FQGANConfig
+from jaxtok.tokenizers.fqgan.config import FQGANConfig
 from jaxtok.tokenizers.interface import TokenSpec
 from jaxtok.tokenizers.maskgit_vqgan import AttnBlock, Downsample, ResnetBlock, Upsample
 from jaxtok.tokenizers.quantizers import FactorizedVectorQuantizer
 
 __all__ = ["FQGAN", "FQGANConfig", "FQGANDecoder", "FQGANEncoder", "FactorizedAdapter",
-           "FeatPredHead", "VARIANTS", "infonce_cls_loss", "teacher_preprocess",
+           "FeatPredHead", "infonce_cls_loss", "teacher_preprocess",
            "teacher_resize_rows"]
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -275,7 +275,7 @@ class FQGAN(nnx.Module):
 
   Methods:
     encode(images [B,S,S,3] in [0,1]) -> ids int32 [B, h*w, k] ([B, h*w] for one branch:
-      the single-codebook VQGAN of `fqgan_config.single_codebook`).
+      the single-codebook VQGAN of `variants.single_codebook`).
     lookup(ids [B, h*w, k]) -> quantized maps [B, h, w, k*D] (l2-normalised codes).
     decode_tokens(ids [B, h*w, k]) -> images [B, S, S, 3] in [0, 1] (unclamped).
     decode_code(*indices, *shapes): the official `decode_code` argument order
@@ -352,7 +352,8 @@ class FQGAN(nnx.Module):
                                    "disentangle_loss", "factor_losses", "stats")},
            "ids": self._token_ids(qaux["ids"], b),
            "latents": zq,
-           "semantic_features": self.predict_features(zq)}
+           "semantic_features": self.predict_features(zq),
+           "losses": {"quantizer": qaux["loss"]}}
     return recon, aux
 
   def semantic_losses(self, aux: Mapping[str, Any], teacher_cls: Mapping[str, jax.Array]

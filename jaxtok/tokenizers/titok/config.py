@@ -1,21 +1,19 @@
 """`TiTokConfig`: everything a TiTok / One-D-Piece model needs, JSON-serializable.
 
 `MODEL_SIZES` holds the official ViT sizes only; official checkpoint configs are read by
-`jaxtok.tokenizers.convert.titok_config`.
+`jaxtok.tokenizers.titok.official`.
 """
 # No `from __future__ import annotations`: ml_collections config_flags reads the config
 # dataclass's field types at runtime (`--config.model.<field>=...` in the trainer).
 
 import dataclasses
-import functools
 from typing import Any
-
-import numpy as np
 
 from jaxtok.tokenizers import layers, token_drop
 from jaxtok.tokenizers.interface import ModelConfigBase
 from jaxtok.tokenizers.maskgit_vqgan import MaskGITConfig
 from jaxtok.tokenizers.quantizers import QUANTIZERS
+from jaxtok.tokenizers.spatial import SPATIAL_ORDERS, spatial_regions
 
 # ViT sizes of the official code: name -> (width, depth, heads).
 MODEL_SIZES: dict[str, tuple[int, int, int]] = {
@@ -27,78 +25,6 @@ MODEL_SIZES: dict[str, tuple[int, int, int]] = {
 HEADS = ("two_stage", "pixel")
 # Values of the `quantize_mode` field of old checkpoints (now `quantizer`).
 LEGACY_QUANTIZE_MODES = ("vq", "vae")
-
-
-def latent_grid(k: int, grid: int) -> tuple[int, int] | None:
-  """(gh, gw): the most square tiling of a `grid` x `grid` patch grid by k regions
-  (gh * gw = k, gh <= gw, both dividing `grid`), or None when there is none."""
-  best = None
-  for gh in range(1, grid + 1):
-    if k % gh == 0 and grid % gh == 0 and grid % (k // gh) == 0 and gh <= k // gh:
-      best = (gh, k // gh)
-  return best
-
-
-# How `spatial_latents` ties tokens to places (see `spatial_regions`).
-SPATIAL_ORDERS = ("raster", "coarse_to_fine")
-
-
-def _coarse_to_fine_side(k: int, grid: int) -> int | None:
-  """n with k = n * n, n a power of two dividing `grid`, or None."""
-  n = int(round(k ** 0.5))
-  ok = n * n == k and n & (n - 1) == 0 and grid % n == 0
-  return n if ok else None
-
-
-@functools.cache
-def _regions(k: int, grid: int, order: str) -> np.ndarray | None:
-  if order == "raster":
-    tiling = latent_grid(k, grid)
-    if tiling is None:
-      return None
-    gh, gw = tiling
-    rows, cols = np.divmod(np.arange(grid * grid), grid)
-    region = (rows // (grid // gh)) * gw + cols // (grid // gw)  # [P] -> token
-    return (region[None, :] == np.arange(k)[:, None]).astype(np.float32)
-  n = _coarse_to_fine_side(k, grid)
-  if n is None:
-    return None
-  # Cell (r, c) of the n x n latent grid is at level l = the first at whose stride n / 2**l
-  # both r and c are aligned; its token covers the (n / 2**l)-sided block from (r, c).
-  cells = []
-  for r in range(n):
-    for c in range(n):
-      level, stride = 0, n
-      while r % stride or c % stride:
-        level, stride = level + 1, stride // 2
-      cells.append((level, r, c, stride))
-  cells.sort()
-  cell = grid // n  # patches per latent cell side
-  rows, cols = np.divmod(np.arange(grid * grid), grid)
-  rows, cols = rows // cell, cols // cell
-  out = np.zeros((k, grid * grid), np.float32)
-  for i, (_, r, c, stride) in enumerate(cells):
-    out[i] = (rows >= r) & (rows < r + stride) & (cols >= c) & (cols < c + stride)
-  return out
-
-
-def spatial_regions(k: int, grid: int, order: str = "raster") -> np.ndarray | None:
-  """`[k, grid * grid]` 0/1 map of the patches each of k tokens covers, or None when k does
-  not fit `grid` in `order`.
-
-  - "raster": the tokens tile the grid as `latent_grid(k, grid)`, in raster order; every
-    patch is covered by exactly one token.
-  - "coarse_to_fine": k = n * n (n a power of two dividing `grid`) tokens form a quadtree over
-    the n x n latent grid: token 0 covers the whole image, the next 3 the other quadrants
-    (blocks of side n / 2), the next 12 the blocks of side n / 4, ..., the last 3/4 of them
-    single cells; within a level, raster order. A patch is covered by at most one token per
-    level (none where its block's first cell holds the coarser token, as in a Haar basis), so
-    every prefix of whole levels describes the image at one resolution (1, 2 x 2, 4 x 4, ...).
-  """
-  if order not in SPATIAL_ORDERS:
-    raise ValueError(f"order: expected one of {SPATIAL_ORDERS}, got {order!r}")
-  regions = _regions(k, grid, order)
-  return None if regions is None else regions.copy()
 
 
 @dataclasses.dataclass(kw_only=True)

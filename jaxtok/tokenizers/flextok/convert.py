@@ -8,12 +8,12 @@ roles: tests/fixtures/flextok/README.md §3. Layout rules: Linear (out, in) -> k
 
 The fixed sin-cos tables (`*posemb_module.posembs` of the patches) are not parameters in jaxtok:
 they are checked against `layers.sincos_2d` and dropped. Loading is strict otherwise (see
-`titok_mapping.build_with_params`).
+`mapping.build_with_params`).
 
 The VAE (`vae.*`, `split_vae`): the official `StableDiffusionVAE` holds a diffusers
 `AutoencoderKL` as `.vae`, so its weights are `vae.vae.<diffusers key>`; they become the
 `front_end="vae"` model's `vae/...` (`jaxtok.tokenizers.vae.params_from_diffusers`, architecture
-from `flextok_config.official_vae_config`). `vae.logvar` (`learnable_logvar`: a parameter of the
+from `official.official_vae_config`). `vae.logvar` (`learnable_logvar`: a parameter of the
 VAE's training loss) is dropped. A release without `vae.vae.*` weights stays a
 `front_end="latent"` model over precomputed VAE latents.
 """
@@ -32,14 +32,15 @@ from flax import nnx
 from jaxtok.io import checkpoint as ckpt_format
 from jaxtok.io.torch_pickle import read_checkpoint
 from jaxtok.tokenizers import layers
-from jaxtok.tokenizers.convert.flextok_config import (
+from jaxtok.tokenizers.flextok.config import FlexTokConfig
+from jaxtok.tokenizers.flextok.model import FlexTok
+from jaxtok.tokenizers.flextok.official import (
   official_flextok_config,
   official_vae_config,
   read_release_config,
 )
-from jaxtok.tokenizers.convert.titok_mapping import build_with_params
-from jaxtok.tokenizers.flextok import FlexTok, FlexTokConfig
-from jaxtok.tokenizers.vae import params_from_diffusers
+from jaxtok.tokenizers.mapping import build_with_params
+from jaxtok.tokenizers.vae.convert import params_from_diffusers
 
 E = "encoder.module_dict."
 D = "decoder.module_dict."
@@ -200,6 +201,19 @@ def flextok_with_vae(config: FlexTokConfig, params: Mapping[str, np.ndarray],
       [(path, var.replace(have[path].get_value())) for path, var in flat]))
 
 
+def params_into(config: FlexTokConfig, params: Mapping[str, np.ndarray]) -> FlexTok:
+  """A `FlexTok(config)` from an official state dict: with the release's `vae.vae.*` weights
+  for a `front_end="vae"` config, without them otherwise (the trainer's `init_from`)."""
+  kept, vae_tensors, _ = split_vae(params)
+  if config.front_end == "vae":
+    if not vae_tensors:
+      raise ValueError(f"params: a front_end='vae' FlexTok needs the release's {VAE_PREFIX}* "
+                       f"weights, which this checkpoint lacks; expected a config with "
+                       f"front_end='latent'")
+    return flextok_with_vae(config, kept, vae_tensors)
+  return flextok_from_params(config, kept)
+
+
 def official_model(release: Mapping[str, Any], params: Mapping[str, np.ndarray], *,
                    vae_scaling_factor: float | None = None
                    ) -> tuple[FlexTok, dict[str, Any]]:
@@ -208,7 +222,7 @@ def official_model(release: Mapping[str, Any], params: Mapping[str, np.ndarray],
   A `StableDiffusionVAE` release with `vae.vae.*` weights gives a `front_end="vae"` model (its
   encoder takes the VAE's scaled posterior means of images in [0, 1], mapped to [-1, 1] as the
   official pipeline feeds them); one without them a `front_end="latent"` model. See
-  `flextok_config.official_vae_config` for `vae_scaling_factor`.
+  `official.official_vae_config` for `vae_scaling_factor`.
   """
   kept, vae_tensors, dropped = split_vae(params)
   config = official_flextok_config(release, kept)
@@ -279,3 +293,9 @@ def convert_flextok(checkpoint: str | os.PathLike,
   arrays, metadata = ckpt_format.state_to_arrays(model)
   meta = ckpt_format.make_meta("flextok", model.config, source)
   return ckpt_format.write_dir(out, meta, arrays, metadata, overwrite=overwrite)
+
+
+def convert(checkpoint: str | os.PathLike, out: str | os.PathLike, *,
+            config: str | os.PathLike | Mapping[str, Any] | None = None, **options: Any) -> Path:
+  """The registry's entry (`Family.convert`): `convert_flextok(checkpoint, config, out, ...)`."""
+  return convert_flextok(checkpoint, config, out, **options)

@@ -12,8 +12,8 @@ import dataclasses
 
 from jaxtok.tokenizers import token_drop
 from jaxtok.tokenizers.interface import ModelConfigBase
-from jaxtok.tokenizers.titok_config import spatial_regions
-from jaxtok.tokenizers.vae_config import AutoencoderKLConfig, load_config
+from jaxtok.tokenizers.spatial import spatial_regions
+from jaxtok.tokenizers.vae.config import AutoencoderKLConfig, load_config
 
 FRONT_ENDS = ("identity", "latent", "vae")
 MASKS = ("causal_last", "full")

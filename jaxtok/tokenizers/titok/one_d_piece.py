@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from jaxtok.tokenizers import titok
-from jaxtok.tokenizers.titok import TiTok, TiTokConfig
+from jaxtok.tokenizers.titok import variants as titok_variants
+from jaxtok.tokenizers.titok.config import MODEL_SIZES, TiTokConfig
+from jaxtok.tokenizers.titok.model import TiTok
 
 __all__ = ["OneDPiece", "VARIANTS", "one_d_piece_config"]
 
@@ -42,9 +43,9 @@ def one_d_piece_config(size: str, num_latent_tokens: int = 256, **overrides) -> 
     num_latent_tokens: K.
     **overrides: any other `TiTokConfig` field.
   """
-  if size not in titok.MODEL_SIZES:
-    raise ValueError(f"size: expected one of {sorted(titok.MODEL_SIZES)}, got {size!r}")
-  return dataclasses.replace(titok.legacy_config(size, size, num_latent_tokens),
+  if size not in MODEL_SIZES:
+    raise ValueError(f"size: expected one of {sorted(MODEL_SIZES)}, got {size!r}")
+  return dataclasses.replace(titok_variants.legacy_config(size, size, num_latent_tokens),
                              **{"tail_token_drop": True, **overrides})
 
 
@@ -52,7 +53,7 @@ VARIANTS: dict[str, TiTokConfig] = {
     "S-256": one_d_piece_config("small"),
     "B-256": one_d_piece_config("base"),
     "L-256": one_d_piece_config("large"),
-    "tiny": dataclasses.replace(titok.VARIANTS["tiny"], tail_token_drop=True,
+    "tiny": dataclasses.replace(titok_variants.VARIANTS["tiny"], tail_token_drop=True,
                                 spatial_order="coarse_to_fine"),
-    "smoke": dataclasses.replace(titok.VARIANTS["smoke"], tail_token_drop=True),
+    "smoke": dataclasses.replace(titok_variants.VARIANTS["smoke"], tail_token_drop=True),
 }
