@@ -9,7 +9,8 @@ from the command line with the type of its annotation:
       --config.loss.gan_weight=0.1 --config.data.source=folder:/images
 
 Each part is owned by the module that consumes it: `TrainConfig.loss` is
-`jaxtok.trainers.losses.LossConfig`, `TrainConfig.data` is `jaxtok.data.DataConfig`, and
+`jaxtok.trainers.losses.LossConfig`, `TrainConfig.data` is `jaxtok.data.DataConfig`,
+`TrainConfig.mesh` is `jaxtok.parallel.MeshConfig`, and
 `TrainConfig.model` is the model family's own config dataclass (`TiTokConfig` for "titok" and
 "one_d_piece"), filled by the config file from `jaxtok.tokenizers.get_family(f).variant(v)`.
 The model's `image_size` is the one source of truth for the image resolution.
@@ -26,6 +27,7 @@ import operator
 from typing import Any
 
 from jaxtok.data import DataConfig
+from jaxtok.parallel import MeshConfig
 from jaxtok.tokenizers import TOKENIZERS
 from jaxtok.trainers.losses import LossConfig
 
@@ -66,15 +68,6 @@ class OptimConfig:
   # Discriminator (GAN) optimizer: its own AdamW, constant lr after warmup.
   disc_lr: float = 1e-4
   disc_weight_decay: float = 1e-4
-
-
-@dataclasses.dataclass(kw_only=True)
-class MeshConfig:
-  """Device mesh: `data` x `fsdp`; -1 on `data` takes every remaining device."""
-  data: int = -1
-  fsdp: int = 1
-  # Parameters smaller than this many elements stay replicated under fsdp.
-  fsdp_min_size: int = 2**14
 
 
 @dataclasses.dataclass(kw_only=True)

@@ -4,8 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxtok.trainers import sharding as shd
-from jaxtok.trainers.config import MeshConfig
+from jaxtok.parallel import MeshConfig
 from jaxtok.trainers.train import Experiment
 from tests.trainers.common import fixed_batches, small_config
 
@@ -61,15 +60,3 @@ def test_eight_devices_match_one(one_device, mesh):
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got),
                             jax.tree_util.tree_leaves(want)):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5, err_msg=jax.tree_util.keystr(path))
-
-
-def test_mesh_and_batch_validation():
-  with pytest.raises(ValueError, match="mesh.fsdp"):
-    shd.make_mesh(MeshConfig(fsdp=3))
-  with pytest.raises(ValueError, match="mesh"):
-    shd.make_mesh(MeshConfig(data=3, fsdp=2))
-  mesh = shd.make_mesh(MeshConfig())
-  with pytest.raises(ValueError, match="batch_size"):
-    shd.global_batch_size_check(12, mesh)
-  assert shd.leaf_spec((64, 30), 2, 0) == jax.sharding.PartitionSpec("fsdp", None)
-  assert shd.leaf_spec((3, 5), 2, 0) == jax.sharding.PartitionSpec()
