@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxtok.eval.recon import psnr
 from jaxtok.io.torch_pickle import read_checkpoint
+from jaxtok.metrics import psnr
 from jaxtok.nets import discriminator, perceptual, teachers
 from jaxtok.tokenizers import maskgit_vqgan
 from jaxtok.tokenizers.convert import titok_mapping
