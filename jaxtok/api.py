@@ -172,7 +172,8 @@ class Tokenizer:
       tokens: `[B, K]` integer ids in [0, codebook_size), or a prefix `[B, L]` with
         1 <= L <= K when `supports_prefix`; or `AdaptiveTokens` (its ids and lengths).
       lengths: optional per-image prefix lengths `[B]` (or one int), each in 1..L: image b
-        decodes `tokens[b, :lengths[b]]` (ids after it are ignored). Needs `supports_prefix`.
+        decodes `tokens[b, :lengths[b]]` (ids after it are ignored); below K only when
+        `supports_prefix` (`interface.check_lengths`).
       **options: decode options of the model, listed in `decode_options` (default: the
         model's own; see `interface.decode_options`). FlexTok (a rectified-flow sampler):
         `steps` (Euler steps), `guidance` ("none", "cfg" or "apg"), `guidance_scale` (1.0 =

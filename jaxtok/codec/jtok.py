@@ -46,7 +46,8 @@ def compress_tokens(tok, ids: Any, *, lengths: Any = None, prior: Any = "uniform
   Args:
     tok: the `jaxtok.Tokenizer` the ids came from.
     ids: `[B, L]` (or `[B, L, F]`) ids as `tok.encode` gives, or a prefix of them.
-    lengths: optional `[B]` per-image lengths (each <= L): image i stores `ids[i, :lengths[i]]`.
+    lengths: optional per-image lengths `[B]` (or one int), each in 1..L: image i stores
+      `ids[i, :lengths[i]]` (checked by `interface.check_lengths`).
     prior: "uniform", a `MarginalPrior`, or a prior file / checkpoint directory.
 
   Returns:
