@@ -12,8 +12,8 @@ from jaxtok import api
 from jaxtok.eval import recon
 from jaxtok.io import checkpoint, safetensors
 from jaxtok.nets import perceptual
-from jaxtok.tokenizers.one_d_piece import OneDPiece
 from jaxtok.tokenizers.titok import TiTok, TiTokConfig
+from jaxtok.tokenizers.titok.one_d_piece import OneDPiece
 
 # Small but complete models: both heads, legacy projection, cosine VQ, and One-D-Piece.
 _SMALL = dict(image_size=32, enc_patch_size=8, dec_patch_size=8, enc_width=32, enc_depth=1,

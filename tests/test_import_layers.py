@@ -24,7 +24,7 @@ LAYERS = {
     "trainers": 5,
     "eval": 4,
     "api": 3, "": 3,  # "" = the root package `jaxtok/__init__.py` (it re-exports api).
-    "tokenizers": 2, "nets": 2, "data": 2, "testing": 2,
+    "tokenizers": 2, "nets": 2, "data": 2, "parallel": 2, "testing": 2,
     "io": 1,
 }
 

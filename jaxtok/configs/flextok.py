@@ -42,8 +42,8 @@ import dataclasses
 
 from jaxtok.configs.common import bundled_tiny
 from jaxtok.tokenizers import get_family
-from jaxtok.tokenizers.flextok_config import FlexTokConfig
-from jaxtok.tokenizers.vae_config import load_config
+from jaxtok.tokenizers.flextok.config import FlexTokConfig
+from jaxtok.tokenizers.vae.config import load_config
 from jaxtok.trainers.config import TrainConfig, parse_arg, smoke
 
 

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from jaxtok.configs.common import bundled_tiny
 from jaxtok.tokenizers import get_family
-from jaxtok.tokenizers.fqgan_config import single_codebook
+from jaxtok.tokenizers.fqgan.variants import single_codebook
 from jaxtok.trainers.config import TrainConfig, parse_arg, smoke
 
 # The offline stand-in teacher of the CPU variants: FID Inception after `mixed_2` (288 wide,

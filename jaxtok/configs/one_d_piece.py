@@ -15,7 +15,7 @@ trailing tokens is dropped before decoding, so any prefix decodes to an image):
   python -m jaxtok.trainers.train --config jaxtok/configs/one_d_piece.py:smoke --workdir /tmp/s
 
 The optimisation settings are TiTok's (see jaxtok/configs/titok.py); the model variants
-(with `tail_token_drop=True`) come from `jaxtok.tokenizers.one_d_piece.VARIANTS`.
+(with `tail_token_drop=True`) come from `jaxtok.tokenizers.titok.one_d_piece.VARIANTS`.
 """
 from __future__ import annotations
 

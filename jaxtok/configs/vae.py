@@ -10,7 +10,7 @@ r"""AutoencoderKL training configs (family "vae"): L1 + perceptual + KL + (optio
 
 The published-like recipe follows latent diffusion's KL-f8 autoencoder (arXiv 2112.10752, its
 released `autoencoder_kl_*` configs): L1 pixel loss + LPIPS (weight 1) + KL (weight 1e-6,
-through `loss.quantizer_weight`, which the trainer applies to `aux["kl_loss"]`) + a hinge
+through `loss.kl_weight`, which the trainer applies to `aux["losses"]["kl"]`) + a hinge
 PatchGAN (weight 0.5) from step 50,001; Adam betas (0.5, 0.9) at lr 4.5e-6 x the global batch
 (their `scale_lr`), constant. `tiny` and `smoke` drop the perceptual and GAN terms (no LPIPS
 weights offline; `--config.loss.gan_weight=0.5` turns the GAN back on). Stage 0 of the FlexTok
@@ -28,7 +28,7 @@ KL_WEIGHT = 1e-6  # latent diffusion's `kl_weight` for the f8 autoencoders.
 def _objective(config: TrainConfig) -> TrainConfig:
   config.recipe = "single"
   config.loss.reconstruction_loss, config.loss.reconstruction_weight = "l1", 1.0
-  config.loss.quantizer_weight = KL_WEIGHT  # Weights aux["kl_loss"] (the VAE has no codebook).
+  config.loss.kl_weight = KL_WEIGHT  # Weights aux["losses"]["kl"] (the VAE has no codebook).
   return config
 
 

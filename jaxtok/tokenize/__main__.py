@@ -3,7 +3,7 @@
 C is a checkpoint directory for `jaxtok.load` or a variant name (`titok:S-128`: random init).
 SOURCE is `bundled`, `folder:PATH` or `tfds:NAME[:split]`. Rerunning the same command resumes:
 finished shards are skipped. Multi-host: run the same line on every host (the multi-process
-settings come from the environment, see `jaxtok.trainers.distributed`). Prints a JSON summary
+settings come from the environment, see `jaxtok.parallel.distributed`). Prints a JSON summary
 line (images/s among it) per host.
 """
 from __future__ import annotations
@@ -12,8 +12,8 @@ import argparse
 import json
 import sys
 
+from jaxtok.parallel import distributed
 from jaxtok.tokenize.writer import tokenize
-from jaxtok.trainers import distributed
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,8 +1,8 @@
 """Image sources for tokenization: `jaxtok.data`'s sources, plus image ids and labels.
 
-`jaxtok.data` parses and lists the sources (`bundled`, `folder:PATH`, `tfds:NAME[:split]`) and
-decodes images; its readers return only pixels, so this module adds what a token shard keeps
-beside the ids: a stable image id and, where the source has one, the label.
+`jaxtok.data.sources` parses and opens the sources (`bundled`, `folder:PATH`,
+`tfds:NAME[:split]`); its readers return only pixels, so this module adds what a token shard
+keeps beside the ids: a stable image id and, where the source has one, the label.
 
 - `bundled`: every bundled photo (the held-out ones included: nothing is trained here), id =
   the photo's name, no label.
@@ -14,7 +14,6 @@ beside the ids: a stable image id and, where the source has one, the label.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,21 +44,18 @@ class Source:
 
   def __init__(self, spec: str, *, folder_labels: bool = False,
                tfds_data_dir: str | None = None, image_key: str = "image"):
-    kind, arg, split = data_lib._parse_source(spec)  # noqa: SLF001  (no public equivalent yet)
+    parsed = data_lib.parse_source(spec)
+    kind, arg = parsed.kind, parsed.arg
     self.spec, self.kind = spec, kind
     self.class_names: list[str] | None = None
     if folder_labels and kind != "folder":
       raise ValueError(f"folder_labels: only folder: sources have sub-directory labels, got "
                        f"source {spec!r}")
-    if kind == "bundled":
-      self._photos = data_lib.bundled_photos()
-      self._records: Sequence[Any] = list(data_lib.bundled_train_names(include_held_out=True))
-      return
-    self._records, self._reader = data_lib._records(  # noqa: SLF001
-        kind, arg, split, None, tfds_data_dir, image_key)
+    self._records, self._reader = data_lib.open_source(
+        spec, bundled="all", tfds_data_dir=tfds_data_dir, image_key=image_key)
     if kind == "folder":
-      self._root = Path(arg).expanduser()
-      self._ids = [Path(p).relative_to(self._root).as_posix() for p in self._records]
+      root = Path(arg).expanduser()
+      self._ids = [Path(p).relative_to(root).as_posix() for p in self._records]
       if folder_labels:
         top = [i.split("/")[0] if "/" in i else None for i in self._ids]
         loose = [i for i, t in zip(self._ids, top) if t is None]
@@ -69,23 +65,19 @@ class Source:
         self.class_names = sorted(set(top))
         index = {name: i for i, name in enumerate(self.class_names)}
         self._labels = [index[t] for t in top]
-    self._image_key = image_key
 
   def __len__(self) -> int:
     return len(self._records)
 
   def load(self, i: int) -> tuple[np.ndarray, str, int | None]:
+    record = self._records[i]
     if self.kind == "bundled":
-      name = self._records[i]
-      return self._photos[name], name, None
+      return self._reader(record), record, None
     if self.kind == "folder":
       label = self._labels[i] if self.class_names is not None else None
-      return self._reader(self._records[i]), self._ids[i], label
-    example = self._reader.source[int(self._records[i])]
-    if self._image_key not in example:
-      raise KeyError(f"tfds example has no feature {self._image_key!r} "
-                     f"(features: {sorted(example)})")
-    image = data_lib._decode(example[self._image_key], f"{self.spec}[{i}]")  # noqa: SLF001
+      return self._reader(record), self._ids[i], label
+    example = self._reader.example(record)
+    image = self._reader.image(example, f"{self.spec}[{i}]")
     image_id = next((_text(example[k]) for k in _TFDS_ID_KEYS if k in example), str(i))
     label = _scalar(example["label"]) if "label" in example else None
     return image, image_id, None if label is None else int(label)

@@ -7,7 +7,7 @@ depends only on (source, number of hosts, shard size), so a resumed run rewrites
 shards that were missing, and the union over hosts is the data set, once.
 
 Each host encodes on a mesh of its own local devices, built with the trainer's mesh code
-(`jaxtok.trainers.sharding.make_mesh`) with the batch split over every device. The mesh is
+(`jaxtok.parallel.make_mesh`), with the batch split over every device. The mesh is
 host-local on purpose: encoding needs no cross-host communication, so hosts never wait for each
 other (a slow or restarted host does not stall the pod) and a host may hold one record more than
 another without padding the others.
@@ -35,13 +35,11 @@ from array_record.python.array_record_module import ArrayRecordWriter
 from flax import nnx
 from tqdm import tqdm
 
-from jaxtok import api
+from jaxtok import api, parallel
 from jaxtok import data as data_lib
 from jaxtok.io import checkpoint as ckpt_io
 from jaxtok.tokenize import records as rec
 from jaxtok.tokenize.sources import Source
-from jaxtok.trainers import sharding
-from jaxtok.trainers.config import MeshConfig
 
 _LOG = logging.getLogger(__name__)
 
@@ -140,11 +138,12 @@ def tokenize(checkpoint: str | os.PathLike | api.Tokenizer, data: str,
   local = list(range(host, len(source), hosts))
   num_shards = math.ceil(len(local) / shard_size)
 
-  mesh = sharding.make_mesh(MeshConfig(), jax.local_devices() if devices is None else devices)
+  devices = jax.local_devices() if devices is None else devices
+  mesh = parallel.make_mesh(parallel.MeshConfig(), devices)
   if batch_size % mesh.size:
     raise ValueError(f"batch_size: expected a multiple of the {mesh.size} local devices, got "
                      f"{batch_size}")
-  batch_sharding, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
+  batch_sharding, replicated = parallel.batch_sharding(mesh), parallel.replicated(mesh)
   ids_dtype = rec.ids_dtype(tok.codebook_size, tok.continuous)
   spec = {"source": data, "num_records": len(source), "num_hosts": hosts,
           "shard_size": shard_size, "image_size": tok.image_size,

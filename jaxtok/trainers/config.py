@@ -9,7 +9,8 @@ from the command line with the type of its annotation:
       --config.loss.gan_weight=0.1 --config.data.source=folder:/images
 
 Each part is owned by the module that consumes it: `TrainConfig.loss` is
-`jaxtok.trainers.losses.LossConfig`, `TrainConfig.data` is `jaxtok.data.DataConfig`, and
+`jaxtok.trainers.losses.LossConfig`, `TrainConfig.data` is `jaxtok.data.DataConfig`,
+`TrainConfig.mesh` is `jaxtok.parallel.MeshConfig`, and
 `TrainConfig.model` is the model family's own config dataclass (`TiTokConfig` for "titok" and
 "one_d_piece"), filled by the config file from `jaxtok.tokenizers.get_family(f).variant(v)`.
 The model's `image_size` is the one source of truth for the image resolution.
@@ -20,24 +21,25 @@ and cannot parse a string annotation.
 """
 # No `from __future__ import annotations`: config_flags reads the field types at runtime.
 import dataclasses
+import functools
 import json
+import operator
 from typing import Any
 
 from jaxtok.data import DataConfig
-from jaxtok.tokenizers.flextok_config import FlexTokConfig
-from jaxtok.tokenizers.fqgan_config import FQGANConfig
-from jaxtok.tokenizers.titok import TiTokConfig
-from jaxtok.tokenizers.vae_config import AutoencoderKLConfig
+from jaxtok.parallel import MeshConfig
+from jaxtok.tokenizers import TOKENIZERS
 from jaxtok.trainers.losses import LossConfig
 
-# The config classes of the registered families (`jaxtok.tokenizers.TOKENIZERS`); a new
-# family adds its class here as a union member (`TiTokConfig | FlexTokConfig`). config_flags
+# The config classes of the registered families (`jaxtok.tokenizers.TOKENIZERS`), read from
+# the registry: a new family needs no line here. config_flags
 # never parses this annotation for `--config.model.<field>=...`: it takes the field's type
 # from the class of the *instance* held in `config.model` (its own dataclass fields), so a
 # union is as overridable as a single class, nested and optional fields included
 # (`--config.model.pixel_decoder.z_channels=64`, `--config.model.init_std=0.01`). Only
 # replacing the whole model from the command line (`--config.model=...`) is unsupported.
-ModelConfig = TiTokConfig | FlexTokConfig | FQGANConfig | AutoencoderKLConfig
+ModelConfig = functools.reduce(operator.or_, dict.fromkeys(
+    f.config_class for f in TOKENIZERS.values()))
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -69,15 +71,6 @@ class OptimConfig:
 
 
 @dataclasses.dataclass(kw_only=True)
-class MeshConfig:
-  """Device mesh: `data` x `fsdp`; -1 on `data` takes every remaining device."""
-  data: int = -1
-  fsdp: int = 1
-  # Parameters smaller than this many elements stay replicated under fsdp.
-  fsdp_min_size: int = 2**14
-
-
-@dataclasses.dataclass(kw_only=True)
 class TrainConfig:
   """One training run.
 
@@ -106,7 +99,7 @@ class TrainConfig:
   """
   name: str = "run"
   family: str = "titok"
-  model: ModelConfig = dataclasses.field(default_factory=TiTokConfig)
+  model: ModelConfig = dataclasses.field(default_factory=TOKENIZERS["titok"].config_class)
   data: DataConfig = dataclasses.field(default_factory=DataConfig)
   optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
   loss: LossConfig = dataclasses.field(default_factory=LossConfig)

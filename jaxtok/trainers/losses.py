@@ -134,24 +134,6 @@ def gan_factor(step: Array | int, start: int, factor: float = 1.0) -> Array:
   return jnp.where(jnp.asarray(step) >= start, jnp.float32(factor), jnp.float32(0.0))
 
 
-def adaptive_gan_weight(rec_grad: Any, gan_grad: Any, *, eps: float = 1e-4,
-                        max_weight: float = 1e4) -> Array:
-  """VQGAN's adaptive weight (arXiv 2012.09841, eq. 7): ||g_rec|| / (||g_gan|| + eps).
-
-  Args:
-    rec_grad, gan_grad: gradients (arrays or pytrees) of the reconstruction(+perceptual)
-      loss and of the generator GAN loss with respect to the decoder's last layer.
-    eps, max_weight: the reference's 1e-4 and clamp to [0, 1e4].
-
-  Returns:
-    float32 scalar, with gradients stopped.
-  """
-  norm = lambda tree: jnp.sqrt(sum(jnp.sum(jnp.square(_f32(g)))
-                                   for g in jax.tree_util.tree_leaves(tree)))
-  weight = norm(rec_grad) / (norm(gan_grad) + eps)
-  return jax.lax.stop_gradient(jnp.clip(weight, 0.0, max_weight))
-
-
 # ----------------------------------------------------------------------------------------
 # Semantic alignment (FQGAN).
 # ----------------------------------------------------------------------------------------
@@ -237,8 +219,12 @@ class LossConfig:
   Attributes:
     reconstruction_loss: "l1" or "l2".
     reconstruction_weight: weight of the pixel loss.
-    quantizer_weight: weight of the quantizer's total loss `aux["quantizer_loss"]` (and of a
-      VAE's KL term).
+    quantizer_weight: weight of the model's `aux["losses"]["quantizer"]` term (the
+      quantizer's total loss).
+    kl_weight: weight of `aux["losses"]["kl"]` (the KL of a Gaussian bottleneck: the VAE,
+      TiTok's VAE variants).
+    flow_weight: weight of `aux["losses"]["flow"]` (a rectified-flow decoder's velocity MSE:
+      FlexTok). A model term with no weight field here is summed with weight 1.
     perceptual: the perceptual network: "" (off), "lpips:PATH[,PATH2]" (LPIPS weights the user
       provides) or "inception[:PATH]" (offline distance on the FID Inception network).
     perceptual_weight: weight of the perceptual distance; the trainer uses 0 while
@@ -249,8 +235,6 @@ class LossConfig:
       [discriminator_factor].
     gan_start_step: first step with a GAN loss and discriminator updates
       [discriminator_start] (TiTok: 20000 stage 2, 200000 single stage).
-    use_adaptive_gan_weight: multiply `gan_weight` by VQGAN's adaptive weight (the caller
-      passes it to `generator_loss`; the trainer does not compute it and rejects True).
     lecam_weight: LeCam regularisation of the discriminator (arXiv 2104.03310)
       [lecam_regularization_weight] (TiTok: 0.001).
     lecam_ema_decay: decay of the LeCam logit EMAs (TiTok: 0.999).
@@ -281,12 +265,13 @@ class LossConfig:
   reconstruction_loss: str = "l2"
   reconstruction_weight: float = 1.0
   quantizer_weight: float = 1.0
+  kl_weight: float = 1.0
+  flow_weight: float = 1.0
   perceptual: str = ""
   perceptual_weight: float = 1.1
   gan_weight: float = 0.0
   gan_factor: float = 1.0
   gan_start_step: int = 20_000
-  use_adaptive_gan_weight: bool = False
   lecam_weight: float = 0.001
   lecam_ema_decay: float = 0.999
   label_smoothing: float = 0.0
@@ -300,7 +285,8 @@ class LossConfig:
     if self.reconstruction_loss not in RECONSTRUCTION_LOSSES:
       raise ValueError(f"reconstruction_loss: expected one of {sorted(RECONSTRUCTION_LOSSES)}, "
                        f"got {self.reconstruction_loss!r}")
-    for name in ("reconstruction_weight", "perceptual_weight", "quantizer_weight",
+    for name in ("reconstruction_weight", "perceptual_weight", "quantizer_weight", "kl_weight",
+                 "flow_weight",
                  "gan_weight", "gan_factor", "lecam_weight", "semantic_weight",
                  "repa_weight"):
       value = getattr(self, name)
@@ -339,20 +325,39 @@ class LossConfig:
     return self.gan_weight > 0 and self.gan_factor > 0
 
 
-def _aux_scalar(aux: Mapping[str, Any], key: str) -> Array:
-  if key not in aux:
-    raise ValueError(f"aux: expected a {key!r} entry (the model's quantizer outputs), got "
-                     f"keys {sorted(aux)}")
-  return _f32(aux[key])
+  def term_weight(self, name: str) -> float:
+    """Weight of the model's loss term `aux["losses"][name]`: the `<name>_weight` field, else 1."""
+    return float(getattr(self, f"{name}_weight", 1.0))
 
 
-def quantizer_terms(aux: Mapping[str, Any], weight: float) -> dict[str, Array]:
-  """Passes the quantizer's losses through: weighted total + its two parts (unweighted)."""
-  terms = {"quantizer_loss": weight * _aux_scalar(aux, "quantizer_loss")}
-  for key in ("commitment_loss", "codebook_loss"):
+# Diagnostic parts of a model's losses, logged (gradient stopped) but never summed.
+LOGGED_AUX = ("commitment_loss", "codebook_loss")
+
+
+def model_terms(cfg: LossConfig, aux: Mapping[str, Any]) -> dict[str, Array]:
+  """The model's own loss terms, weighted: `{"<name>_loss": w(name) * aux["losses"][name]}`
+  (summed into the objective), plus the `LOGGED_AUX` parts it reports (gradient stopped)."""
+  named = aux.get("losses") if isinstance(aux, Mapping) else None
+  if not isinstance(named, Mapping):
+    raise ValueError(f"aux: expected a 'losses' dict of the model's named loss terms, got keys "
+                     f"{sorted(aux) if isinstance(aux, Mapping) else type(aux).__name__}")
+  terms = {f"{name}_loss": cfg.term_weight(name) * _f32(value) for name, value in named.items()}
+  for key in LOGGED_AUX:
     if key in aux:
       terms[key] = jax.lax.stop_gradient(_f32(aux[key]))
   return terms
+
+
+# The terms of `generator_loss` / `stage1_loss` / the trainer that are logged, not summed.
+NOT_SUMMED = frozenset(LOGGED_AUX) | {"gan_loss", "gan_factor", "total_loss"}
+
+
+def total_of(terms: Mapping[str, Array]) -> Array:
+  """The objective: the sum of every term not in `NOT_SUMMED` (nor a per-branch
+  `semantic_loss_<b>` log)."""
+  summed = (v for k, v in terms.items()
+            if k not in NOT_SUMMED and not k.startswith("semantic_loss_"))
+  return sum(summed, jnp.zeros((), jnp.float32))
 
 
 def stage1_loss(cfg: LossConfig, logits: Array, target_ids: Array,
@@ -371,20 +376,20 @@ def stage1_loss(cfg: LossConfig, logits: Array, target_ids: Array,
   cfg.validate()
   terms = {"reconstruction_loss": proxy_code_cross_entropy(
       logits, target_ids, label_smoothing=cfg.label_smoothing)}
-  terms.update(quantizer_terms(aux, cfg.quantizer_weight))
-  total = terms["reconstruction_loss"] + terms["quantizer_loss"]
+  terms.update(model_terms(cfg, aux))
+  total = total_of(terms)
   return total, {"total_loss": total, **terms}
 
 
 def generator_loss(cfg: LossConfig, images: Array, recon: Array, aux: Mapping[str, Any], *,
                    step: Array | int = 0,
                    perceptual_fn: Callable[[Array, Array], Array] | None = None,
-                   discriminator_fn: Callable[[Array], Array] | None = None,
-                   adaptive_weight: Array | None = None) -> tuple[Array, dict[str, Array]]:
+                   discriminator_fn: Callable[[Array], Array] | None = None
+                   ) -> tuple[Array, dict[str, Array]]:
   """Pixel-space generator loss (TiTok stage 2 / single stage).
 
   total = w_rec * rec(images, recon) + w_perc * mean(perceptual(images, recon))
-          + w_q * quantizer_loss + w_d * [adaptive] * factor(step) * (-mean D(recon))
+          + sum_n w_n * aux["losses"][n] + w_d * factor(step) * (-mean D(recon))
 
   Args:
     cfg: weights.
@@ -396,8 +401,6 @@ def generator_loss(cfg: LossConfig, images: Array, recon: Array, aux: Mapping[st
       `cfg.perceptual_weight > 0`.
     discriminator_fn: `recon -> logits`; required when `cfg.uses_gan`. Differentiate
       only with respect to the generator: the discriminator has its own optimizer.
-    adaptive_weight: VQGAN adaptive weight (`adaptive_gan_weight`), used when
-      `cfg.use_adaptive_gan_weight`.
 
   Returns:
     (total float32 scalar, terms): `reconstruction_loss`, `perceptual_loss`,
@@ -417,23 +420,16 @@ def generator_loss(cfg: LossConfig, images: Array, recon: Array, aux: Mapping[st
         _f32(perceptual_fn(images, recon)))
   else:
     terms["perceptual_loss"] = jnp.zeros((), jnp.float32)
-  terms.update(quantizer_terms(aux, cfg.quantizer_weight))
-  total = terms["reconstruction_loss"] + terms["perceptual_loss"] + terms["quantizer_loss"]
+  terms.update(model_terms(cfg, aux))
   if cfg.uses_gan:
     if discriminator_fn is None:
       raise ValueError("discriminator_fn: required when gan_weight > 0, got None")
     factor = gan_factor(step, cfg.gan_start_step, cfg.gan_factor)
     g = hinge_g_loss(discriminator_fn(recon))
-    weight = jnp.float32(cfg.gan_weight)
-    if cfg.use_adaptive_gan_weight:
-      if adaptive_weight is None:
-        raise ValueError("adaptive_weight: required when use_adaptive_gan_weight is on "
-                         "(see adaptive_gan_weight), got None")
-      weight = weight * jax.lax.stop_gradient(_f32(adaptive_weight))
     terms["gan_loss"] = jax.lax.stop_gradient(g)
     terms["gan_factor"] = factor
-    terms["weighted_gan_loss"] = weight * factor * g
-    total = total + terms["weighted_gan_loss"]
+    terms["weighted_gan_loss"] = jnp.float32(cfg.gan_weight) * factor * g
+  total = total_of(terms)
   return total, {"total_loss": total, **terms}
 
 

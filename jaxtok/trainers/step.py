@@ -1,8 +1,9 @@
 """The train step: tokenizer loss + update (+ discriminator update), functional, jitted once.
 
-Also builds the networks the step closes over from the config (`teacher_network`,
-`perceptual_network`, `discriminator_network`, `semantic_networks`) and the loss config it uses
-(`step_loss_config`). `make_train_step(parts)` returns a pure
+The networks it closes over are built by `jaxtok.trainers.frozen`; the loss config it uses
+by `step_loss_config`. The objective is the trainer's pixel terms plus the model's own named
+terms (`aux["losses"]`, each times its `LossConfig.term_weight`), summed once
+(`losses.total_of`). `make_train_step(parts)` returns a pure
 `step(state, batch, key, frozen) -> (state, metrics)` over the `TrainState` pytree of
 `jaxtok.trainers.state`; the trainer wraps it once in `jax.jit` with the state's shardings and
 donates the state.
@@ -20,13 +21,9 @@ import optax
 from flax import nnx
 
 from jaxtok.eval.recon import psnr
-from jaxtok.io.torch_pickle import read_checkpoint
-from jaxtok.nets import discriminator, perceptual, teachers
-from jaxtok.tokenizers import maskgit_vqgan
-from jaxtok.tokenizers.convert import titok_mapping
 from jaxtok.trainers import losses
 from jaxtok.trainers.config import TrainConfig
-from jaxtok.trainers.state import PyTree, TrainState, cast_for_compute, split_pure, update_ema
+from jaxtok.trainers.state import PyTree, TrainState, cast_for_compute, update_ema
 
 # Parameters kept in float32 under bf16 compute: codebooks (distances and quantizer losses
 # are float32 by design, DESIGN.md §4) and norms (cheap, and their statistics need range).
@@ -77,147 +74,15 @@ class StepParts:
     return self.disc_apply is not None and self.loss.uses_gan
 
 
-# ------------------------------------------------------------------------------------------
-# The networks the step closes over (frozen teacher / perceptual net, trained discriminator),
-# each as (graphdef, params, state) pure dicts, or None when the config leaves it off.
-# ------------------------------------------------------------------------------------------
-def teacher_network(config: TrainConfig, model_config: Any):
-  """Frozen MaskGIT VQGAN for stage 1: (graphdef, params, model_state) or None."""
-  if config.recipe != "stage1":
-    return None
-  mg_cfg = dataclasses.replace(model_config.pixel_decoder,
-                               codebook_size=model_config.pixel_codebook_size)
-  if config.teacher == "random":  # Smoke tests only: no released weights offline.
-    teacher = maskgit_vqgan.MaskGITVQGAN(mg_cfg, rngs=nnx.Rngs(config.seed + 1))
-  elif config.teacher:
-    teacher = titok_mapping.maskgit_from_official(read_checkpoint(config.teacher), mg_cfg)
-  else:
-    raise ValueError("teacher: recipe 'stage1' needs the MaskGIT-VQGAN weights file "
-                     "(maskgit-vqgan-imagenet-f16-256.bin), or 'random' for smoke tests")
-  return split_pure(teacher)
-
-
-def discriminator_network(config: TrainConfig):
-  """(graphdef, params, state) of TiTok's GAN discriminator, or None when the GAN is off."""
-  if config.loss.gan_weight <= 0 or config.recipe == "stage1":
-    return None
-  return split_pure(discriminator.NLayerDiscriminator(rngs=nnx.Rngs(config.seed + 2)))
-
-
-def perceptual_network(config: TrainConfig):
-  """Frozen perceptual network (`config.loss.perceptual`) as (graphdef, params, state)."""
-  spec = config.loss.perceptual
-  if not spec or config.loss.perceptual_weight <= 0 or config.recipe == "stage1":
-    return None
-  kind, _, arg = spec.partition(":")
-  if kind == "lpips":
-    if not arg:
-      raise ValueError(f"loss.perceptual: 'lpips:PATH' needs the weights file, got {spec!r}")
-    net = perceptual.LPIPS.from_file(*arg.split(","))
-  elif kind == "inception":
-    net = perceptual.InceptionPerceptual(arg or None)
-  else:
-    raise ValueError(f"loss.perceptual: expected '', 'lpips:PATH' or 'inception[:PATH]', got "
-                     f"{spec!r}")
-  return split_pure(net)
-
-
-def semantic_networks(config: TrainConfig, model_config: Any):
-  """Frozen teachers of the model's semantic branches (FQGAN alignment):
-  `{branch: (graphdef, params, state)}` in branch order, or None when
-  `config.loss.semantic_weight` is 0. Branches naming the same teacher share one network."""
-  weight = config.loss.semantic_weight
-  if not weight or weight <= 0:
-    return None
-  heads = getattr(model_config, "feature_heads", None) or {}
-  if not heads:
-    raise ValueError(f"loss.semantic_weight: expected 0 for this model ({config.family!r} "
-                     f"with no semantic branch / feature-prediction head), got {weight}")
-  if config.recipe == "stage1":
-    raise ValueError("loss.semantic_weight: expected 0 under recipe 'stage1' (proxy-code "
-                     f"training has no semantic alignment), got {weight}")
-  branches = [b for b in model_config.branches if b in heads]
-  names = config.loss.semantic_teachers(branches)
-  built: dict[str, Any] = {}
-  out = {}
-  for b in branches:
-    name = names[b]
-    width = teachers.teacher_width(name)
-    if width != heads[b][0]:
-      raise ValueError(f"loss.semantic_teacher: teacher {name!r} gives {width}-wide features "
-                       f"but branch {b!r}'s feature head is {heads[b][0]} wide "
-                       f"(model.feature_heads); expected a teacher of width {heads[b][0]}")
-    if name in teachers.RELEASED_TEACHERS and teachers.hf_cache_dir(name) is None:
-      fits = [f"inception:{k}" for k, w in teachers.INCEPTION_WIDTHS.items() if w == width]
-      instead = (f"a {width}-wide offline stand-in ({', '.join(fits)})" if fits else
-                 "--config.loss.semantic_weight=0 (no offline teacher is "
-                 f"{width} wide)")
-      raise ValueError(f"loss.semantic_teacher: branch {b!r} names the released teacher "
-                       f"{name!r}, whose weights are not in the local Hugging Face cache; "
-                       f"expected '{teachers.RELEASED_KINDS[name]}:<dir>' (a directory with "
-                       f"its config.json and model.safetensors) or {instead}")
-    if name not in built:
-      built[name] = split_pure(teachers.build_teacher(name))
-    out[b] = built[name]
-  return out
-
-
-def repa_network(config: TrainConfig, model_config: Any):
-  """REPA's frozen teacher (`config.loss.repa_teacher`) as (graphdef, params, state), or None
-  when `config.loss.repa_weight` is 0."""
-  weight = config.loss.repa_weight
-  if not weight or weight <= 0:
-    return None
-  layer = getattr(model_config, "repa_layer", None)
-  if layer is None:
-    raise ValueError(f"loss.repa_weight: expected 0 for a model without a REPA projector "
-                     f"({config.family!r} with model.repa_layer unset), got {weight}")
-  if config.recipe == "stage1":
-    raise ValueError(f"loss.repa_weight: expected 0 under recipe 'stage1', got {weight}")
-  name = config.loss.repa_teacher
-  if not name:
-    raise ValueError("loss.repa_teacher: expected a teacher name (jaxtok.nets.teachers."
-                     "build_teacher, e.g. 'inception:mixed_2:75' or 'dinov2:<dir>') when "
-                     "repa_weight > 0, got ''")
-  width = teachers.teacher_width(name)
-  if width != model_config.repa_dim:
-    raise ValueError(f"loss.repa_teacher: teacher {name!r} gives {width}-wide patch features "
-                     f"but the model's REPA projector outputs model.repa_dim="
-                     f"{model_config.repa_dim}; expected a teacher of width "
-                     f"{model_config.repa_dim} (or --config.model.repa_dim={width})")
-  return split_pure(teachers.build_teacher(name))
-
-
 def step_loss_config(config: TrainConfig, has_perceptual: bool, has_disc: bool
                      ) -> losses.LossConfig:
   """`config.loss` with the perceptual / GAN weights at 0 where those networks are off."""
-  if config.loss.use_adaptive_gan_weight:
-    raise ValueError("loss.use_adaptive_gan_weight: the trainer does not compute the "
-                     "decoder's last-layer gradients it needs; expected False")
   out = dataclasses.replace(
       config.loss,
       perceptual_weight=config.loss.perceptual_weight if has_perceptual else 0.0,
       gan_weight=config.loss.gan_weight if has_disc else 0.0)
   out.validate()
   return out
-
-
-def frozen_apply(graphdef, method: str | None = None):
-  """`(frozen (params, state), *args) -> module(*args)` for a frozen network."""
-  def apply(frozen, *args):
-    module = nnx.merge(graphdef, frozen[0], frozen[1])
-    return (getattr(module, method) if method else module)(*args)
-  return apply
-
-
-def disc_apply(graphdef):
-  """`(disc_params, disc_state, images) -> (logits, new disc_state)`."""
-  def apply(params, disc_state, images):
-    disc = nnx.merge(graphdef, params, disc_state)
-    logits = disc(images)
-    return logits, nnx.to_pure_dict(nnx.state(disc, nnx.Not(nnx.Param)))
-  return apply
-
 
 
 # ------------------------------------------------------------------------------------------
@@ -261,48 +126,38 @@ def forward_losses(parts: StepParts, params: PyTree, model_state: PyTree, images
                                            model_state)
   recon = recon.astype(jnp.float32)
   if parts.recipe == "stage1":
-    if "logits" not in aux:
+    if aux.get("logits") is None:
       raise ValueError("recipe: 'stage1' needs a two-stage model returning aux['logits']")
     teacher_ids = jax.lax.stop_gradient(parts.teacher_apply(frozen["teacher"], images))
-    total, terms = losses.stage1_loss(parts.loss, aux["logits"], teacher_ids, aux)
+    _, terms = losses.stage1_loss(parts.loss, aux["logits"], teacher_ids, aux)
   else:
     perceptual_fn = disc_fn = None
     if parts.perceptual_apply is not None:
       perceptual_fn = lambda a, b: parts.perceptual_apply(frozen["perceptual"], a, b)
     if parts.use_gan:
       disc_fn = lambda x: parts.disc_apply(disc[0], disc[1], x)[0]
-    total, terms = losses.generator_loss(parts.loss, images, recon, aux, step=step,
-                                         perceptual_fn=perceptual_fn,
-                                         discriminator_fn=disc_fn)
+    _, terms = losses.generator_loss(parts.loss, images, recon, aux, step=step,
+                                     perceptual_fn=perceptual_fn, discriminator_fn=disc_fn)
   if parts.semantic_apply:  # FQGAN: InfoNCE of each head's CLS vs the frozen teacher's.
     teacher_cls = {b: jax.lax.stop_gradient(apply(frozen["semantic"][b], images).cls)
                    for b, apply in parts.semantic_apply}
-    total = total + _semantic_loss(parts, model, aux, teacher_cls, terms)
-    terms["total_loss"] = total
+    _semantic_loss(parts, model, aux, teacher_cls, terms)
   if parts.repa_apply is not None:  # REPA: projected decoder patches vs teacher patches.
-    if "repa_features" not in aux:
+    if aux.get("repa_features") is None:
       raise ValueError("loss.repa_weight: the model returned no aux['repa_features'] (set "
                        "model.repa_layer); expected 0 for this model")
     teacher = jax.lax.stop_gradient(parts.repa_apply(frozen["repa"], images).patches)
     terms["repa_loss"] = parts.loss.repa_weight * losses.repa_loss(aux["repa_features"],
                                                                     teacher)
-    total = total + terms["repa_loss"]
-    terms["total_loss"] = total
-  if "flow_loss" in aux:  # Rectified-flow decoders (FlexTok): the velocity MSE.
-    terms["flow_loss"] = aux["flow_loss"].astype(jnp.float32)
-    total = total + terms["flow_loss"]
-    terms["total_loss"] = total
-  if "kl_loss" in aux:  # VAE tokenizers: the KL term, weighted like the quantizer loss.
-    terms["kl_loss"] = parts.loss.quantizer_weight * aux["kl_loss"].astype(jnp.float32)
-    total = total + terms["kl_loss"]
-    terms["total_loss"] = total
+  total = losses.total_of(terms)  # One sum of every weighted term.
+  terms["total_loss"] = total
   return total, (terms, recon, aux, new_model_state)
 
 
 def _semantic_loss(parts: StepParts, model: Any, aux: dict[str, Any],
                    teacher_cls: dict[str, jax.Array], terms: dict[str, jax.Array]) -> jax.Array:
   """Adds `semantic_loss` (+ per-branch parts) to `terms` and returns it."""
-  if "semantic_features" not in aux:
+  if aux.get("semantic_features") is None:
     raise ValueError("loss.semantic_weight: the model returned no aux['semantic_features'] "
                      "(feature-prediction heads); expected 0 for this model")
   feats = {b: aux["semantic_features"][b] for b, _ in parts.semantic_apply}

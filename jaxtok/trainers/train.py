@@ -4,7 +4,7 @@ r"""The jaxtok trainer: one sharded training loop for every tokenizer (DESIGN.md
       [--config.total_steps=100 --config.optim.lr=3e-4 --config.model.codebook_size=2048 ...]
 
 The same command runs on a laptop CPU, a GPU and every worker of a TPU pod (multi-process
-settings: see `jaxtok.trainers.distributed`, or the --coordinator/--num_processes/--process_id
+settings: see `jaxtok.parallel.distributed`, or the --coordinator/--num_processes/--process_id
 flags). The run is resumed automatically from the newest good checkpoint in `--workdir`,
 then `config.resume`, then `config.init_from` (weights only), else starts from scratch.
 
@@ -35,16 +35,16 @@ from ml_collections import config_flags
 
 import jaxtok
 from jaxtok import data as data_lib
+from jaxtok import parallel
 from jaxtok.api import Tokenizer
 from jaxtok.eval import evaluators as evaluators_lib
 from jaxtok.eval import recon as recon_lib
 from jaxtok.io import checkpoint as checkpoint_format
-from jaxtok.io.torch_pickle import read_checkpoint
 from jaxtok.tokenizers import get_family
-from jaxtok.tokenizers.convert import titok_mapping
+from jaxtok.tokenizers.convert import load_official
 from jaxtok.trainers import checkpoint as ckpt_lib
-from jaxtok.trainers import distributed, feedback, losses
-from jaxtok.trainers import sharding as shd
+from jaxtok.trainers import feedback, losses
+from jaxtok.trainers import frozen as frozen_lib
 from jaxtok.trainers import state as state_lib
 from jaxtok.trainers import step as step_lib
 from jaxtok.trainers.config import TrainConfig, to_json
@@ -94,8 +94,8 @@ class Experiment:
       if not isinstance(period, int) or period < 0:
         raise ValueError(f"{name}: expected a step period >= 0 (0 = off), got {period!r}")
     self.config = config
-    self.mesh = shd.make_mesh(config.mesh, devices)
-    self.local_batch = shd.global_batch_size_check(config.batch_size, self.mesh)
+    self.mesh = parallel.make_mesh(config.mesh, devices)
+    self.local_batch = parallel.global_batch_size_check(config.batch_size, self.mesh)
     self.model_cls, self.model_config = model_class_and_config(config)
     size = self.model_config.image_size
     if config.data.resolution not in (None, size):
@@ -108,11 +108,11 @@ class Experiment:
     self.token_spec = abstract_model.token_spec
     self.graphdef, abs_params, _ = state_lib.split_pure(abstract_model)
     self.tx = state_lib.make_optimizer(config.optim, config.total_steps, abs_params)
-    teacher = step_lib.teacher_network(config, self.model_config)
-    perc = step_lib.perceptual_network(config)
-    disc = step_lib.discriminator_network(config)
-    semantic = step_lib.semantic_networks(config, self.model_config)
-    repa = step_lib.repa_network(config, self.model_config)
+    teacher = frozen_lib.teacher_network(config, self.model_config)
+    perc = frozen_lib.perceptual_network(config)
+    disc = frozen_lib.discriminator_network(config)
+    semantic = frozen_lib.semantic_networks(config, self.model_config)
+    repa = frozen_lib.repa_network(config, self.model_config)
     semantic_groups = 1
     if semantic and config.loss.semantic_negatives == "device":
       semantic_groups = self.mesh.size
@@ -127,18 +127,18 @@ class Experiment:
         graphdef=self.graphdef, tx=self.tx, recipe=config.recipe,
         loss=step_lib.step_loss_config(config, perc is not None, disc is not None),
         compute_dtype=jnp.dtype(config.dtype), ema_decay=config.optim.ema_decay,
-        teacher_apply=step_lib.frozen_apply(teacher[0], "encode") if teacher else None,
-        perceptual_apply=step_lib.frozen_apply(perc[0]) if perc else None,
-        disc_apply=step_lib.disc_apply(disc[0]) if disc else None, disc_tx=self.disc_tx,
-        semantic_apply=(tuple((b, step_lib.frozen_apply(net[0])) for b, net in semantic.items())
+        teacher_apply=frozen_lib.frozen_apply(teacher[0], "encode") if teacher else None,
+        perceptual_apply=frozen_lib.frozen_apply(perc[0]) if perc else None,
+        disc_apply=frozen_lib.disc_apply(disc[0]) if disc else None, disc_tx=self.disc_tx,
+        semantic_apply=(tuple((b, frozen_lib.frozen_apply(net[0])) for b, net in semantic.items())
                         if semantic else None),
         semantic_groups=semantic_groups,
-        repa_apply=step_lib.frozen_apply(repa[0]) if repa else None)
+        repa_apply=frozen_lib.frozen_apply(repa[0]) if repa else None)
     self.abstract_state = jax.eval_shape(self._init_state)
-    self.state_shardings = shd.state_shardings(self.abstract_state, self.mesh,
-                                               config.mesh.fsdp_min_size)
-    self.batch_sharding = shd.batch_sharding(self.mesh)
-    self.replicated = shd.replicated(self.mesh)
+    self.state_shardings = parallel.state_shardings(self.abstract_state, self.mesh,
+                                                    config.mesh.fsdp_min_size)
+    self.batch_sharding = parallel.batch_sharding(self.mesh)
+    self.replicated = parallel.replicated(self.mesh)
     self.key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
     # Frozen networks: replicated, passed as (non-donated) arguments, not baked-in constants.
     frozen = {name: (net[1], net[2]) for name, net in (("teacher", teacher),
@@ -213,7 +213,8 @@ class Experiment:
 
   def init_from(self, state: TrainState, path: str) -> TrainState:
     """Weights-only initialisation (params and EMA) from a jaxtok dir or an official file."""
-    _, params, _ = state_lib.split_pure(load_init_weights(path, self.model_config))
+    model = load_init_weights(path, self.model_config, self.config.family)
+    _, params, _ = state_lib.split_pure(model)
     if jax.tree_util.tree_structure(params) != jax.tree_util.tree_structure(state.params):
       raise ValueError(f"init_from: parameter tree of {path!r} does not match the "
                        f"{self.config.family} model of this config")
@@ -229,13 +230,13 @@ class Experiment:
                              self.state_shardings.opt_state))(params))
 
 
-def load_init_weights(path: str, model_config: Any) -> nnx.Module:
+def load_init_weights(path: str, model_config: Any, family: str) -> nnx.Module:
   """A model from `path`: a `jaxtok.save` directory, or an official PyTorch checkpoint."""
   p = Path(path)
   if p.is_dir():
     return jaxtok.load(p).model
-  if p.is_file():
-    return titok_mapping.titok_from_params(model_config, read_checkpoint(p))
+  if p.is_file():  # An official release file of the run's family, through its converter.
+    return load_official(family, p, config=model_config)
   raise ValueError(f"init_from: expected a jaxtok checkpoint directory or a checkpoint file, "
                    f"got {path!r}")
 
@@ -295,7 +296,7 @@ def _psnr_before(exp: Experiment, state: TrainState, eval_imgs: np.ndarray, work
   if before_file.exists():
     return json.loads(before_file.read_text())["psnr"]
   psnr = heldout_psnr(eval_imgs, exp.reconstruct(state, eval_imgs))
-  if distributed.is_primary():
+  if parallel.is_primary():
     before_file.write_text(json.dumps({"step": start, "psnr": psnr}))
   return psnr
 
@@ -344,8 +345,8 @@ def _loop(exp: Experiment, state: TrainState, it, ckpt, writer: feedback.MetricW
           eval_imgs: np.ndarray, workdir: Path, start: int, config_json: str,
           psnr_before: float):
   """Steps `start + 1 .. total_steps` (or until preemption): (status, step, state, grid)."""
-  config, primary = exp.config, distributed.is_primary()
-  stop = distributed.StopSignal()
+  config, primary = exp.config, parallel.is_primary()
+  stop = parallel.StopSignal()
   stop.install()
   bar = feedback.ProgressBar(config.total_steps, start, config.progress_bar and primary,
                              batch_size=config.batch_size)
@@ -375,7 +376,7 @@ def _loop(exp: Experiment, state: TrainState, it, ckpt, writer: feedback.MetricW
         writer.write(step, {"eval/heldout/psnr": psnr})
       if _every(step, config.eval_every):
         writer.write(step, run_evaluators(exp, state))
-      preempt = distributed.sync_flag(stop.signum is not None) or ckpt.reached_preemption(step)
+      preempt = parallel.sync_flag(stop.signum is not None) or ckpt.reached_preemption(step)
       if _every(step, config.checkpoint_every) or step == config.total_steps or preempt:
         ckpt.save(step, state, data_iterator=it, config_json=config_json, force=preempt)
       if preempt:
@@ -405,7 +406,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
   """
   workdir = Path(workdir).absolute()
   workdir.mkdir(parents=True, exist_ok=True)
-  primary = distributed.is_primary()
+  primary = parallel.is_primary()
   config_json = to_json(config)
   if primary:
     (workdir / "config.json").write_text(config_json)
@@ -481,13 +482,13 @@ def main(argv=None) -> None:
 
   def _main(_):
     absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every save at INFO.
-    distributed.initialize(coord.value, nproc.value, pid.value)
+    parallel.initialize(coord.value, nproc.value, pid.value)
     try:
       summary = train_and_evaluate(cfg_flag.value, workdir_flag.value)
     except NonFiniteLossError as e:
       print(f"[jaxtok] {e}", file=sys.stderr, flush=True)
       sys.exit(3)
-    if distributed.is_primary():
+    if parallel.is_primary():
       feedback.print_summary(summary)
 
   app.run(_main, argv=argv)

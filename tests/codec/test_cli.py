@@ -11,8 +11,8 @@ from jaxtok import codec, data
 from jaxtok.codec import __main__ as cli
 from jaxtok.codec import rd
 from jaxtok.eval import rate_distortion
-from jaxtok.tokenizers.one_d_piece import OneDPiece
 from jaxtok.tokenizers.titok import TiTokConfig
+from jaxtok.tokenizers.titok.one_d_piece import OneDPiece
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from flax import nnx
 import jaxtok
 from jaxtok import codec
 from jaxtok.codec import format as fmt
-from jaxtok.tokenizers.one_d_piece import OneDPiece
 from jaxtok.tokenizers.titok import TiTok, TiTokConfig
+from jaxtok.tokenizers.titok.one_d_piece import OneDPiece
 
 _SMALL = dict(image_size=32, enc_patch_size=8, dec_patch_size=8, enc_width=32, enc_depth=1,
               enc_heads=2, dec_width=32, dec_depth=1, dec_heads=2, num_latent_tokens=8,

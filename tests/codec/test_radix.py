@@ -14,8 +14,8 @@ from jaxtok import codec
 from jaxtok.codec import format as fmt
 from jaxtok.codec import rd
 from jaxtok.eval import rate_distortion
-from jaxtok.tokenizers.one_d_piece import OneDPiece
 from jaxtok.tokenizers.titok import TiTok, TiTokConfig
+from jaxtok.tokenizers.titok.one_d_piece import OneDPiece
 
 LEVELS = (8, 8, 8, 5, 5, 5)  # FSQ levels of the tiny TiTok: 64,000 codes.
 _SMALL = dict(image_size=32, enc_patch_size=8, dec_patch_size=8, enc_width=32, enc_depth=1,

@@ -8,8 +8,8 @@ from PIL import features
 
 import jaxtok
 from jaxtok.eval import rate_distortion as rd
-from jaxtok.tokenizers.one_d_piece import OneDPiece
 from jaxtok.tokenizers.titok import TiTokConfig
+from jaxtok.tokenizers.titok.one_d_piece import OneDPiece
 
 
 def test_token_bytes_and_lengths(fake_tokenizer):

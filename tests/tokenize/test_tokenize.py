@@ -11,6 +11,7 @@ import jaxtok
 from jaxtok import data as data_lib
 from jaxtok import tokenize
 from jaxtok.tokenize import records
+from tests.data.common import prepare_tiny_tfds
 from tests.tokenize.common import photo_folder
 
 N = 13  # Not a multiple of the batch or the shard size: padded last batch, short last shard.
@@ -153,8 +154,7 @@ def test_example_format():
 
 
 def test_tfds_source_keeps_labels(tok, tmp_path):
-  from tests.test_data import _prepare_tiny_tfds  # noqa: PLC0415  (its tiny tfds builder)
-  name = _prepare_tiny_tfds(tmp_path / "tfds")
+  name = prepare_tiny_tfds(tmp_path / "tfds")
   tokenize.tokenize(tok, f"tfds:{name}:train", tmp_path / "out", batch_size=8, shard_size=4,
                     tfds_data_dir=str(tmp_path / "tfds"), progress=False)
   examples = _by_index(tokenize.read(tmp_path / "out"))

@@ -12,8 +12,8 @@ from flax import nnx
 import jaxtok
 from jaxtok import testing
 from jaxtok.tokenizers import flow, get_family, layers
-from jaxtok.tokenizers.convert.flextok_mapping import flextok_from_params
 from jaxtok.tokenizers.flextok import FlexTokConfig
+from jaxtok.tokenizers.flextok.convert import flextok_from_params
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 FIXTURE_PARAMS = testing.fixture_params("flextok", FIXTURES)

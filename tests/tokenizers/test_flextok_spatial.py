@@ -10,7 +10,7 @@ from flax import nnx
 
 from jaxtok.tokenizers import get_family, layers
 from jaxtok.tokenizers.flextok import VARIANTS, FlexTokConfig
-from jaxtok.tokenizers.titok_config import spatial_regions
+from jaxtok.tokenizers.spatial import spatial_regions
 
 
 def _spatial_smoke(num_registers: int = 16) -> FlexTokConfig:

@@ -8,9 +8,12 @@ import pytest
 from flax import nnx
 
 import jaxtok
-from jaxtok.tokenizers import fqgan, fqgan_config, get_family, layers
-from jaxtok.tokenizers.convert import fqgan_mapping
-from jaxtok.tokenizers.fqgan_config import TRIPLE_BRANCHES, VARIANTS, FQGANConfig
+from jaxtok.tokenizers import fqgan, get_family, layers
+from jaxtok.tokenizers.fqgan import convert as fqgan_mapping
+from jaxtok.tokenizers.fqgan import model as fqgan_model
+from jaxtok.tokenizers.fqgan import variants as fqgan_variants
+from jaxtok.tokenizers.fqgan.config import TRIPLE_BRANCHES, FQGANConfig
+from jaxtok.tokenizers.fqgan.variants import VARIANTS
 
 
 @pytest.mark.parametrize("name", ["dual-16", pytest.param("triple-16", marks=pytest.mark.slow),
@@ -43,7 +46,7 @@ def test_config_roundtrip_and_validation():
 
 def test_single_codebook_model():
   """One branch, no feature head: a single-codebook VQGAN with ids `[B, h*w]`."""
-  c = fqgan_config.single_codebook(VARIANTS["smoke"])
+  c = fqgan_variants.single_codebook(VARIANTS["smoke"])
   assert c.branches == c.decode_code_order == ("vis",) and c.codebook_size == 64 ** 2
   model = nnx.eval_shape(lambda: fqgan.FQGAN(c, rngs=nnx.Rngs(0)))  # Shapes only: fast.
   graphdef, state = nnx.split(model)
@@ -66,9 +69,9 @@ def test_single_codebook_model():
   with pytest.raises(ValueError, match="branches"):
     FQGANConfig(branches=(), decode_code_order=(), feature_heads={})
   with pytest.raises(ValueError, match="config: expected an FQGANConfig"):
-    fqgan_config.single_codebook(c.to_dict())
+    fqgan_variants.single_codebook(c.to_dict())
   with pytest.raises(ValueError, match=r"2\^24"):
-    fqgan_config.single_codebook(VARIANTS["dual-16"])
+    fqgan_variants.single_codebook(VARIANTS["dual-16"])
 
 
 @pytest.mark.slow  # ~15 s (two jit compiles of the conv model); convert tests load too
@@ -100,7 +103,7 @@ def test_train_forward_aux_and_errors():
   with pytest.raises(ValueError, match="teacher_cls"):
     m.semantic_losses(aux, {})
   with pytest.raises(ValueError, match="B >= 2"):
-    fqgan.infonce_cls_loss(jnp.ones((1, 4)), jnp.ones((1, 4)))
+    fqgan_model.infonce_cls_loss(jnp.ones((1, 4)), jnp.ones((1, 4)))
   with pytest.raises(ValueError, match="args"):
     m.decode_code(aux["ids"][..., 0])
   with pytest.raises(ValueError, match="full"):
@@ -114,7 +117,7 @@ def test_infonce_matches_formula():
   tn = t / np.linalg.norm(t, axis=1, keepdims=True)
   m = np.exp(sn @ tn.T)
   want = -np.mean(np.log(np.diag(m) / m.sum(axis=1)))
-  got = fqgan.infonce_cls_loss(jnp.asarray(s, jnp.float32), jnp.asarray(t, jnp.float32))
+  got = fqgan_model.infonce_cls_loss(jnp.asarray(s, jnp.float32), jnp.asarray(t, jnp.float32))
   np.testing.assert_allclose(float(got), want, rtol=1e-5)
 
 

@@ -16,8 +16,8 @@ import pytest
 from flax import nnx
 
 from jaxtok.testing import fixture_params
-from jaxtok.tokenizers import fqgan
-from jaxtok.tokenizers.convert import fqgan_mapping
+from jaxtok.tokenizers.fqgan import convert as fqgan_mapping
+from jaxtok.tokenizers.fqgan import model as fqgan_model
 from jaxtok.tokenizers.quantizers import core
 
 ROOT = Path(__file__).parents[1] / "fixtures" / "fqgan"
@@ -123,7 +123,7 @@ def test_forward(fx):
   _close("rec_loss", jnp.mean((recon - x) ** 2), fx["rec_loss"])
   for b in fx.config.feature_heads:
     _close(f"feat_pred_{b}", aux["semantic_features"][b], fx[f"feat_pred_{b}"])
-    loss = fqgan.infonce_cls_loss(aux["semantic_features"][b][:, 0],
+    loss = fqgan_model.infonce_cls_loss(aux["semantic_features"][b][:, 0],
                                   jnp.asarray(fx[f"teacher_{b}"]))
     _close(f"semantic_loss_{b}", loss, fx[f"semantic_loss_{b}"])
   # The public API: [0, 1] images, ids [B, h*w, k] in branch order.
@@ -134,12 +134,13 @@ def test_forward(fx):
 
 def test_teacher_preprocessing(fx):
   s = fx.config.image_size
-  np.testing.assert_array_equal(fqgan.teacher_resize_rows(s), fx["teacher_resize_rows_from_S"])
-  np.testing.assert_array_equal(fqgan.teacher_resize_rows(256),
+  np.testing.assert_array_equal(fqgan_model.teacher_resize_rows(s),
+                                fx["teacher_resize_rows_from_S"])
+  np.testing.assert_array_equal(fqgan_model.teacher_resize_rows(256),
                                 fx["teacher_resize_rows_from_256"])
   x = _nhwc(fx["x"])
   for b, prep in fx.cfg["teacher_preprocessing"].items():
-    got = fqgan.teacher_preprocess(x, prep["mean"], prep["std"])
+    got = fqgan_model.teacher_preprocess(x, prep["mean"], prep["std"])
     assert got.shape == (x.shape[0], 224, 224, 3)
     _close(f"teacher_prep_{b}", _nchw(got[:, ::16, ::16]), fx[f"teacher_prep_{b}"])
 

@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from jaxtok.tokenizers import maskgit_vqgan as mv
-from jaxtok.tokenizers.convert import titok_mapping
+from jaxtok.tokenizers.titok import convert as titok_mapping
 
 SMALL = mv.MaskGITConfig(hidden_channels=32, channel_mult=(1, 2), num_res_blocks=1,
                          z_channels=8, codebook_size=16)

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxtok.tokenizers import one_d_piece, titok, token_drop
-from jaxtok.tokenizers.convert.titok_config import official_family, official_titok_config
-from jaxtok.tokenizers.titok import TiTok, TiTokConfig
+from jaxtok.tokenizers import titok, token_drop
+from jaxtok.tokenizers.titok import TiTok, TiTokConfig, one_d_piece
+from jaxtok.tokenizers.titok.official import official_family, official_titok_config
 
 
 def _small_cfg(**kw):

@@ -11,13 +11,13 @@ from flax import nnx
 from scipy.special import erf
 
 from jaxtok import testing
-from jaxtok.tokenizers import get_family, layers, titok
-from jaxtok.tokenizers.convert import titok_mapping
-from jaxtok.tokenizers.convert.titok_config import official_titok_config
+from jaxtok.tokenizers import get_family, layers, spatial, titok
 from jaxtok.tokenizers.interface import TokenSpec
 from jaxtok.tokenizers.quantizers import GaussianQuantizer
+from jaxtok.tokenizers.spatial import latent_grid, spatial_regions
 from jaxtok.tokenizers.titok import TiTok, TiTokConfig
-from jaxtok.tokenizers.titok_config import latent_grid, spatial_regions
+from jaxtok.tokenizers.titok import convert as titok_mapping
+from jaxtok.tokenizers.titok.official import official_titok_config
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "titok"
 
@@ -526,12 +526,12 @@ def test_coarse_to_fine_pool_and_spread():
   grid, k, w = 8, 16, 3
   x = jax.random.normal(jax.random.PRNGKey(0), (2, grid * grid, w))
   img = np.asarray(x).reshape(2, grid, grid, w)
-  pooled = titok.pool_to_latents(x, k, grid, "coarse_to_fine")
+  pooled = spatial.pool_to_latents(x, k, grid, "coarse_to_fine")
   np.testing.assert_allclose(pooled[:, 0], img.mean(axis=(1, 2)), atol=1e-6)
   np.testing.assert_allclose(pooled[:, 3], img[:, 4:, 4:].mean(axis=(1, 2)), atol=1e-6)
   np.testing.assert_allclose(pooled[:, 4], img[:, 0:2, 2:4].mean(axis=(1, 2)), atol=1e-6)
   # A patch receives the sum of its three covering tokens (whole image, quadrant, block).
-  spread = np.asarray(titok.spread_to_patches(pooled, grid, "coarse_to_fine"))
+  spread = np.asarray(spatial.spread_to_patches(pooled, grid, "coarse_to_fine"))
   spread = spread.reshape(2, grid, grid, w)
   np.testing.assert_allclose(spread[:, 7, 7], pooled[:, 0] + pooled[:, 3] + pooled[:, 15],
                              atol=1e-6)
@@ -541,14 +541,14 @@ def test_coarse_to_fine_pool_and_spread():
 def test_spatial_latents_pool_and_spread_regions():
   grid, k, w = 8, 32, 3
   x = jax.random.normal(jax.random.PRNGKey(0), (2, grid * grid, w))
-  pooled = titok.pool_to_latents(x, k, grid)
+  pooled = spatial.pool_to_latents(x, k, grid)
   # Token 5 of the 4 x 8 tiling is row 0, column 5: patches (rows 0-1, column 5).
   img = np.asarray(x).reshape(2, grid, grid, w)
   np.testing.assert_allclose(pooled[:, 5], img[:, 0:2, 5].mean(axis=1), atol=1e-6)
   np.testing.assert_allclose(pooled[:, 8 + 2], img[:, 2:4, 2].mean(axis=1), atol=1e-6)
-  spread = np.asarray(titok.spread_to_patches(pooled, grid)).reshape(2, grid, grid, w)
+  spread = np.asarray(spatial.spread_to_patches(pooled, grid)).reshape(2, grid, grid, w)
   np.testing.assert_allclose(spread[:, 1, 5], pooled[:, 5], atol=0)
-  np.testing.assert_allclose(titok.pool_to_latents(jnp.asarray(spread.reshape(2, -1, w)), k,
+  np.testing.assert_allclose(spatial.pool_to_latents(jnp.asarray(spread.reshape(2, -1, w)), k,
                                                    grid), pooled, atol=1e-6)
 
 

@@ -10,10 +10,12 @@ from flax import nnx
 
 import jaxtok
 from jaxtok.io.safetensors import read_safetensors, write_safetensors
-from jaxtok.tokenizers import get_family, vae
+from jaxtok.tokenizers import get_family
 from jaxtok.tokenizers.convert.__main__ import main as convert_main
-from jaxtok.tokenizers.flextok_config import FlexTokConfig
-from jaxtok.tokenizers.vae_config import (
+from jaxtok.tokenizers.flextok.config import FlexTokConfig
+from jaxtok.tokenizers.vae import config as vae_config
+from jaxtok.tokenizers.vae import convert as vae_convert
+from jaxtok.tokenizers.vae.config import (
   AutoencoderKLConfig,
   config_from_diffusers,
   config_from_diffusers_weights,
@@ -50,7 +52,7 @@ def _diffusers_dir(tmp_path, kwargs, seed=0):
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_parity_with_diffusers(tmp_path, case):
   ref, torch = _diffusers_dir(tmp_path, CASES[case])
-  port = vae.load_autoencoder(tmp_path)
+  port = vae_convert.load_autoencoder(tmp_path)
   size = CASES[case]["sample_size"]
   assert port.config.image_size == size
   assert port.config.scaling_factor == pytest.approx(CASES[case].get("scaling_factor", 0.18215))
@@ -81,8 +83,8 @@ def test_parity_with_diffusers(tmp_path, case):
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_architecture_from_weight_shapes(tmp_path, case):
   _diffusers_dir(tmp_path, CASES[case])
-  want = vae.read_diffusers_config(tmp_path)
-  tensors = read_safetensors(tmp_path / vae.DIFFUSERS_WEIGHTS)
+  want = vae_config.read_diffusers_config(tmp_path)
+  tensors = read_safetensors(tmp_path / vae_convert.DIFFUSERS_WEIGHTS)
   got = config_from_diffusers_weights(tensors, latent_size=want.latent_size,
                                       scaling_factor=want.scaling_factor,
                                       shift_factor=want.shift_factor,
@@ -95,7 +97,7 @@ def test_architecture_from_weight_shapes(tmp_path, case):
 
 def test_legacy_attention_names_and_strictness(tmp_path):
   _diffusers_dir(tmp_path, CASES["f8c16_attn"])
-  good = vae.load_autoencoder(tmp_path)
+  good = vae_convert.load_autoencoder(tmp_path)
   # The converter CLI writes the same weights as a jaxtok checkpoint.
   out = tmp_path / "jaxtok"
   assert convert_main(["vae", "--diffusers", str(tmp_path), "--out", str(out)]) == 0
@@ -104,7 +106,7 @@ def test_legacy_attention_names_and_strictness(tmp_path):
   for a, b in zip(jax.tree_util.tree_leaves(nnx.state(good)),
                   jax.tree_util.tree_leaves(nnx.state(converted.model))):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  tensors = read_safetensors(tmp_path / vae.DIFFUSERS_WEIGHTS)
+  tensors = read_safetensors(tmp_path / vae_convert.DIFFUSERS_WEIGHTS)
   renamed = {}
   for k, v in tensors.items():
     for new, old in (("to_q", "query"), ("to_k", "key"), ("to_v", "value"),
@@ -112,19 +114,19 @@ def test_legacy_attention_names_and_strictness(tmp_path):
       k = k.replace(f".{new}.", f".{old}.")
     renamed[k] = v[..., None, None] if ".query.weight" in k else v  # 1x1-conv form too.
   assert any(".proj_attn." in k for k in renamed)
-  write_safetensors(tmp_path / vae.DIFFUSERS_WEIGHTS, renamed)
-  legacy = vae.load_autoencoder(tmp_path)
+  write_safetensors(tmp_path / vae_convert.DIFFUSERS_WEIGHTS, renamed)
+  legacy = vae_convert.load_autoencoder(tmp_path)
   for a, b in zip(jax.tree_util.tree_leaves(nnx.state(good)),
                   jax.tree_util.tree_leaves(nnx.state(legacy))):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   extra = dict(renamed, **{"encoder.extra.weight": np.zeros((2,), np.float32)})
-  write_safetensors(tmp_path / vae.DIFFUSERS_WEIGHTS, extra)
+  write_safetensors(tmp_path / vae_convert.DIFFUSERS_WEIGHTS, extra)
   with pytest.raises(ValueError, match="encoder.extra.weight"):
-    vae.load_autoencoder(tmp_path)
+    vae_convert.load_autoencoder(tmp_path)
   del renamed["decoder.conv_out.bias"]
-  write_safetensors(tmp_path / vae.DIFFUSERS_WEIGHTS, renamed)
+  write_safetensors(tmp_path / vae_convert.DIFFUSERS_WEIGHTS, renamed)
   with pytest.raises(ValueError, match="decoder.conv_out.bias"):
-    vae.load_autoencoder(tmp_path)
+    vae_convert.load_autoencoder(tmp_path)
 
 
 def test_diffusers_config_reader_refuses_what_it_does_not_have(tmp_path):
@@ -145,7 +147,7 @@ def test_diffusers_config_reader_refuses_what_it_does_not_have(tmp_path):
       config_from_diffusers({**base, key: value})
   (tmp_path / "config.json").write_text(json.dumps(base))
   with pytest.raises(ValueError, match="diffusion_pytorch_model.safetensors"):
-    vae.load_autoencoder(tmp_path)
+    vae_convert.load_autoencoder(tmp_path)
   with pytest.raises(ValueError, match="norm_num_groups"):
     AutoencoderKLConfig(block_out_channels=(32, 48), norm_num_groups=32)
 
@@ -184,10 +186,10 @@ def test_tokenizer_interface_and_training_forward(tmp_path):
   with pytest.raises(ValueError, match="images"):
     model.encode(jnp.zeros((1, 16, 16, 3)))
   saved = jaxtok.save(tok, tmp_path / "ckpt")
-  again = vae.load_autoencoder(saved)
+  again = vae_convert.load_autoencoder(saved)
   np.testing.assert_allclose(np.asarray(again.encode(x)), tokens, atol=1e-5)
   with pytest.raises(ValueError, match="latent_channels"):
-    vae.load_autoencoder(saved, dataclasses_replace(model.config, latent_channels=8))
+    vae_convert.load_autoencoder(saved, dataclasses_replace(model.config, latent_channels=8))
 
 
 def dataclasses_replace(cfg, **kw):

@@ -35,14 +35,14 @@ def test_configs_resolve():
     _, model_config = model_class_and_config(config)
     assert config.family == "vae" and model_config.latent_channels == channels
     assert model_config.downsample_factor == 8
-    assert config.loss.reconstruction_loss == "l1" and config.loss.quantizer_weight == 1e-6
+    assert config.loss.reconstruction_loss == "l1" and config.loss.kl_weight == 1e-6
   assert get_config("vae", "variant=f8c4").loss.gan_weight == 0.5
 
 
 def test_smoke_trains_with_l1_kl_and_gan():
   config = get_config("vae", "smoke")
   config.loss.gan_weight, config.loss.gan_start_step = 0.5, 0
-  config.loss.quantizer_weight = 1e-3  # Large enough to see the KL in the total.
+  config.loss.kl_weight = 1e-3  # Large enough to see the KL in the total.
   exp = Experiment(config, jax.devices()[:2])
   state = exp.init_state()
   before = jax.device_get(state.params)

@@ -15,6 +15,7 @@ from absl import flags
 from ml_collections import config_flags
 
 import jaxtok
+from jaxtok.parallel import MeshConfig
 from jaxtok.tokenizers import TOKENIZERS
 from jaxtok.trainers import config as config_lib
 from jaxtok.trainers import state as state_lib
@@ -116,7 +117,7 @@ def test_bfloat16_mixed_precision_step():
 def test_every_family_config_has_runtime_field_types():
   """config_flags types `--config.model.x=...` from the dataclass annotations at runtime; a
   string annotation (`from __future__ import annotations` in the config's module) breaks it."""
-  classes = {config_lib.TrainConfig, config_lib.OptimConfig, config_lib.MeshConfig,
+  classes = {config_lib.TrainConfig, config_lib.OptimConfig, MeshConfig,
              type(config_lib.TrainConfig().loss), type(config_lib.TrainConfig().data)}
   classes |= {fam.config_class for fam in TOKENIZERS.values()}
   for cls in classes:

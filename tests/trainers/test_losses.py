@@ -8,7 +8,7 @@ from jaxtok.trainers import losses as L
 
 
 def _quantizer_aux(q=0.5, c=0.1, b=0.4):
-  return {"quantizer_loss": jnp.float32(q), "commitment_loss": jnp.float32(c),
+  return {"losses": {"quantizer": jnp.float32(q)}, "commitment_loss": jnp.float32(c),
           "codebook_loss": jnp.float32(b)}
 
 
@@ -105,12 +105,22 @@ def test_discriminator_loss_start_factor_lecam_and_ema():
     L.discriminator_loss(cfg, real, fake, None)
 
 
-def test_gan_factor_and_adaptive_weight():
+def test_gan_factor():
   f = jax.jit(lambda s: L.gan_factor(s, 5, 0.7))
   assert float(f(4)) == 0.0 and np.isclose(f(5), 0.7)
-  w = L.adaptive_gan_weight({"k": jnp.asarray([3.0, 4.0])}, {"k": jnp.asarray([0.0, 1.0])})
-  assert np.isclose(w, 5.0 / (1.0 + 1e-4))
-  assert np.isclose(L.adaptive_gan_weight(jnp.ones(3), jnp.zeros(3)), 1e4)  # Clamped.
+
+
+def test_model_terms_weighted_by_name_and_summed_once():
+  cfg = L.LossConfig(quantizer_weight=2.0, kl_weight=1e-3)
+  aux = {"losses": {"quantizer": jnp.float32(0.5), "kl": jnp.float32(10.0),
+                    "other": jnp.float32(0.25)}, "commitment_loss": jnp.float32(0.1)}
+  terms = L.model_terms(cfg, aux)
+  assert np.isclose(terms["quantizer_loss"], 1.0) and np.isclose(terms["kl_loss"], 0.01)
+  assert np.isclose(terms["other_loss"], 0.25)  # No weight field: weight 1.
+  # Logged parts are not summed.
+  assert np.isclose(L.total_of(terms), 1.0 + 0.01 + 0.25)
+  with pytest.raises(ValueError, match="losses"):
+    L.model_terms(cfg, {"quantizer_loss": jnp.float32(1.0)})
 
 
 def test_generator_loss_sums_weighted_terms_and_gan_start():
@@ -146,12 +156,6 @@ def test_generator_loss_sums_weighted_terms_and_gan_start():
   grad = jax.grad(lambda r: run(r, 100)[0])(recon.astype(jnp.bfloat16))
   assert np.all(np.isfinite(np.asarray(grad, np.float32)))
   assert run(recon.astype(jnp.bfloat16), 0)[0].dtype == jnp.float32
-  # Adaptive weight multiplies the GAN weight.
-  acfg = L.LossConfig(perceptual_weight=0.0, gan_weight=0.1, gan_start_step=0,
-                      use_adaptive_gan_weight=True)
-  total, terms = L.generator_loss(acfg, images, recon, aux, discriminator_fn=disc,
-                                  adaptive_weight=jnp.float32(4.0))
-  np.testing.assert_allclose(terms["weighted_gan_loss"], 0.1 * 4.0 * g, rtol=1e-5)
 
 
 def test_generator_loss_argument_errors():

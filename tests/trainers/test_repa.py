@@ -13,6 +13,7 @@ from flax import nnx
 from jaxtok.configs import flextok as flextok_configs
 from jaxtok.nets import teachers
 from jaxtok.tokenizers import get_family
+from jaxtok.trainers import frozen as frozen_lib
 from jaxtok.trainers import losses
 from jaxtok.trainers import state as state_lib
 from jaxtok.trainers import step as step_lib
@@ -88,7 +89,7 @@ def _forward(s, weight, params=None):
   loss = losses.LossConfig(reconstruction_weight=0.0, perceptual_weight=0.0,
                            quantizer_weight=0.0, repa_weight=weight, repa_teacher="stand-in")
   parts = step_lib.StepParts(graphdef=s["graphdef"], tx=None, loss=loss,
-                             repa_apply=step_lib.frozen_apply(s["tgraph"]) if weight else None)
+                             repa_apply=frozen_lib.frozen_apply(s["tgraph"]) if weight else None)
   return step_lib.forward_losses(parts, s["params"] if params is None else params, s["rest"],
                                  s["images"], jax.random.PRNGKey(3), jnp.zeros((), jnp.int32),
                                  s["frozen"])
@@ -143,21 +144,21 @@ def test_weight_zero_is_off_and_the_tap_changes_nothing(setup):
 
 def test_repa_network_and_config_errors():
   c = flextok_configs.get_config("smoke")
-  assert c.loss.repa_weight == 0 and step_lib.repa_network(c, c.model) is None
+  assert c.loss.repa_weight == 0 and frozen_lib.repa_network(c, c.model) is None
   c.loss.repa_weight, c.loss.repa_teacher = 0.5, "inception:mixed_2:75"
   with pytest.raises(ValueError, match="repa_weight: expected 0 for a model without"):
-    step_lib.repa_network(c, c.model)
+    frozen_lib.repa_network(c, c.model)
   r = flextok_configs.get_config("smoke,repa")
   r.loss.repa_teacher = "inception:mixed_5:75"  # 768 wide; the smoke projector gives 288.
   with pytest.raises(ValueError, match="768-wide.*repa_dim=288"):
-    step_lib.repa_network(r, r.model)
+    frozen_lib.repa_network(r, r.model)
   r.loss.repa_teacher = ""
   with pytest.raises(ValueError, match="repa_teacher: expected a teacher name"):
-    step_lib.repa_network(r, r.model)
+    frozen_lib.repa_network(r, r.model)
   p = flextok_configs.get_config("variant=d18-d28,repa")  # Teacher weights: the user's.
   assert p.model.repa_layer == 9 and (p.model.repa_width, p.model.repa_dim) == (2048, 768)
   with pytest.raises(ValueError, match="repa_teacher: expected a teacher name"):
-    step_lib.repa_network(p, p.model)
+    frozen_lib.repa_network(p, p.model)
   with pytest.raises(ValueError, match="repa_layer"):
     dataclasses.replace(r.model, repa_layer=r.model.dec_depth + 1)
 

@@ -11,6 +11,7 @@ from jaxtok.configs import fqgan as fqgan_configs
 from jaxtok.configs import titok as titok_configs
 from jaxtok.nets import teachers
 from jaxtok.tokenizers import get_family
+from jaxtok.trainers import frozen as frozen_lib
 from jaxtok.trainers import losses
 from jaxtok.trainers import step as step_lib
 from jaxtok.trainers.state import split_pure
@@ -51,7 +52,7 @@ def setup():
 def _parts(s, weight, groups=1):
   loss = losses.LossConfig(semantic_weight=weight, semantic_teacher="stand-in",
                            perceptual_weight=0.0)
-  apply = (("sem", step_lib.frozen_apply(s["teacher"][0])),) if weight else None
+  apply = (("sem", frozen_lib.frozen_apply(s["teacher"][0])),) if weight else None
   return step_lib.StepParts(graphdef=s["graphdef"], tx=None, loss=loss, semantic_apply=apply,
                             semantic_groups=groups)
 
@@ -108,25 +109,25 @@ def test_semantic_networks_errors(tmp_path, monkeypatch):
   t = titok_configs.get_config("smoke")
   t.loss.semantic_weight, t.loss.semantic_teacher = 0.5, "inception:mixed_2"
   with pytest.raises(ValueError, match="semantic_weight.*no semantic branch"):
-    step_lib.semantic_networks(t, t.model)
+    frozen_lib.semantic_networks(t, t.model)
   f = fqgan_configs.get_config("smoke")
   f.loss.semantic_teacher = "inception:mixed_5"  # 768 wide; the smoke head is 288.
   with pytest.raises(ValueError, match="768-wide.*288"):
-    step_lib.semantic_networks(f, f.model)
+    frozen_lib.semantic_networks(f, f.model)
   f.loss.semantic_teacher = ""
   with pytest.raises(ValueError, match="semantic_teacher: expected a teacher name"):
-    step_lib.semantic_networks(f, f.model)
+    frozen_lib.semantic_networks(f, f.model)
   f.loss.semantic_teacher = "vis=inception:mixed_2"
   with pytest.raises(ValueError, match="one teacher for each semantic branch"):
-    step_lib.semantic_networks(f, f.model)
+    frozen_lib.semantic_networks(f, f.model)
   f.loss.semantic_teacher = "sem=openai/clip-vit-large-patch14"
   with pytest.raises(ValueError, match="1024-wide"):
-    step_lib.semantic_networks(f, f.model)
+    frozen_lib.semantic_networks(f, f.model)
   f.loss.semantic_weight = 0.0
-  assert step_lib.semantic_networks(f, f.model) is None
+  assert frozen_lib.semantic_networks(f, f.model) is None
   d = fqgan_configs.get_config("variant=dual-16")  # Released CLIP teacher: not ported yet.
   with pytest.raises(ValueError, match="released teacher.*semantic_weight=0"):
-    step_lib.semantic_networks(d, d.model)
+    frozen_lib.semantic_networks(d, d.model)
   with pytest.raises(ValueError, match="semantic_negatives"):
     losses.LossConfig(semantic_negatives="local").validate()
   with pytest.raises(ValueError, match="semantic_weight"):

@@ -1,163 +1,84 @@
-"""Official PyTorch checkpoints -> jaxtok checkpoint directories.
+"""Official PyTorch checkpoints -> jaxtok: one entry point for every family.
 
-    python -m jaxtok.tokenizers.convert titok --checkpoint model.safetensors \
-        --config config.json [--maskgit-vqgan maskgit-vqgan-imagenet-f16-256.bin] --out DIR
+    python -m jaxtok.tokenizers.convert titok|flextok|fqgan|vae ... --out DIR   # the CLI
 
 or from Python:
 
-    from jaxtok.tokenizers.convert import convert_titok
-    convert_titok("model.safetensors", "config.json", "DIR")
-    tok = jaxtok.load("DIR")
+    from jaxtok.tokenizers.convert import convert_official, load_official
+    convert_official("titok", "model.safetensors", "DIR", config="config.json")
+    model = load_official("fqgan", "fqgan_dual_ds16.pt", variant="dual-16")
+    model = load_official("flextok", "model.safetensors", config=my_flextok_config)
 
-Inputs are the released files of bytedance/1d-tokenizer (TiTok, arXiv 2406.07550) and
-turingmotors/One-D-Piece (arXiv 2501.10064): `model.safetensors` or `pytorch_model.bin` (any
-`torch.save` zip file), the official `config.json` (or the repo's `.yaml`), and for legacy
-two-stage models whose checkpoint lacks them, the MaskGIT VQGAN
-(`maskgit-vqgan-imagenet-f16-256.bin`) whose `decoder.*` / `quantize.embedding.weight` become
-the TiTok `pixel_decoder.*` / `pixel_quantize.embedding.weight` (the official code loads them
-the same way). No torch is needed: `jaxtok.io` parses both file formats with numpy.
-
-The name mapping lives in `titok_mapping` (official key -> NNX path and layout).
+Each family's converter lives in its package (`jaxtok.tokenizers.<family>.convert`) and is
+registered in `jaxtok.tokenizers.TOKENIZERS` (`Family.convert`, `Family.from_params`); this
+module only dispatches. No torch is needed: `jaxtok.io` reads safetensors and torch zip files
+with numpy, and nothing in a checkpoint is executed.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-from collections.abc import Mapping
+import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import yaml
+from jaxtok.io.torch_pickle import read_checkpoint
+from jaxtok.tokenizers import get_family, load_dir
+from jaxtok.tokenizers.flextok.convert import convert_flextok
+from jaxtok.tokenizers.fqgan.convert import convert_fqgan
+from jaxtok.tokenizers.titok.convert import convert_titok
+from jaxtok.tokenizers.vae.convert import convert_vae
 
-from jaxtok.io import checkpoint as ckpt_format
-from jaxtok.io.safetensors import read_safetensors, write_safetensors
-from jaxtok.io.torch_pickle import read_checkpoint, read_torch_zip
-from jaxtok.tokenizers import family_of
-from jaxtok.tokenizers.convert import titok_mapping
-from jaxtok.tokenizers.convert.titok_config import official_titok_config
-
-__all__ = ["convert_titok", "read_official_config", "merge_maskgit_params",
-           "read_checkpoint", "read_safetensors", "read_torch_zip", "write_safetensors"]
-
-# MaskGIT VQGAN state-dict prefixes -> TiTok's names for the same modules.
-_MASKGIT_TO_TITOK = {"decoder.": "pixel_decoder.",
-                     "quantize.embedding.weight": "pixel_quantize.embedding.weight"}
+__all__ = ["convert_flextok", "convert_fqgan", "convert_official", "convert_titok",
+           "convert_vae", "load_official"]
 
 
-def read_official_config(config: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
-  """The official config as a dict, from a dict, a JSON string or a `.json`/`.yaml` file."""
-  if isinstance(config, Mapping):
-    return dict(config)
-  if isinstance(config, str) and config.lstrip().startswith("{"):
-    return json.loads(config)
-  path = Path(config)
-  if not path.is_file():
-    raise ValueError(f"config: expected an official config.json/.yaml file or dict, got "
-                     f"{str(config)!r}, which is not a file")
-  text = path.read_text()
-  if path.suffix in (".yaml", ".yml"):
-    data = yaml.safe_load(text)
-  else:
-    try:
-      data = json.loads(text)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"config: {str(path)!r} is not valid JSON: {e}") from e
-  if not isinstance(data, dict):
-    raise ValueError(f"config: expected a mapping in {str(path)!r}, got {type(data).__name__}")
-  return data
+def _family(name: str, need: str):
+  fam = get_family(name)
+  if getattr(fam, need) is None:
+    raise ValueError(f"family: {name!r} has no official-weights converter")
+  return fam
 
 
-def merge_maskgit_params(params: Mapping[str, np.ndarray], maskgit: Mapping[str, np.ndarray],
-                         *, override: bool = False) -> tuple[dict[str, np.ndarray], list[str]]:
-  """Adds the MaskGIT VQGAN's decoder and codebook to a legacy TiTok state dict.
+def convert_official(family: str, checkpoint: str | os.PathLike, out: str | os.PathLike,
+                     **options: Any) -> Path:
+  """Converts an official release of `family` into a jaxtok checkpoint directory at `out`.
 
   Args:
-    params: the TiTok state dict (official names).
-    maskgit: the MaskGIT VQGAN state dict (`encoder.*`, `decoder.*`, `quantize.*`); its
-      encoder is not part of TiTok and is ignored.
-    override: replace `pixel_*` entries the TiTok checkpoint already has (by default the
-      checkpoint's own, possibly fine-tuned, decoder wins).
-
-  Returns:
-    (merged state dict, the TiTok keys taken from `maskgit`).
-  """
-  merged, taken = dict(params), []
-  found = False
-  for key, value in maskgit.items():
-    for src, dst in _MASKGIT_TO_TITOK.items():
-      if key == src or (src.endswith(".") and key.startswith(src)):
-        found = True
-        new = dst + key[len(src):] if src.endswith(".") else dst
-        if override or new not in merged:
-          merged[new] = value
-          taken.append(new)
-  if not found:
-    raise ValueError(f"maskgit_vqgan: expected a MaskGIT VQGAN state dict with 'decoder.*' and "
-                     f"'quantize.embedding.weight', got keys {sorted(maskgit)[:6]}")
-  return merged, taken
-
-
-def _sha256(path: Path) -> str:
-  with open(path, "rb") as f:
-    return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def convert_titok(checkpoint: str | os.PathLike,
-                  config: str | os.PathLike | Mapping[str, Any] | None,
-                  out: str | os.PathLike, *,
-                  maskgit_vqgan: str | os.PathLike | None = None,
-                  maskgit_override: bool = False,
-                  one_d_piece: bool | None = None,
-                  heads: int | Mapping[str, int] | None = None,
-                  size_table: Mapping[str, Mapping[str, int]] | None = None,
-                  use_torch: bool | None = False,
-                  overwrite: bool = True) -> Path:
-  """Converts an official TiTok / One-D-Piece checkpoint into a jaxtok checkpoint directory.
-
-  Args:
-    checkpoint: `model.safetensors`, `pytorch_model.bin`/`.pt` (torch zip), or a fixture
-      `.npz` with `param/<key>` arrays.
-    config: the official config (`config.json`/`.yaml` path, dict or JSON string). None: the
-      `config.json` next to `checkpoint` (the Hugging Face layout).
+    family: a registered family ("titok" and "one_d_piece" share TiTok's converter, which
+      tells them apart from the official config).
+    checkpoint: the release's weights file (a diffusers directory for "vae").
     out: destination directory (written atomically).
-    maskgit_vqgan: the MaskGIT VQGAN checkpoint supplying `pixel_decoder.*` and
-      `pixel_quantize.embedding.weight` where `checkpoint` lacks them (legacy models).
-    maskgit_override: take those from `maskgit_vqgan` even where `checkpoint` has them.
-    one_d_piece: force the One-D-Piece family on/off (None: detect from the config).
-    heads: attention heads of ViT sizes that are not official (one int, or size name ->
-      int); their width and depth are read from the checkpoint (`--heads`).
-    size_table: ViT sizes that are not official, name -> {"width", "depth", "heads"}.
-    use_torch: reader choice for torch files (see `jaxtok.io.torch_pickle.read_checkpoint`).
-    overwrite: replace an existing jaxtok checkpoint at `out`.
+    **options: the family converter's options (`config=`, `variant=`, `maskgit_vqgan=`,
+      `vae_scaling_factor=`, `image_size=`, `overwrite=`, ...; see its `convert_*`).
 
   Returns:
     The output directory, loadable with `jaxtok.load`.
   """
-  checkpoint = Path(checkpoint)
-  if config is None:
-    config = checkpoint.parent / "config.json"
-    if not config.is_file():
-      raise ValueError(f"config: none given and no config.json next to {str(checkpoint)!r}")
-  cfg = read_official_config(config)
-  params = read_checkpoint(checkpoint, use_torch=use_torch)
-  source: dict[str, Any] = {"checkpoint": checkpoint.name, "checkpoint_sha256": _sha256(checkpoint),
-                            "official_config": cfg}
-  if maskgit_vqgan is not None:
-    maskgit_path = Path(maskgit_vqgan)
-    maskgit = read_checkpoint(maskgit_path, use_torch=use_torch)
-    params, taken = merge_maskgit_params(params, maskgit, override=maskgit_override)
-    source.update(maskgit_vqgan=maskgit_path.name, maskgit_vqgan_sha256=_sha256(maskgit_path),
-                  keys_from_maskgit_vqgan=len(taken))
-  model_config = official_titok_config(cfg, size_table=size_table, heads=heads,
-                                       one_d_piece=one_d_piece, params=params)
-  if model_config.head == "two_stage" and not any(k.startswith("pixel_decoder.") for k in params):
-    raise ValueError(f"checkpoint: {checkpoint.name} is a legacy two-stage TiTok without "
-                     f"'pixel_decoder.*' weights; pass the MaskGIT VQGAN with --maskgit-vqgan "
-                     f"(maskgit-vqgan-imagenet-f16-256.bin)")
-  model = titok_mapping.from_official(cfg, params, one_d_piece=one_d_piece,
-                                      size_table=size_table, heads=heads)
-  arrays, metadata = ckpt_format.state_to_arrays(model)
-  meta = ckpt_format.make_meta(family_of(model).name, model.config, source)
-  return ckpt_format.write_dir(out, meta, arrays, metadata, overwrite=overwrite)
+  return Path(_family(family, "convert").convert(checkpoint, out, **options))
+
+
+def load_official(family: str, checkpoint: str | os.PathLike, *, config: Any = None,
+                  **options: Any) -> Any:
+  """A model of `family` holding an official release's weights.
+
+  Args:
+    family: a registered family.
+    checkpoint: the release's weights file (a diffusers directory for "vae" without `config`).
+    config: a config of the family: the weights go into a model of exactly this config (the
+      trainer's `init_from`: the experiment's config, e.g. with another dropout or resolution
+      setting); keys and shapes are checked strictly. None: the release's own config (read
+      by the family's converter from the files, with `options`).
+    **options: the converter's options (`convert_official`), only without `config`.
+  """
+  fam = _family(family, "from_params")
+  if config is not None:
+    if options:
+      raise ValueError(f"options: {sorted(options)} apply only without config (the "
+                       f"converter reads the release's config); got config too")
+    if not isinstance(config, fam.config_class):
+      raise ValueError(f"config: family {family!r} takes a {fam.config_class.__name__}, got "
+                       f"{type(config).__name__}")
+    return fam.from_params(config, read_checkpoint(Path(checkpoint)))
+  with tempfile.TemporaryDirectory(prefix="jaxtok-convert-") as tmp:
+    out = convert_official(family, checkpoint, Path(tmp) / "model", **options)
+    return load_dir(out)[1]

@@ -19,12 +19,10 @@ import importlib.metadata
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
-from jaxtok.tokenizers.convert import convert_titok
-from jaxtok.tokenizers.convert.flextok_mapping import convert_flextok
-from jaxtok.tokenizers.convert.fqgan_mapping import convert_fqgan
-from jaxtok.tokenizers.convert.titok_config import parse_heads
-from jaxtok.tokenizers.convert.vae_mapping import convert_vae
+from jaxtok.tokenizers.convert import convert_official
+from jaxtok.tokenizers.titok.official import parse_heads
 
 # Config fields each family's JSON summary shows (beside out, family, files, version).
 SUMMARY_FIELDS = {
@@ -113,23 +111,27 @@ def _report(out: Path, fields: dict[str, str]) -> int:
   return 0
 
 
-def _convert(args):
-  """Runs the family's converter; returns the output directory."""
+def _options(args) -> dict[str, Any]:
+  """The family converter's options from the parsed command line."""
+  overwrite = not args.no_overwrite
   if args.family == "fqgan":
     config = json.loads(Path(args.config).read_text()) if args.config is not None else None
-    return convert_fqgan(args.checkpoint, args.out, variant=args.variant, config=config,
-                         use_torch=bool(args.use_torch), overwrite=not args.no_overwrite)
+    return dict(variant=args.variant, config=config, use_torch=bool(args.use_torch),
+                overwrite=overwrite)
   if args.family == "vae":
-    return convert_vae(args.diffusers, args.out, image_size=args.image_size,
-                       overwrite=not args.no_overwrite)
+    return dict(image_size=args.image_size, overwrite=overwrite)
   if args.family == "flextok":
-    return convert_flextok(args.checkpoint, args.config, args.out,
-                           vae_scaling_factor=args.vae_scaling_factor,
-                           overwrite=not args.no_overwrite)
-  return convert_titok(args.checkpoint, args.config, args.out,
-                       maskgit_vqgan=args.maskgit_vqgan, maskgit_override=args.maskgit_override,
-                       one_d_piece=args.one_d_piece, heads=parse_heads(args.heads),
-                       use_torch=bool(args.use_torch), overwrite=not args.no_overwrite)
+    return dict(config=args.config, vae_scaling_factor=args.vae_scaling_factor,
+                overwrite=overwrite)
+  return dict(config=args.config, maskgit_vqgan=args.maskgit_vqgan,
+              maskgit_override=args.maskgit_override, one_d_piece=args.one_d_piece,
+              heads=parse_heads(args.heads), use_torch=bool(args.use_torch), overwrite=overwrite)
+
+
+def _convert(args) -> Path:
+  """Runs the family's converter (`convert_official`); returns the output directory."""
+  source = args.diffusers if args.family == "vae" else args.checkpoint
+  return convert_official(args.family, source, args.out, **_options(args))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,8 +19,8 @@ import jaxtok
 from jaxtok.io import checkpoint, safetensors
 from jaxtok.testing import fixture_params
 from jaxtok.tokenizers import convert
-from jaxtok.tokenizers.convert import titok_mapping
 from jaxtok.tokenizers.convert.__main__ import main as convert_main
+from jaxtok.tokenizers.titok import convert as titok_mapping
 
 FIXTURES = pathlib.Path(__file__).parents[2] / "fixtures" / "titok"
 _spec = importlib.util.spec_from_file_location(
@@ -158,13 +158,13 @@ def test_merge_maskgit_precedence():
   params = {"pixel_decoder.conv_in.bias": np.ones(2), "latent_tokens": np.zeros(1)}
   maskgit = {"decoder.conv_in.bias": np.full(2, 5.0), "decoder.conv_out.bias": np.zeros(3),
              "quantize.embedding.weight": np.zeros((4, 2)), "encoder.x": np.zeros(1)}
-  merged, taken = convert.merge_maskgit_params(params, maskgit)
+  merged, taken = titok_mapping.merge_maskgit_params(params, maskgit)
   np.testing.assert_array_equal(merged["pixel_decoder.conv_in.bias"], np.ones(2))
   assert sorted(taken) == ["pixel_decoder.conv_out.bias", "pixel_quantize.embedding.weight"]
-  merged, _ = convert.merge_maskgit_params(params, maskgit, override=True)
+  merged, _ = titok_mapping.merge_maskgit_params(params, maskgit, override=True)
   np.testing.assert_array_equal(merged["pixel_decoder.conv_in.bias"], np.full(2, 5.0))
   with pytest.raises(ValueError, match=r"maskgit_vqgan: expected a MaskGIT VQGAN state dict"):
-    convert.merge_maskgit_params(params, {"foo": np.zeros(1)})
+    titok_mapping.merge_maskgit_params(params, {"foo": np.zeros(1)})
 
 
 def test_cli_subprocess(tmp_path):

@@ -21,7 +21,7 @@ import jaxtok
 from jaxtok.io import safetensors
 from jaxtok.testing import fixture_params
 from jaxtok.tokenizers.convert.__main__ import main as convert_main
-from jaxtok.tokenizers.convert.flextok_mapping import convert_flextok
+from jaxtok.tokenizers.flextok.convert import convert_flextok
 from tests.tokenizers.convert.flextok_release import read_fixture, release_config
 
 FIXTURES = pathlib.Path(__file__).parents[2] / "fixtures"
