@@ -1,7 +1,7 @@
 """Test setup shared by the whole suite.
 
 Forces 8 host (CPU) devices before jax is imported so that every run exercises sharding
-(DESIGN.md §8), and exposes fixture discovery.
+(docs/design.md §8), and exposes fixture discovery.
 """
 import os
 import tempfile

@@ -1,4 +1,4 @@
-"""Tests of the public API (jaxtok.load / save / Tokenizer), DESIGN.md §2."""
+"""Tests of the public API (jaxtok.load / save / Tokenizer), docs/design.md §2."""
 import json
 
 import jax

@@ -1,4 +1,4 @@
-"""Executes the notebooks headless (nbclient) and fails if any cell errors (DESIGN.md §1)."""
+"""Executes the notebooks headless (nbclient) and fails if any cell errors (docs/design.md §1)."""
 import json
 import os
 import pathlib

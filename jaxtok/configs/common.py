@@ -1,5 +1,5 @@
 """Pieces shared by the config files: the `tiny` CPU run on the bundled photos and the `smoke`
-model of a variant (DESIGN.md §6).
+model of a variant (docs/design.md §6).
 
 The experiment config classes themselves belong to the trainer (`jaxtok.trainers.config`);
 config files import them and return instances. Nothing in jaxtok imports `jaxtok/configs/`.
