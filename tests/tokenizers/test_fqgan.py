@@ -133,8 +133,8 @@ def _official_state_dict(model, config):
       conv[key] = v.transpose(3, 2, 0, 1) if v.ndim == 4 else v
   rules = fqgan_mapping.fqgan_rules(config, conv)
   out = {}
-  inverse = {"_conv": lambda w: w.transpose(3, 2, 0, 1), "_t": lambda w: w.T,
-             "_conv1x1_dense": lambda w: w.T[:, :, None, None], "_same": lambda w: w}
+  inverse = {"conv": lambda w: w.transpose(3, 2, 0, 1), "linear": lambda w: w.T,
+             "conv1x1_dense": lambda w: w.T[:, :, None, None], "same": lambda w: w}
   for key, rule in rules.items():
     v = flat[rule[0]]
     if len(rule) == 3:
