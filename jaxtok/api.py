@@ -36,7 +36,7 @@ from jaxtok import adaptive
 from jaxtok.adaptive import ADAPTIVE_METRICS, AdaptiveTokens
 from jaxtok.io import checkpoint
 from jaxtok.io.checkpoint import CONFIG_FILE
-from jaxtok.tokenizers import TOKENIZERS, Family, family_of, get_family, interface
+from jaxtok.tokenizers import TOKENIZERS, Family, family_of, get_family, interface, load_dir
 from jaxtok.tokenizers.quantizers.stats import CodebookStats
 
 
@@ -296,12 +296,8 @@ def load(path_or_variant: str | os.PathLike, *, seed: int = 0) -> Tokenizer:
       raise ValueError(f"path_or_variant: directory {str(path)!r} has no {CONFIG_FILE}; expected "
                        f"a jaxtok checkpoint (convert official files with "
                        f"`python -m jaxtok.tokenizers.convert`)")
-    family, config = read_config(path)
-    arrays, key_impls = checkpoint.read_weights(path)
-    model = checkpoint.model_from_arrays(get_family(family).model_class, config, arrays,
-                                         source=str(path / checkpoint.WEIGHTS_FILE),
-                                         key_impls=key_impls)
-    return Tokenizer(model, family=family)
+    fam, model = load_dir(path)
+    return Tokenizer(model, family=fam.name)
   name = os.fspath(path_or_variant)
   if os.sep in name or name.startswith("."):
     raise ValueError(f"path_or_variant: {name!r} is not an existing directory")

@@ -16,6 +16,7 @@ written with numpy (`jaxtok.io.safetensors`), so a checkpoint loads without torc
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -239,6 +240,12 @@ def model_from_arrays(model_class: Callable[..., nnx.Module], config: Any,
 
 
 # ------------------------------------------------------------------ the directory on disk
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+  """Hex SHA-256 of a file, read in 1 MiB blocks (provenance of converted and written files)."""
+  with open(path, "rb") as f:
+    return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:

@@ -26,7 +26,6 @@ resume); `complete` is true once every planned shard is listed.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -36,6 +35,8 @@ from typing import Any
 
 import msgpack
 import numpy as np
+
+from jaxtok.io.checkpoint import file_sha256  # noqa: F401  (re-exported: rec.file_sha256)
 
 FORMAT_NAME = "jaxtok-tokens"
 FORMAT_VERSION = 1  # Of the directory layout and manifest.
@@ -122,12 +123,6 @@ def fsync_dir(path: Path) -> None:
     os.close(fd)
 
 
-def file_sha256(path: Path) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
 
 
 def read_manifest(path: Path) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from jaxtok.io import checkpoint as ckpt_format
-from jaxtok.tokenizers import flextok, fqgan, titok, vae
+from jaxtok.tokenizers import flextok, fqgan, interface, titok, vae
 from jaxtok.tokenizers.flextok import convert as flextok_convert
 from jaxtok.tokenizers.fqgan import convert as fqgan_convert
 from jaxtok.tokenizers.titok import convert as titok_convert
@@ -48,10 +48,7 @@ class Family:
 
   def variant(self, name: str) -> Any:
     """A fresh (mutable) copy of the config of variant `name`."""
-    if name not in self.variants:
-      raise ValueError(f"variant: {self.name} has no variant {name!r}; expected one of "
-                       f"{sorted(self.variants)}")
-    return self.config_class.from_dict(self.variants[name].to_dict())
+    return interface.fresh_variant(self.name, self.config_class, self.variants, name)
 
 
 TOKENIZERS: dict[str, Family] = {

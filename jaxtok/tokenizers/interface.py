@@ -137,6 +137,14 @@ class TokenSpec:
     return f"[B, {length}]" if self.last_dim is None else f"[B, {length}, {self.last_dim}]"
 
 
+def fresh_variant(family: str, config_class: type, variants: Any, name: str) -> Any:
+  """A fresh (mutable) copy of `variants[name]` (ValueError listing the variants)."""
+  if name not in variants:
+    raise ValueError(f"variant: {family} has no variant {name!r}; expected one of "
+                     f"{sorted(variants)}")
+  return config_class.from_dict(variants[name].to_dict())
+
+
 def as_numpy(x: Any, name: str) -> np.ndarray:
   """`x` (numpy, jax, or a rectangular list) as a numpy array."""
   if isinstance(x, (np.ndarray, jax.Array, np.generic)):

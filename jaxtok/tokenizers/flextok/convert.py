@@ -20,7 +20,6 @@ VAE's training loss) is dropped. A release without `vae.vae.*` weights stays a
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -286,8 +285,7 @@ def convert_flextok(checkpoint: str | os.PathLike,
   release, where = read_release_config(checkpoint, config)
   params = read_checkpoint(checkpoint)
   model, vae_info = official_model(release, params, vae_scaling_factor=vae_scaling_factor)
-  with open(checkpoint, "rb") as f:
-    sha = hashlib.file_digest(f, "sha256").hexdigest()
+  sha = ckpt_format.file_sha256(checkpoint)
   source = {"checkpoint": checkpoint.name, "checkpoint_sha256": sha, "config_from": where,
             "official_config": release, "vae": vae_info}
   arrays, metadata = ckpt_format.state_to_arrays(model)

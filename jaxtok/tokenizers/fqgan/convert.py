@@ -15,7 +15,6 @@ lists in `config.branches` order: `encoder.<visual|semantic>_head*.0` -> `encode
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,6 +34,7 @@ from jaxtok.tokenizers.fqgan.config import (
 )
 from jaxtok.tokenizers.fqgan.model import FQGAN
 from jaxtok.tokenizers.fqgan.variants import VARIANTS
+from jaxtok.tokenizers.interface import fresh_variant
 from jaxtok.tokenizers.mapping import (
   build_with_params,
   conv,
@@ -187,13 +187,6 @@ def fqgan_from_params(config: FQGANConfig, params: Mapping[str, np.ndarray]) -> 
   return build_with_params(FQGAN, config, _drop_buffers(params), fqgan_rules)
 
 
-def fqgan_variant(name: str) -> FQGANConfig:
-  """A fresh copy of the FQGAN variant `name` (ValueError listing the variants)."""
-  if name not in VARIANTS:
-    raise ValueError(f"variant: fqgan has no variant {name!r}; expected one of {sorted(VARIANTS)}")
-  return FQGANConfig.from_dict(VARIANTS[name].to_dict())
-
-
 def convert_fqgan(checkpoint: str | os.PathLike, out: str | os.PathLike, *,
                   variant: str | None = None, config: Mapping[str, Any] | None = None,
                   use_torch: bool | None = False, overwrite: bool = True) -> Path:
@@ -214,13 +207,12 @@ def convert_fqgan(checkpoint: str | os.PathLike, out: str | os.PathLike, *,
   if (variant is None) == (config is None):
     raise ValueError(f"variant: expected exactly one of variant (e.g. 'dual-16') or config, "
                      f"got variant={variant!r} and config={'given' if config else None}")
-  model_config = (fqgan_variant(variant) if variant is not None
+  model_config = (fresh_variant("fqgan", FQGANConfig, VARIANTS, variant) if variant is not None
                   else official_fqgan_config(config))
   checkpoint = Path(checkpoint)
   params = read_checkpoint(checkpoint, use_torch=use_torch)
   model = fqgan_from_params(model_config, params)
-  with open(checkpoint, "rb") as f:
-    digest = hashlib.file_digest(f, "sha256").hexdigest()
+  digest = ckpt_format.file_sha256(checkpoint)
   source = {"checkpoint": checkpoint.name, "checkpoint_sha256": digest,
             "variant": variant, "official_config": dict(config) if config else None}
   arrays, metadata = ckpt_format.state_to_arrays(model)

@@ -20,7 +20,6 @@ Key names and semantics: tests/fixtures/titok/README.md §3-4. Loading is strict
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -228,12 +227,6 @@ def merge_maskgit_params(params: Mapping[str, np.ndarray], maskgit: Mapping[str,
   return merged, taken
 
 
-def sha256(path: Path) -> str:
-  """Hex SHA-256 of a file (the converters record their source's)."""
-  with open(path, "rb") as f:
-    return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def convert_titok(checkpoint: str | os.PathLike,
                   config: str | os.PathLike | Mapping[str, Any] | None,
                   out: str | os.PathLike, *,
@@ -272,13 +265,15 @@ def convert_titok(checkpoint: str | os.PathLike,
       raise ValueError(f"config: none given and no config.json next to {str(checkpoint)!r}")
   cfg = read_official_config(config)
   params = read_checkpoint(checkpoint, use_torch=use_torch)
-  source: dict[str, Any] = {"checkpoint": checkpoint.name, "checkpoint_sha256": sha256(checkpoint),
+  source: dict[str, Any] = {"checkpoint": checkpoint.name,
+                            "checkpoint_sha256": ckpt_format.file_sha256(checkpoint),
                             "official_config": cfg}
   if maskgit_vqgan is not None:
     maskgit_path = Path(maskgit_vqgan)
     maskgit = read_checkpoint(maskgit_path, use_torch=use_torch)
     params, taken = merge_maskgit_params(params, maskgit, override=maskgit_override)
-    source.update(maskgit_vqgan=maskgit_path.name, maskgit_vqgan_sha256=sha256(maskgit_path),
+    source.update(maskgit_vqgan=maskgit_path.name,
+                  maskgit_vqgan_sha256=ckpt_format.file_sha256(maskgit_path),
                   keys_from_maskgit_vqgan=len(taken))
   model_config = official_titok_config(cfg, size_table=size_table, heads=heads,
                                        one_d_piece=one_d_piece, params=params)

@@ -11,7 +11,6 @@ directory (FlexTok's VAE front end).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -147,8 +146,7 @@ def convert_vae(directory: str | os.PathLike, out: str | os.PathLike, *,
   """
   directory = Path(directory)
   model = autoencoder_from_diffusers(directory, image_size=image_size)
-  with open(directory / DIFFUSERS_WEIGHTS, "rb") as f:
-    sha = hashlib.file_digest(f, "sha256").hexdigest()
+  sha = ckpt_format.file_sha256(directory / DIFFUSERS_WEIGHTS)
   source = {"checkpoint": DIFFUSERS_WEIGHTS, "checkpoint_sha256": sha,
             "official_config": json.loads((directory / "config.json").read_text())}
   arrays, metadata = ckpt_format.state_to_arrays(model)
