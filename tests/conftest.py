@@ -8,7 +8,17 @@ import tempfile
 
 _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
-  os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
+  _flags += " --xla_force_host_platform_device_count=8"
+# XLA:CPU aborts the process (SIGABRT, "Termination timeout ... exceeded") when one of the 8
+# simulated devices reaches a collective 40 s after the others. On 2 shared cores under
+# `pytest -n 2` a big step (FQGAN with its teacher, fsdp) can be that slow: that is load, not a
+# deadlock, so the suite waits up to 15 minutes (subprocesses inherit XLA_FLAGS).
+for _flag, _value in (("xla_cpu_collective_call_terminate_timeout_seconds", 900),
+                      ("xla_cpu_collective_call_warn_stuck_timeout_seconds", 300),
+                      ("xla_cpu_collective_timeout_seconds", 900)):
+  if _flag not in _flags:
+    _flags += f" --{_flag}={_value}"
+os.environ["XLA_FLAGS"] = _flags.strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # One persistent XLA compilation cache for the whole run, shared by pytest-xdist workers and
 # by the subprocesses that the trainer tests spawn (CLI runs, kill -9 + restart, multi-process):
