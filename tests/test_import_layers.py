@@ -2,7 +2,7 @@
 
 From the top: `configs/` (imported by nothing) -> `codec` (its priors may read token shards)
 -> `tokenize` (encodes on the trainer's mesh code) -> `trainers/` -> `eval/` -> `api` (and the
-root package) -> `tokenizers/`, `nets/`, `data`, `testing` -> `io/` (uses nothing of jaxtok).
+root package) -> `tokenizers/`, `nets/`, `data`, `parallel` -> `io/` (uses nothing of jaxtok).
 A module may import modules of a lower layer and of its own package; the
 imports are read with `ast`, at any depth of the file (a lazy import counts as much as a top one).
 """
@@ -24,7 +24,7 @@ LAYERS = {
     "trainers": 5,
     "eval": 4,
     "api": 3, "": 3,  # "" = the root package `jaxtok/__init__.py` (it re-exports api).
-    "tokenizers": 2, "nets": 2, "data": 2, "parallel": 2, "testing": 2,
+    "tokenizers": 2, "nets": 2, "data": 2, "parallel": 2,
     "io": 1,
 }
 

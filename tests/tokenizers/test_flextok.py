@@ -10,13 +10,13 @@ import pytest
 from flax import nnx
 
 import jaxtok
-from jaxtok import testing
 from jaxtok.tokenizers import flow, get_family, layers
 from jaxtok.tokenizers.flextok import FlexTokConfig
 from jaxtok.tokenizers.flextok.convert import flextok_from_params
+from tests import fixture_files
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-FIXTURE_PARAMS = testing.fixture_params("flextok", FIXTURES)
+FIXTURE_PARAMS = fixture_files.fixture_params("flextok", FIXTURES)
 
 # Tolerances of tests/fixtures/flextok/README.md §6; ids and codes exact.
 ATOL_COND = 1e-6
