@@ -1,8 +1,8 @@
-"""Imports point down the house and never in a loop (DESIGN.md §1).
+"""Imports point down the house and never in a loop (docs/design.md §1).
 
-From the top: `configs/` (imported by nothing) -> `codec` (its priors may read token shards)
--> `tokenize` (encodes on the trainer's mesh code) -> `trainers/` -> `eval/` -> `api` (and the
-root package) -> `tokenizers/`, `nets/`, `data`, `parallel` -> `io/` (uses nothing of jaxtok).
+From the top: `configs/` (imported by nothing) -> `codec/` (.jtok, priors, rate-distortion)
+-> `tokenize/` -> `trainers/` -> `eval/` -> `api` (and the root package) -> `adaptive` ->
+`tokenizers/`, `nets/`, `data/`, `parallel/` -> `io/`, `metrics` (use nothing of jaxtok).
 A module may import modules of a lower layer and of its own package; the
 imports are read with `ast`, at any depth of the file (a lazy import counts as much as a top one).
 """
@@ -18,14 +18,15 @@ PACKAGE = ROOT / "jaxtok"
 
 # Layer of each first-level part of jaxtok (higher imports lower).
 LAYERS = {
-    "configs": 8,
-    "codec": 7,  # its priors may read token shards
-    "tokenize": 6,  # encodes on the trainer's mesh code
-    "trainers": 5,
-    "eval": 4,
-    "api": 3, "": 3,  # "" = the root package `jaxtok/__init__.py` (it re-exports api).
+    "configs": 9,
+    "codec": 8,  # .jtok files, priors (may read token shards), rate-distortion
+    "tokenize": 7,
+    "trainers": 6,
+    "eval": 5,
+    "api": 4, "": 4,  # "" = the root package `jaxtok/__init__.py` (it re-exports api).
+    "adaptive": 3,  # the adaptive-length search the api uses
     "tokenizers": 2, "nets": 2, "data": 2, "parallel": 2,
-    "io": 1,
+    "io": 1, "metrics": 1,  # use nothing of jaxtok
 }
 
 

@@ -5,16 +5,17 @@ r"""`.jtok` command line: compress / decompress image files, inspect, fit a prio
   python -m jaxtok.codec decompress --checkpoint CKPT out/ --out recon/ [--prior ...]
   python -m jaxtok.codec info out/x.jtok
   python -m jaxtok.codec fit-prior --checkpoint CKPT [--data bundled --num-images 4096]
-  python -m jaxtok.codec rd --checkpoint CKPT --data bundled --out rd/ [--tiles 4]
+  python -m jaxtok.codec rd --checkpoint CKPT --data bundled --out rd/ [--tiles 4 \
+      --lengths 1,4,16 --targets auto --qualities 30,80]
 
 Images are center-cropped and resized to the tokenizer's size (as `jaxtok.data.eval_images`).
 `--prior marginal` means `CKPT/prior_marginal.npz` (written by `fit-prior`, counted on the
 *training* stream of `--data`: for `bundled`, never the held-out photos; per position and,
-for FSQ ids, per channel digit: see `jaxtok.codec.priors`). `rd` writes
-`rate_distortion.{json,png}` (PSNR and SSIM against real bytes per image: fixed and adaptive
-length in uniform and marginal `.jtok` files, JPEG, WebP, AVIF where Pillow has it) and prints
-the figures: marginal vs uniform mean bytes, and adaptive vs the shortest fixed length that
-reaches the same mean PSNR.
+for FSQ ids, per channel digit: see `jaxtok.codec.priors`). `rd` (the one rate-distortion
+command of jaxtok, `jaxtok.codec.rd`) writes `rate_distortion.{json,png}` (PSNR and SSIM
+against real bytes per image: fixed and adaptive length in uniform and marginal `.jtok` files,
+JPEG, WebP, AVIF where Pillow has it) and prints the figures: marginal vs uniform mean bytes,
+and adaptive vs the shortest fixed length that reaches the same mean PSNR.
 """
 from __future__ import annotations
 
@@ -76,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
                       "--prior-data and written there first if missing")
   r.add_argument("--prior-data", default="bundled", help="training source for a new prior")
   r.add_argument("--prior-images", type=int, default=4096)
+  r.add_argument("--lengths", default="all", help="'all' or comma list of prefix lengths")
   r.add_argument("--targets", default="auto", help="'auto' or comma list of PSNR targets")
   r.add_argument("--qualities", default=None, help="comma list of JPEG/WebP/AVIF qualities")
   r.add_argument("--batch-size", type=int, default=32)
@@ -177,9 +179,14 @@ def run(argv: Sequence[str] | None = None) -> dict:
           prior_path)
     targets = "auto" if args.targets == "auto" else [float(t) for t in args.targets.split(",")]
     qualities = tuple(int(q) for q in args.qualities.split(",")) if args.qualities else None
+    try:
+      lengths = None if args.lengths == "all" else [int(k) for k in args.lengths.split(",")]
+    except ValueError:
+      raise ValueError(f"--lengths: expected 'all' or a comma list of prefix lengths, got "
+                       f"{args.lengths!r}") from None
     result = measure(tok, args.data, args.out, prior=prior_path, tiles=args.tiles,
-                     max_images=args.max_images, targets=targets, qualities=qualities,
-                     batch_size=args.batch_size)
+                     max_images=args.max_images, lengths=lengths, targets=targets,
+                     qualities=qualities, batch_size=args.batch_size)
   print(json.dumps(result, indent=1))
   return result
 

@@ -25,6 +25,7 @@ import numpy as np
 from jaxtok.codec import format as fmt
 from jaxtok.codec import priors
 from jaxtok.codec.format import Header, JtokError
+from jaxtok.tokenizers import interface
 
 
 def _model(prior, vocab_size: int, radix: tuple[int, ...] | None, num_tokens: int):
@@ -38,23 +39,6 @@ def _model(prior, vocab_size: int, radix: tuple[int, ...] | None, num_tokens: in
           (np.tile(np.asarray(radix, np.int32), num_tokens),))
 
 
-def _check_lengths(tok, lengths: Any, b: int, width: int) -> np.ndarray:
-  k = tok.num_tokens
-  if lengths is None:
-    return np.full((b,), width, np.int64)
-  lengths = np.asarray(lengths)
-  if lengths.shape != (b,) or not np.issubdtype(lengths.dtype, np.integer):
-    raise ValueError(f"lengths: expected [B] = [{b}] integer prefix lengths, got "
-                     f"{lengths.dtype} {lengths.shape}")
-  if lengths.min() < 1 or lengths.max() > width:
-    raise ValueError(f"lengths: expected each in [1, {width}] (the ids' token axis), got range "
-                     f"[{lengths.min()}, {lengths.max()}]")
-  if lengths.min() < k and not tok.supports_prefix:
-    raise ValueError(f"lengths: this {tok.family} tokenizer decodes only all {k} tokens, got "
-                     f"lengths down to {lengths.min()}")
-  return lengths.astype(np.int64)
-
-
 def compress_tokens(tok, ids: Any, *, lengths: Any = None, prior: Any = "uniform"
                     ) -> list[bytes]:
   """Token ids -> one `.jtok` blob per image.
@@ -62,7 +46,8 @@ def compress_tokens(tok, ids: Any, *, lengths: Any = None, prior: Any = "uniform
   Args:
     tok: the `jaxtok.Tokenizer` the ids came from.
     ids: `[B, L]` (or `[B, L, F]`) ids as `tok.encode` gives, or a prefix of them.
-    lengths: optional `[B]` per-image lengths (each <= L): image i stores `ids[i, :lengths[i]]`.
+    lengths: optional per-image lengths `[B]` (or one int), each in 1..L: image i stores
+      `ids[i, :lengths[i]]` (checked by `interface.check_lengths`).
     prior: "uniform", a `MarginalPrior`, or a prior file / checkpoint directory.
 
   Returns:
@@ -73,7 +58,8 @@ def compress_tokens(tok, ids: Any, *, lengths: Any = None, prior: Any = "uniform
   k, f, v = priors._token_layout(tok)
   radix = priors.token_radix(tok)
   b, width = ids.shape[:2]
-  lengths = _check_lengths(tok, lengths, b, width)
+  lengths = (np.full((b,), width, np.int32) if lengths is None else
+             interface.check_lengths(lengths, tok.token_spec, b, width, family=tok.family))
   tid = priors.tokenizer_id(tok)
   out = []
   for i in range(b):

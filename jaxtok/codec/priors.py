@@ -22,50 +22,28 @@ never decoded with a table other than its own.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
-import weakref
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flax import nnx
 
-from jaxtok.io import checkpoint
-from jaxtok.tokenizers.quantizers.stats import CodebookStats
+from jaxtok import api
 
 MARGINAL_FILE = "prior_marginal.npz"
 _PRIOR_FORMAT = "jaxtok-jtok-marginal-prior"          # counts[K, F, V] per code
 _RADIX_PRIOR_FORMAT = "jaxtok-jtok-marginal-prior-radix"  # counts[K, d, max(radix)] + radix
 # constriction's models take alphabets below 2**24 symbols (its 24-bit probability precision).
 MAX_ALPHABET = 2 ** 24 - 1
-_ids: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def tokenizer_id(tok) -> bytes:
-  """4 bytes identifying a tokenizer's decoding function: sha256 over family, config, weights.
-
-  The weights are every model variable but RNG state and code-usage statistics (neither
-  changes what `decode` returns). Computed once per Tokenizer object (cached); a model whose
-  weights are changed in place afterwards keeps the id it had.
-  """
-  cached = _ids.get(tok)
-  if cached is not None:
-    return cached
-  h = hashlib.sha256()
-  h.update(tok.family.encode())
-  h.update(json.dumps(checkpoint.config_to_dict(tok.config), sort_keys=True).encode())
-  state = nnx.state(tok.model, nnx.Not(nnx.Any(nnx.RngState, CodebookStats)))
-  for path, var in sorted(nnx.to_flat_state(state), key=lambda kv: [str(p) for p in kv[0]]):
-    arr = np.ascontiguousarray(np.asarray(var.get_value()))
-    h.update("/".join(map(str, path)).encode())
-    h.update(f"{arr.dtype.str}{arr.shape}".encode())
-    h.update(arr.tobytes())
-  out = h.digest()[:4]
-  _ids[tok] = out
-  return out
+  """4 bytes identifying a tokenizer's decoding function: the first 4 bytes of
+  `jaxtok.api.fingerprint(tok)` (sha256 over family, config, weights; RNG state and
+  code-usage statistics left out)."""
+  return bytes.fromhex(api.fingerprint(tok))[:4]
 
 
 def _token_layout(tok) -> tuple[int, int, int]:

@@ -1,9 +1,9 @@
-"""Evaluation CLI: writes `metrics.json` (and plots) for a tokenizer or between image sources.
+r"""Evaluation CLI: writes `metrics.json` for a tokenizer or between image sources.
 
 Tokenizer metrics (checkpoint directory or variant name, random init for a variant):
 
   python -m jaxtok.eval --checkpoint DIR|VARIANT --data SOURCE \
-      --metrics fid,psnr,ssim,codebook,rd --out DIR [--resolution R --max-images N \
+      --metrics fid,psnr,ssim,codebook --out DIR [--resolution R --max-images N \
       --batch-size B --fid-method sqrtm|eigh --lpips-weights FILE ...]
 
 Without a tokenizer, FID (plus PSNR/SSIM/bytes for codecs) between sources:
@@ -12,12 +12,9 @@ Without a tokenizer, FID (plus PSNR/SSIM/bytes for codecs) between sources:
   python -m jaxtok.eval --data folder:A --reference folder:B --out DIR  # two sources
   python -m jaxtok.eval --data folder:A --reference-stats ref.npz --out DIR
   python -m jaxtok.eval --data folder:A --save-stats a.npz --out DIR    # mu/sigma file
-  python -m jaxtok.eval --data bundled --metrics rd --out DIR           # JPEG/WebP curves only
 
-`--metrics rd` rates tokenizer prefixes at the fixed-length code size K·log2(V)/8. For real
-`.jtok` file sizes (uniform and marginal prior), the adaptive-length curve and AVIF, use
-`python -m jaxtok.codec rd --checkpoint DIR --data SOURCE --out DIR` (jaxtok.codec sits
-above eval, so this CLI cannot write `.jtok` files itself).
+Rate-distortion (bytes per image against PSNR/SSIM, tokenizer vs JPEG/WebP/AVIF, in real
+`.jtok` files) is `python -m jaxtok.codec rd --checkpoint DIR --data SOURCE --out DIR`.
 
 SOURCE is what `jaxtok.data.eval_images` takes: `bundled` (the held-out photos),
 `folder:PATH`, `tfds:NAME[:split]`. `--tiles T` loads each image at T*R and cuts it into
@@ -37,7 +34,9 @@ from typing import Any
 import numpy as np
 
 from jaxtok import api, data
-from jaxtok.eval import evaluators, fid, rate_distortion, recon
+from jaxtok import metrics as metrics_lib
+from jaxtok.eval import evaluators, fid
+from jaxtok.eval.images import CODECS, codec_images
 from jaxtok.tokenizers import interface
 
 _LOG = logging.getLogger("jaxtok.eval")
@@ -48,9 +47,9 @@ def _parser() -> argparse.ArgumentParser:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--checkpoint", help="checkpoint directory or variant (e.g. one_d_piece:tiny)")
   p.add_argument("--data", required=True, help="bundled | folder:PATH | tfds:NAME[:split]")
-  p.add_argument("--out", required=True, help="output directory (metrics.json, plots)")
+  p.add_argument("--out", required=True, help="output directory (metrics.json)")
   p.add_argument("--metrics", default=None,
-                 help="comma list of fid,psnr,ssim,mse,l1,lpips,codebook,rd (default: "
+                 help="comma list of fid,psnr,ssim,mse,l1,lpips,codebook (default: "
                       "psnr,ssim,codebook with a tokenizer, fid without)")
   p.add_argument("--resolution", type=int, default=None,
                  help="image side (default: the tokenizer's, else 256)")
@@ -65,8 +64,6 @@ def _parser() -> argparse.ArgumentParser:
                  help="sqrtm: pytorch-fid numerics; eigh: same trace, much faster")
   p.add_argument("--lpips-weights", nargs="+", default=None)
   p.add_argument("--prefix", type=int, default=None, help="decode only the first N tokens")
-  p.add_argument("--rd-lengths", default="all", help="'all' or comma list of prefix lengths")
-  p.add_argument("--qualities", default=None, help="comma list of JPEG/WebP qualities")
   return p
 
 
@@ -80,18 +77,18 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
   return args
 
 
-def _compare_sources(args, images: np.ndarray, metrics: list[str], out: Path) -> dict:
+def _compare_sources(args, images: np.ndarray, metrics: list[str]) -> dict:
   results: dict[str, Any] = {}
   other = None
   if args.compare:
     codec, _, quality = args.compare.partition(":")
-    if codec not in rate_distortion.CODECS or not quality.isdigit():
-      raise ValueError(f"--compare: expected CODEC:QUALITY with CODEC in "
-                       f"{sorted(rate_distortion.CODECS)}, got {args.compare!r}")
-    other, nbytes = rate_distortion.codec_images(images, codec, int(quality))
+    if codec not in CODECS or not quality.isdigit():
+      raise ValueError(f"--compare: expected CODEC:QUALITY with CODEC in {sorted(CODECS)}, "
+                       f"got {args.compare!r}")
+    other, nbytes = codec_images(images, codec, int(quality))
     results.update({f"{codec}/bytes_per_image": nbytes,
-                    f"{codec}/psnr": float(np.mean(recon.psnr(images, other))),
-                    f"{codec}/ssim": float(np.mean(recon.ssim(images, other)))})
+                    f"{codec}/psnr": float(np.mean(metrics_lib.psnr(images, other))),
+                    f"{codec}/ssim": float(np.mean(metrics_lib.ssim(images, other)))})
   elif args.reference:
     other = data.eval_tiles(args.reference, images.shape[1], max_images=args.max_images,
                         tiles=args.tiles)
@@ -104,14 +101,6 @@ def _compare_sources(args, images: np.ndarray, metrics: list[str], out: Path) ->
         results[name] = fid.compute_fid(stats, ref, batch_size=args.batch_size,
                                         method=args.fid_method)
     results["fid/num_images"] = int(images.shape[0])
-  if "rd" in metrics:
-    qualities = (tuple(int(q) for q in args.qualities.split(","))
-                 if args.qualities else rate_distortion.DEFAULT_QUALITIES)
-    rd = rate_distortion.rate_distortion(None, images, qualities=qualities,
-                                         batch_size=args.batch_size, fid_method=args.fid_method)
-    rate_distortion.write_json(rd, out / "rate_distortion.json")
-    rate_distortion.plot(rd, out / "rate_distortion.png")
-    results["rd"] = rd["curves"]
   return results
 
 
@@ -123,17 +112,13 @@ _FLAG_OPTIONS = {
     "fid_method": ("method", lambda v: v),
     "lpips_weights": ("lpips_weights", lambda v: v),
     "reference_stats": ("reference_stats", lambda v: v),
-    "rd_lengths": ("lengths", lambda v: None if v == "all" else [int(k) for k in v.split(",")]),
-    "qualities": ("qualities", lambda v: tuple(int(q) for q in v.split(","))),
 }
 
 
-def _evaluator_options(args: argparse.Namespace, metrics: Sequence[str], out: Path) -> dict:
+def _evaluator_options(args: argparse.Namespace) -> dict:
   """Keyword options for `evaluators.build_evaluators` from the flags that were given."""
   parser = _parser()
   options: dict[str, Any] = {"batch_size": args.batch_size}
-  if "rd" in metrics:
-    options["out_dir"] = str(out)
   for flag, (option, convert) in _FLAG_OPTIONS.items():
     value = getattr(args, flag)
     if value != parser.get_default(flag):
@@ -145,6 +130,10 @@ def evaluate(argv: Sequence[str] | None = None) -> dict:
   """Runs the CLI on `argv`; returns the record written to `metrics.json`."""
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
   args = _parse(argv)
+  if "rd" in [m.strip() for m in (args.metrics or "").split(",")]:
+    raise ValueError("--metrics rd: rate-distortion is its own command, `python -m "
+                     "jaxtok.codec rd --checkpoint DIR --data SOURCE --out DIR` (real .jtok "
+                     "file sizes, JPEG/WebP/AVIF curves)")
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   t0 = time.time()
@@ -164,13 +153,13 @@ def evaluate(argv: Sequence[str] | None = None) -> dict:
         "fid" in metrics):
       raise ValueError("--metrics fid without --checkpoint needs --compare, --reference, "
                        "--reference-stats or --save-stats")
-    unsupported = sorted(set(metrics) - {"fid", "rd"})
+    unsupported = sorted(set(metrics) - {"fid"})
     if unsupported:
       raise ValueError(f"--metrics: {unsupported} need a --checkpoint")
-    results = _compare_sources(args, images, metrics, out)
+    results = _compare_sources(args, images, metrics)
   else:
     results = {}
-    for ev in evaluators.build_evaluators(metrics, **_evaluator_options(args, metrics, out)):
+    for ev in evaluators.build_evaluators(metrics, **_evaluator_options(args)):
       t = time.time()
       for name, value in ev.run(tok, images):
         results[f"{ev.name}/{name}"] = value

@@ -22,13 +22,15 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
-from jaxtok.eval import codebook, fid, rate_distortion, recon, reduce
+from jaxtok import adaptive
+from jaxtok import metrics as metrics_lib
+from jaxtok.eval import codebook, fid, reduce
+from jaxtok.eval.images import iter_batches
 
 RECON_METRICS = ("psnr", "ssim", "mse", "l1", "lpips")
 
@@ -47,7 +49,7 @@ class Evaluator:
     self.prefix = prefix
 
   def batches(self, data: Any) -> Iterator[np.ndarray]:
-    return fid.iter_batches(data, self.batch_size, "data")
+    return iter_batches(data, self.batch_size, "data")
 
   def tokens(self, tokenizer, batch: np.ndarray) -> np.ndarray:
     ids = tokenizer.encode(batch)
@@ -63,7 +65,7 @@ class ReconEvaluator(Evaluator):
   Args:
     metrics: any of `RECON_METRICS`; "lpips" needs `lpips_weights` (paths for
       `jaxtok.nets.perceptual.LPIPS.from_file`).
-    ssim_gaussian: SSIM window, see `recon.ssim`.
+    ssim_gaussian: SSIM window, see `jaxtok.metrics.ssim`.
   """
 
   name = "recon"
@@ -79,11 +81,11 @@ class ReconEvaluator(Evaluator):
       raise ValueError("lpips_weights: LPIPS needs weight files (see jaxtok.nets.perceptual)"
                        ", got None")
     self.metrics = metrics
-    fns = {m: recon.METRICS[m] for m in metrics if m != "lpips"}
+    fns = {m: metrics_lib.METRICS[m] for m in metrics if m != "lpips"}
     if "ssim" in fns:
-      fns["ssim"] = lambda a, b: recon.ssim(a, b, gaussian=ssim_gaussian)
+      fns["ssim"] = lambda a, b: metrics_lib.ssim(a, b, gaussian=ssim_gaussian)
     if "lpips" in metrics:
-      fns["lpips"] = recon.make_lpips(lpips_weights)
+      fns["lpips"] = adaptive.lpips(lpips_weights)
 
     def per_batch_sums(real, fake):  # Built once; jit caches one executable per shape.
       return {m: fn(real, fake).sum() for m, fn in fns.items()}
@@ -163,46 +165,10 @@ class CodebookEvaluator(Evaluator):
     yield from counter.results(per_position=self.per_position, factor_names=names).items()
 
 
-class RateDistortionEvaluator(Evaluator):
-  """Evaluator form: yields `k<K>/{bytes,psnr,ssim}` (and `<codec>/q<Q>/...`); with `out_dir`
-  also writes `rate_distortion.json` and `rate_distortion.png` there.
-
-  `data` must be an array (all images are kept for the sweep).
-  """
-
-  name = "rd"
-
-  def __init__(self, *, batch_size: int = 32, lengths: Sequence[int] | None = None,
-               codecs: Sequence[str] = ("jpeg", "webp"),
-               qualities: Sequence[int] = rate_distortion.DEFAULT_QUALITIES,
-               out_dir: str | None = None,
-               with_fid: bool | None = None, method: str = "sqrtm"):
-    super().__init__(batch_size=batch_size)
-    self.lengths, self.codecs, self.qualities = lengths, tuple(codecs), tuple(qualities)
-    self.out_dir, self.with_fid, self.method = out_dir, with_fid, method
-
-  def run(self, tokenizer, data):
-    images = data if isinstance(data, np.ndarray) else np.concatenate(list(self.batches(data)))
-    result = rate_distortion.rate_distortion(
-        tokenizer, images, lengths=self.lengths, codecs=self.codecs, qualities=self.qualities,
-        batch_size=self.batch_size, with_fid=self.with_fid, fid_method=self.method)
-    if self.out_dir:
-      rate_distortion.write_json(result, Path(self.out_dir) / "rate_distortion.json")
-      rate_distortion.plot(result, Path(self.out_dir) / "rate_distortion.png",
-                           tokenizer_label=getattr(tokenizer, "family", "tokenizer"))
-    for name, pts in result["curves"].items():
-      for p in pts:
-        tag = f"k{p['tokens']}" if name == "tokenizer" else f"{name}/q{p['quality']}"
-        for key in ("bytes_per_image", "psnr", "ssim", "rfid"):
-          if key in p:
-            yield f"{tag}/{key}", p[key]
-
-
 EVALUATORS: dict[str, type[Evaluator]] = {
     "recon": ReconEvaluator,
     "fid": FidEvaluator,
     "codebook": CodebookEvaluator,
-    "rd": RateDistortionEvaluator,
 }
 
 
@@ -214,11 +180,11 @@ def _options(cls: type[Evaluator]) -> set[str]:
 
 
 def build_evaluators(names: str | Sequence[str], **options) -> list[Evaluator]:
-  """Evaluators for metric names, e.g. `["psnr", "ssim", "fid", "codebook", "rd"]`.
+  """Evaluators for metric names, e.g. `["psnr", "ssim", "fid", "codebook"]`.
 
   Reconstruction metrics (`RECON_METRICS`) are grouped into one ReconEvaluator. Each option
   goes to every selected evaluator whose constructor takes it (batch_size, prefix, method,
-  lpips_weights, out_dir, ...).
+  lpips_weights, ...).
 
   Raises:
     ValueError: an unknown name, or options that none of the selected evaluators takes
@@ -229,8 +195,10 @@ def build_evaluators(names: str | Sequence[str], **options) -> list[Evaluator]:
   names = [n.strip() for n in names]
   unknown = sorted(set(names) - set(RECON_METRICS) - set(EVALUATORS))
   if unknown:
+    hint = ("; rate-distortion is `python -m jaxtok.codec rd` (jaxtok.codec.rd)"
+            if "rd" in unknown else "")
     raise ValueError(f"names: unknown evaluators {unknown}; expected some of "
-                     f"{sorted(set(RECON_METRICS) | set(EVALUATORS))}")
+                     f"{sorted(set(RECON_METRICS) | set(EVALUATORS))}{hint}")
   keys = list(dict.fromkeys("recon" if n in RECON_METRICS else n for n in names))
   taken = {k: _options(EVALUATORS[k]) for k in keys}
   unused = sorted(set(options) - set().union(*taken.values()))

@@ -11,7 +11,8 @@ Feature extraction (the Flax FID Inception, `inception.py`) is kept apart from t
   otherwise its real part is used.
 
 Images everywhere are `[N, H, W, 3]` uint8 (or float in [0, 1]) arrays, or iterables of such
-batches, of any size; pytorch-fid's input handling (bilinear resize to 299, 2x-1) is applied.
+batches, of any size (batched by `jaxtok.eval.images.iter_batches`); pytorch-fid's input
+handling (bilinear resize to 299, 2x-1) is applied.
 Statistics files are `.npz` with keys `mu` `[D]` and `sigma` `[D, D]`, the format pytorch-fid
 (`--save-stats`) and the ADM evaluator's reference batches use.
 """
@@ -19,14 +20,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
-import jax
 import numpy as np
 import scipy.linalg
 
 from jaxtok.eval import reduce
+from jaxtok.eval.images import iter_batches, to_uint8
 from jaxtok.nets import inception
 
 _LOG = logging.getLogger(__name__)
@@ -168,22 +169,6 @@ def load_statistics(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------------------------------------
 
 
-def iter_batches(images: Any, batch_size: int, name: str = "images") -> Iterable[np.ndarray]:
-  """Yields `[b, H, W, 3]` numpy batches from an array or from an iterable of batches."""
-  if isinstance(images, (np.ndarray, jax.Array)):
-    images = inception.check_images(images, name)
-    for start in range(0, images.shape[0], batch_size):
-      yield images[start:start + batch_size]
-    return
-  if isinstance(images, (str, bytes)) or not hasattr(images, "__iter__"):
-    raise ValueError(f"{name}: expected an [N, H, W, 3] array or an iterable of batches, got "
-                     f"{type(images).__name__}")
-  for batch in images:
-    if isinstance(batch, dict):  # A data-pipeline batch {"image": ...}.
-      batch = batch["image"]
-    yield inception.check_images(batch, name)
-
-
 def _feature_fn(extractor: FeatureFn | None, batch_size: int) -> FeatureFn:
   return extractor if extractor is not None else inception.default_extractor(
       batch_size=batch_size)
@@ -236,14 +221,6 @@ def compute_fid(images_a: Any, images_b: Any, *, extractor: FeatureFn | None = N
   mu1, s1 = _stats_of(images_a, extractor, batch_size)
   mu2, s2 = _stats_of(images_b, extractor, batch_size)
   return frechet_distance(mu1, s1, mu2, s2, eps=eps, method=method)
-
-
-def to_uint8(images) -> np.ndarray:
-  """float [0, 1] -> uint8 with rounding (what saving reconstructions as PNG does)."""
-  images = np.asarray(images)
-  if images.dtype == np.uint8:
-    return images
-  return np.round(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def reconstruction_stats(tokenizer, images: Any, *, extractor: FeatureFn | None = None,

@@ -18,9 +18,7 @@ never read; on restart they are deleted and rewritten.
 """
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import logging
 import math
 import os
@@ -37,24 +35,11 @@ from tqdm import tqdm
 
 from jaxtok import api, parallel
 from jaxtok import data as data_lib
-from jaxtok.io import checkpoint as ckpt_io
+from jaxtok.api import fingerprint as tokenizer_fingerprint  # The manifest's tokenizer id.
 from jaxtok.tokenize import records as rec
 from jaxtok.tokenize.sources import Source
 
 _LOG = logging.getLogger(__name__)
-
-
-def tokenizer_fingerprint(tok: api.Tokenizer) -> str:
-  """sha256 of the tokenizer's family, config and every state array (names, dtypes, bytes)."""
-  h = hashlib.sha256()
-  h.update(json.dumps({"family": tok.family, "config": ckpt_io.config_to_dict(tok.config)},
-                      sort_keys=True).encode())
-  arrays, _ = ckpt_io.state_to_arrays(tok.model)
-  for key in sorted(arrays):
-    a = np.ascontiguousarray(arrays[key])
-    h.update(f"{key}|{a.dtype.str}|{a.shape}".encode())
-    h.update(a.tobytes())
-  return h.hexdigest()
 
 
 class _Load:

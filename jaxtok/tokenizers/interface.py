@@ -6,13 +6,17 @@ The validation of images, token ids and prefix lengths lives here and nowhere el
 - host side (numpy, full checks incl. value ranges): `check_images`, `check_tokens`;
 - jit-safe static checks (shapes and dtypes only) that models call on traced arrays:
   `check_image_shape`, `check_id_shape`;
-- `check_prefix_length`, shared by both.
+- `check_prefix_length`, shared by both, and `check_lengths` (per-image prefix lengths: the
+  API's `decode(..., lengths=)` and `.jtok` files);
+- `decode_options` / `split_decode_options`: the options a model's decoder takes, and the
+  check of those given to `decode`.
 
 Every failure is a `ValueError` that names the argument, what was expected and what came.
 """
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 from typing import Any
@@ -153,6 +157,30 @@ def check_prefix_length(n: int, num_tokens: int, name: str) -> None:
                      f"L={n}")
 
 
+def check_lengths(lengths: Any, spec: TokenSpec, batch: int, width: int | None = None, *,
+                  name: str = "lengths", family: str | None = None) -> np.ndarray:
+  """Host-side check of per-image prefix lengths for `batch` rows of `width` ids (default K).
+
+  Image b keeps `ids[b, :lengths[b]]` (the API's `decode(..., lengths=)`, `.jtok` files).
+  Accepts one int (every image) or `[B]` ints, each in 1..min(width, K); lengths below K only
+  when `spec.prefix`. `family` names the tokenizer in the message. Returns int32 `[B]`.
+  """
+  limit = min(spec.num_tokens if width is None else int(width), spec.num_tokens)
+  what = f"expected an int or [B={batch}] ints in 1..{limit} (the tokens given)"
+  if isinstance(lengths, (bool, np.bool_)):
+    raise ValueError(f"{name}: {what}, got {lengths!r}")
+  n = np.asarray(lengths) if isinstance(lengths, (int, np.integer)) else as_numpy(lengths, name)
+  if n.ndim == 0:
+    n = np.full((batch,), n)
+  if (n.shape != (batch,) or n.size == 0 or not np.issubdtype(n.dtype, np.integer)
+      or n.dtype == np.bool_ or n.min() < 1 or n.max() > limit):
+    raise ValueError(f"{name}: {what}, got {lengths!r}")
+  if not spec.prefix and n.min() < spec.num_tokens:
+    raise ValueError(f"{name}: this {family + ' ' if family else ''}tokenizer decodes only all "
+                     f"{spec.num_tokens} tokens (no prefixes), got lengths down to {n.min()}")
+  return n.astype(np.int32)
+
+
 def _image_shape_problem(shape: tuple, s: int, name: str) -> str | None:
   if len(shape) != 4 or shape[-1] != 3:
     return f"{name}: expected shape [B, {s}, {s}, 3] (NHWC, RGB), got {shape}"
@@ -265,5 +293,68 @@ def check_tokens(t: Any, spec: TokenSpec, name: str = "tokens") -> np.ndarray:
   return t.astype(np.int32)
 
 
+def _keyword_options(method: Any) -> dict[str, Any]:
+  """`{name: default}` of a decode method's keyword-only arguments (its decode options)."""
+  return {p.name: p.default for p in inspect.signature(method).parameters.values()
+          if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def decode_options(model: Any) -> tuple[dict[str, Any], tuple[str, ...]]:
+  """A model's decode options: `({name: default}, names passed at run time)`.
+
+  The options are the keyword-only arguments of `model.decode_tokens` (FlexTok's sampler
+  `steps`, `guidance`, `guidance_scale`, `seed`; none for a deterministic decoder such as
+  TiTok); a prefix model's `decode_prefixes` must take the same. `model.runtime_decode_options`
+  names those passed as int32 scalars at run time (FlexTok's `seed`); the others are
+  compiled in, so each new value compiles once.
+  """
+  name = type(model).__name__
+  defaults = _keyword_options(model.decode_tokens)
+  runtime = tuple(getattr(model, "runtime_decode_options", ()))
+  missing = sorted(set(runtime) - set(defaults))
+  if missing:
+    raise ValueError(f"model: runtime_decode_options {missing} are not keyword options of "
+                     f"{name}.decode_tokens {sorted(defaults)}")
+  prefixes = getattr(model, "decode_prefixes", None)
+  if model.token_spec.prefix and callable(prefixes) and _keyword_options(prefixes) != defaults:
+    raise ValueError(f"model: {name}.decode_prefixes must take the keyword options of "
+                     f"decode_tokens {sorted(defaults)}")
+  return defaults, runtime
+
+
+def split_decode_options(options: dict[str, Any], defaults: dict[str, Any],
+                         runtime: tuple[str, ...], owner: str) -> tuple[tuple, dict]:
+  """Host-side check of `decode` options against a model's `decode_options(model)`.
+
+  Returns `(compiled-in options as a sorted (name, value) tuple, {runtime name: int32})`,
+  defaults filled in. `owner` names the decoder in the message of an unknown option.
+  """
+  unknown = sorted(set(options) - set(defaults))
+  if unknown:
+    accepted = (f"it accepts {sorted(defaults)}" if defaults else
+                "its decode is deterministic and accepts no options")
+    raise ValueError(f"{unknown[0]}: not a decode option of {owner}; {accepted}")
+  full = {**defaults, **options}
+  values = {}
+  for name in runtime:
+    v = full.pop(name)
+    if (isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))
+        or not -2**31 <= int(v) < 2**31):
+      raise ValueError(f"{name}: expected an int in [-2**31, 2**31), got {v!r}")
+    values[name] = np.int32(v)
+  static = []
+  for name in sorted(full):
+    v = full[name]
+    v = v.item() if isinstance(v, np.generic) else v
+    try:
+      hash(v)
+    except TypeError:
+      raise ValueError(f"{name}: expected a scalar option value (int, float, str or None), "
+                       f"got {type(v).__name__}") from None
+    static.append((name, v))
+  return tuple(static), values
+
+
 __all__ = ["IMAGE_RANGE_TOLERANCE", "TokenSpec", "as_numpy", "check_id_shape",
-           "check_image_shape", "check_images", "check_prefix_length", "check_tokens"]
+           "check_image_shape", "check_images", "check_lengths", "check_prefix_length",
+           "check_tokens", "decode_options", "split_decode_options"]

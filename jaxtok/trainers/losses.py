@@ -343,7 +343,7 @@ def model_terms(cfg: LossConfig, aux: Mapping[str, Any]) -> dict[str, Array]:
                      f"{sorted(aux) if isinstance(aux, Mapping) else type(aux).__name__}")
   terms = {f"{name}_loss": cfg.term_weight(name) * _f32(value) for name, value in named.items()}
   for key in LOGGED_AUX:
-    if key in aux:
+    if aux.get(key) is not None:
       terms[key] = jax.lax.stop_gradient(_f32(aux[key]))
   return terms
 

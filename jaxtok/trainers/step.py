@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxtok.eval.recon import psnr
+from jaxtok.metrics import psnr
 from jaxtok.trainers import losses
 from jaxtok.trainers.config import TrainConfig
 from jaxtok.trainers.state import PyTree, TrainState, cast_for_compute, update_ema

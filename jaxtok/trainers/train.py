@@ -35,10 +35,10 @@ from ml_collections import config_flags
 
 import jaxtok
 from jaxtok import data as data_lib
+from jaxtok import metrics as recon_lib
 from jaxtok import parallel
 from jaxtok.api import Tokenizer
 from jaxtok.eval import evaluators as evaluators_lib
-from jaxtok.eval import recon as recon_lib
 from jaxtok.io import checkpoint as checkpoint_format
 from jaxtok.tokenizers import get_family
 from jaxtok.tokenizers.convert import load_official

@@ -10,7 +10,6 @@ import jaxtok
 from jaxtok import codec, data
 from jaxtok.codec import __main__ as cli
 from jaxtok.codec import rd
-from jaxtok.eval import rate_distortion
 from jaxtok.tokenizers.titok import TiTokConfig
 from jaxtok.tokenizers.titok.one_d_piece import OneDPiece
 
@@ -104,13 +103,31 @@ def test_rd_command_writes_plot_and_figures(ckpt, photos, tmp_path):
     assert (tmp_path / "rd" / name).is_file()
 
 
+def test_rd_command_lengths_and_targets(ckpt, photos, tmp_path, capsys):
+  prior = tmp_path / "prior.npz"
+  tok = jaxtok.load(ckpt)
+  codec.fit_marginal(tok, [data.eval_images(f"folder:{photos}", 16)]).save(prior)
+  args = ["rd", "--checkpoint", ckpt, "--data", f"folder:{photos}", "--out",
+          str(tmp_path / "rd"), "--prior", str(prior), "--qualities", "50"]
+  res = cli.run([*args, "--lengths", "2,4", "--targets", "0"])
+  curves = json.loads((tmp_path / "rd" / "rate_distortion.json").read_text())["curves"]
+  assert [p["tokens"] for p in curves["tokenizer/marginal"]] == [2, 4]
+  assert [p["target"] for p in curves["adaptive/marginal"]] == [0.0]
+  assert curves["adaptive/marginal"][0]["mean_tokens"] == 1  # Every length reaches 0 dB.
+  assert res["marginal_vs_uniform"]["tokens"] == 4
+  assert cli.main([*args, "--lengths", "2,x"]) == 2
+  assert "--lengths: expected 'all' or a comma list" in capsys.readouterr().err
+  assert cli.main([*args, "--lengths", "0,4"]) == 2
+  assert "lengths: expected some of the usable prefix lengths 1..4" in capsys.readouterr().err
+
+
 def test_rd_sizes_match_compress(ckpt, photos, tmp_path):
   tok = jaxtok.load(ckpt)
   images = data.eval_images(f"folder:{photos}", 16)
   prior = codec.fit_marginal(tok, [images])
   prior.save(tmp_path / codec.MARGINAL_FILE)
-  res = rate_distortion.rate_distortion(tok, images, codecs=(), coders=rd.coders(tok, prior),
-                                        lengths=[2, 4])
+  res = rd.rate_distortion(tok, images, codecs=(), lengths=[2, 4],
+                           jtok_priors={"uniform": "uniform", "marginal": prior})
   for name, p in (("uniform", "uniform"), ("marginal", prior)):
     want = [np.mean([len(b) for b in codec.compress(tok, images, prior=p, num_tokens=k)])
             for k in (2, 4)]

@@ -13,7 +13,6 @@ import jaxtok
 from jaxtok import codec
 from jaxtok.codec import format as fmt
 from jaxtok.codec import rd
-from jaxtok.eval import rate_distortion
 from jaxtok.tokenizers.titok import TiTok, TiTokConfig
 from jaxtok.tokenizers.titok.one_d_piece import OneDPiece
 
@@ -235,10 +234,10 @@ def test_version_1_files_and_bad_headers(tok):
     codec.decompress_tokens(tok, [marg])
 
 
-def test_rd_coders_size_radix_files(tok, prior):
+def test_rd_sizes_radix_files(tok, prior):
   x = _images(2, seed=4)
-  res = rate_distortion.rate_distortion(tok, x, codecs=(), coders=rd.coders(tok, prior),
-                                        lengths=[2, 8])
+  res = rd.rate_distortion(tok, x, codecs=(), lengths=[2, 8],
+                           jtok_priors={"uniform": "uniform", "marginal": prior})
   for name, p in (("uniform", "uniform"), ("marginal", prior)):
     want = [np.mean([len(b) for b in codec.compress(tok, x, prior=p, num_tokens=k)])
             for k in (2, 8)]

@@ -3,30 +3,33 @@ import numpy as np
 import pytest
 
 import jaxtok
-from jaxtok.eval import evaluators, recon
+from jaxtok import adaptive, metrics
+from jaxtok.eval import evaluators
+from jaxtok.nets import perceptual
+from tests.eval.fakes import BlockTokenizer, make_smooth_images
 
 
 def test_build_evaluators_groups_recon_metrics():
-  evs = evaluators.build_evaluators("psnr,ssim,codebook,rd,mse", batch_size=5, out_dir=None,
-                                    method="eigh")
-  assert [type(e) for e in evs] == [evaluators.ReconEvaluator, evaluators.CodebookEvaluator,
-                                    evaluators.RateDistortionEvaluator]
+  evs = evaluators.build_evaluators("psnr,ssim,codebook,mse", batch_size=5)
+  assert [type(e) for e in evs] == [evaluators.ReconEvaluator, evaluators.CodebookEvaluator]
   assert evs[0].metrics == ("psnr", "ssim", "mse") and evs[0].batch_size == 5
   fid_ev = evaluators.build_evaluators(["fid"], method="eigh")[0]
   assert isinstance(fid_ev, evaluators.FidEvaluator) and fid_ev.method == "eigh"
   with pytest.raises(ValueError, match="unknown evaluators"):
     evaluators.build_evaluators(["psnr", "bleu"])
+  with pytest.raises(ValueError, match=r"unknown evaluators \['rd'\].*python -m jaxtok\.codec rd"):
+    evaluators.build_evaluators(["psnr", "rd"])
   with pytest.raises(ValueError, match="lpips_weights"):
     evaluators.build_evaluators(["lpips"])
   # Options no selected evaluator takes are named, never dropped.
   with pytest.raises(ValueError, match=r"\['unused_option'\] are taken by none"):
     evaluators.build_evaluators("psnr,codebook", batch_size=5, unused_option=1)
-  with pytest.raises(ValueError, match=r"\['out_dir'\] are taken by none"):
-    evaluators.build_evaluators(["psnr"], out_dir="x")
+  with pytest.raises(ValueError, match=r"\['method'\] are taken by none"):
+    evaluators.build_evaluators(["psnr"], method="eigh")
 
 
 def test_evaluators_dict_is_static():
-  assert sorted(evaluators.EVALUATORS) == ["codebook", "fid", "rd", "recon"]
+  assert sorted(evaluators.EVALUATORS) == ["codebook", "fid", "recon"]
   assert all(issubclass(c, evaluators.Evaluator) and c.name == n
              for n, c in evaluators.EVALUATORS.items())
 
@@ -36,9 +39,9 @@ def test_recon_evaluator_sums_over_batches(fake_tokenizer, images):
   got = dict(ev.run(fake_tokenizer, images))
   fake = fake_tokenizer.decode(fake_tokenizer.encode(images))
   assert got["num_images"] == 12
-  assert got["psnr"] == pytest.approx(float(np.mean(recon.psnr(images, fake))), rel=1e-5)
-  assert got["ssim"] == pytest.approx(float(np.mean(recon.ssim(images, fake))), rel=1e-5)
-  assert got["mse"] == pytest.approx(float(np.mean(recon.mse(images, fake))), rel=1e-5)
+  assert got["psnr"] == pytest.approx(float(np.mean(metrics.psnr(images, fake))), rel=1e-5)
+  assert got["ssim"] == pytest.approx(float(np.mean(metrics.ssim(images, fake))), rel=1e-5)
+  assert got["mse"] == pytest.approx(float(np.mean(metrics.mse(images, fake))), rel=1e-5)
   # Same numbers from an iterable of uneven batches.
   again = dict(ev.run(fake_tokenizer, [images[:3], {"image": images[3:]}]))
   assert again["psnr"] == pytest.approx(got["psnr"], rel=1e-6)
@@ -59,6 +62,24 @@ def test_fid_evaluator_with_stand_in_features(fake_tokenizer, images):
   got = dict(evaluators.FidEvaluator(batch_size=5, extractor=feats, method="eigh").run(
       fake_tokenizer, images))
   assert got["num_images"] == 12 and got["rfid"] > 0
+
+
+@pytest.mark.slow  # Compiles VGG16 (LPIPS) on CPU.
+def test_recon_evaluator_lpips_is_the_adaptive_search_lpips(fake_tokenizer, tmp_path):
+  rng = np.random.default_rng(0)
+  params = {k: np.abs(rng.standard_normal(s)).astype(np.float32) * 0.05
+            for k, s in perceptual.lpips_weight_shapes().items()}
+  perceptual.save_lpips_weights(tmp_path / "lpips.npz", params)
+  x = make_smooth_images(n=3, size=32)
+  tok = BlockTokenizer(image_size=32)
+  got = dict(evaluators.ReconEvaluator(("lpips",), lpips_weights=tmp_path / "lpips.npz",
+                                       batch_size=2).run(tok, x))
+  fake = tok.decode(tok.encode(x))
+  want = perceptual.LPIPS.from_file(tmp_path / "lpips.npz")(x / 255.0, fake)
+  assert got["lpips"] == pytest.approx(float(np.mean(want)), rel=1e-4)
+  # One loader for every LPIPS of jaxtok: the adaptive-length target uses the same network.
+  np.testing.assert_allclose(adaptive.lpips([tmp_path / "lpips.npz"])(x, fake), want,
+                             rtol=1e-4)
 
 
 def test_evaluators_on_a_real_one_d_piece_model():

@@ -1,10 +1,13 @@
-"""Reconstruction metrics: MSE, L1, PSNR, SSIM (and LPIPS through `jaxtok.nets.perceptual`).
+"""Per-image reconstruction metrics: MSE, L1, PSNR, SSIM. Pure maths (JAX), nothing of jaxtok.
 
-`psnr` here is THE PSNR of jaxtok: the trainer's eval metric and every evaluator use it.
+These are THE PSNR and SSIM of jaxtok: the trainer's eval metric, every evaluator
+(`jaxtok.eval`), the adaptive-length search (`jaxtok.adaptive`) and the rate-distortion curves
+(`jaxtok.codec.rd`) use them. LPIPS needs a network and lives in `jaxtok.adaptive.lpips`.
 
 All functions take two `[B, H, W, C]` image batches in the same range (`data_range`, 1.0 for
 [0, 1] floats; uint8 inputs are divided by 255 first) and return per-image values `[B]`
-float32, so evaluators can sum them over batches and hosts and divide at the end.
+float32, so evaluators can sum them over batches and hosts and divide at the end. They trace
+under `jax.jit` (the checks are on shapes and dtypes only).
 
 SSIM (Wang et al. 2004) is computed per channel and averaged, over the "valid" region
 (borders of half a window cropped), exactly as `skimage.metrics.structural_similarity` does
@@ -27,15 +30,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtok.nets import perceptual
-
 SSIM_K1, SSIM_K2 = 0.01, 0.03  # Wang et al. 2004.
 SSIM_SIGMA = 1.5
 SSIM_TRUNCATE = 3.5  # scikit-image's truncation of the Gaussian: radius int(3.5*1.5+0.5) = 5.
 SSIM_UNIFORM_WIN = 7
 
 
-def _as_float_pair(a, b, data_range: float | None) -> tuple[jax.Array, jax.Array, float]:
+def as_float_pair(a, b, data_range: float | None = None
+                  ) -> tuple[jax.Array, jax.Array, float]:
+  """`(a, b, range)` as float32 arrays of one `[B, H, W, C]` shape; uint8 sides go to [0, 1]."""
   a, b = jnp.asarray(a), jnp.asarray(b)
   if a.shape != b.shape or a.ndim != 4:
     raise ValueError(f"a/b: expected two [B, H, W, C] batches of one shape, got {a.shape} "
@@ -54,19 +57,19 @@ def _as_float_pair(a, b, data_range: float | None) -> tuple[jax.Array, jax.Array
 
 def mse(a, b, *, data_range: float | None = None) -> jax.Array:
   """Per-image mean squared error `[B]`."""
-  a, b, _ = _as_float_pair(a, b, data_range)
+  a, b, _ = as_float_pair(a, b, data_range)
   return jnp.mean(jnp.square(a - b), axis=(1, 2, 3))
 
 
 def l1(a, b, *, data_range: float | None = None) -> jax.Array:
   """Per-image mean absolute error `[B]`."""
-  a, b, _ = _as_float_pair(a, b, data_range)
+  a, b, _ = as_float_pair(a, b, data_range)
   return jnp.mean(jnp.abs(a - b), axis=(1, 2, 3))
 
 
 def psnr(a, b, *, data_range: float | None = None, max_db: float = 100.0) -> jax.Array:
   """Per-image PSNR in dB `[B]`: `10 log10(R² / mse)`; identical images give `max_db`."""
-  a, b, r = _as_float_pair(a, b, data_range)
+  a, b, r = as_float_pair(a, b, data_range)
   err = jnp.mean(jnp.square(a - b), axis=(1, 2, 3))
   value = 10.0 * jnp.log10(r * r / jnp.maximum(err, 1e-30))
   return jnp.minimum(value, max_db)
@@ -107,7 +110,7 @@ def ssim(a, b, *, data_range: float | None = None, gaussian: bool = True) -> jax
     gaussian: Gaussian 11x11 window with population covariances (True), or scikit-image's
       default 7x7 uniform window with sample covariances (False).
   """
-  a, b, r = _as_float_pair(a, b, data_range)
+  a, b, r = as_float_pair(a, b, data_range)
   window = ssim_window(gaussian)
   win = window.shape[0]
   if a.shape[1] < win or a.shape[2] < win:
@@ -127,18 +130,8 @@ def ssim(a, b, *, data_range: float | None = None, gaussian: bool = True) -> jax
   return jnp.mean(s, axis=(1, 2, 3))
 
 
-# The metrics a ReconEvaluator knows, by name; LPIPS is added when weights are given.
+# The metrics by name (the `jaxtok.eval` ReconEvaluator's; LPIPS is added there when weights
+# are given).
 METRICS = {"mse": mse, "l1": l1, "psnr": psnr, "ssim": ssim}
 
-
-def make_lpips(weights):
-  """`fn(a, b) -> [B]` LPIPS from `jaxtok.nets.perceptual.LPIPS` weights (file paths)."""
-  paths = (weights,) if isinstance(weights, (str, bytes)) or not hasattr(
-      weights, "__iter__") else tuple(weights)
-  model = perceptual.LPIPS.from_file(*paths)
-
-  def lpips(a, b):
-    a, b, _ = _as_float_pair(a, b, None)
-    return model(a, b)
-
-  return lpips
+__all__ = ["METRICS", "as_float_pair", "l1", "mse", "psnr", "ssim", "ssim_window"]
