@@ -243,7 +243,9 @@ def test_prefix_encoding_equals_fewer_registers_and_prefix_decode():
 
 def test_training_forward_flow_loss():
   """The train pass: loss = MSE(v, eps - x0), per-image pow2 keep lengths, logit-normal t.
-  (Gradients through the one trainer: test_flextok_train.py.)"""
+
+  Gradients through the one trainer: test_flextok_train.py.
+  """
   fam = get_family("flextok")
   cfg = fam.variant("smoke")
   cfg.drop_quant_p, cfg.token_corruption_p = 0.5, 0.1
