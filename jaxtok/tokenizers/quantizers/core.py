@@ -1,4 +1,4 @@
-"""The one quantizer core shared by every jaxtok quantizer (DESIGN.md §4).
+"""The one quantizer core shared by every jaxtok quantizer (docs/design.md §4).
 
 Pure functions over float32 arrays: distances, nearest-code assignment (optionally chunked so
 that the `[N, K]` distance matrix never materialises at once), one-hot lookups and counts,
@@ -212,7 +212,7 @@ LOOKUPS = ("auto", "onehot", "gather")
 
 
 def resolve_lookup(lookup: str) -> str:
-  """"auto" -> "onehot" on TPU (MXU matmuls, DESIGN.md §4), "gather" elsewhere.
+  """"auto" -> "onehot" on TPU (MXU matmuls, docs/design.md §4), "gather" elsewhere.
 
   Both give identical ids, codes and counts; on CPU the `[N, K]` one-hot costs as much as the
   distance matrix itself (see benchmarks/quantizers.py), while a gather / scatter-add is O(N).
