@@ -18,7 +18,7 @@ from flax import nnx
 from jaxtok.configs import fqgan as fqgan_configs
 from jaxtok.io.safetensors import read_safetensors, write_safetensors
 from jaxtok.nets import teachers, vit
-from jaxtok.trainers import step as step_lib
+from jaxtok.trainers import frozen as frozen_lib
 
 TOL = dict(rtol=1e-4, atol=1e-4)
 
@@ -313,13 +313,13 @@ def test_fqgan_semantic_loss_config_builds_a_clip_teacher(models, tmp_path_facto
   _, small = models["clip_small"]
   f.loss.semantic_teacher = f"sem=clip:{small}"
   with pytest.raises(ValueError, match=f"64-wide.*{width}"):
-    step_lib.semantic_networks(f, f.model)
+    frozen_lib.semantic_networks(f, f.model)
   model, path = _clip(tmp_path_factory, "c288", 8, **{**SMALL_CLIP, "hidden_size": width,
                                                        "num_hidden_layers": 1})
   f.loss.semantic_teacher = f"sem=clip:{path}"
-  graphdef, params, state = step_lib.semantic_networks(f, f.model)["sem"]
+  graphdef, params, state = frozen_lib.semantic_networks(f, f.model)["sem"]
   images = np.random.default_rng(4).uniform(size=(2, 32, 32, 3)).astype(np.float32)
-  got = jax.jit(step_lib.frozen_apply(graphdef))((params, state), jnp.asarray(images))
+  got = jax.jit(frozen_lib.frozen_apply(graphdef))((params, state), jnp.asarray(images))
   want, _ = _reference(model, _fqgan_scaling("clip", images, 28))
   assert got.cls.shape == (2, width) and got.patches.shape == (2, 16, width)
   np.testing.assert_allclose(np.asarray(got.cls), want[:, 0], **TOL)
