@@ -35,11 +35,11 @@ import numpy as np
 from flax import nnx
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import timing  # noqa: E402
-import train_step  # noqa: E402
+import timing
+import train_step
 
-from jaxtok.tokenizers import get_family  # noqa: E402
-from jaxtok.trainers.train import Experiment  # noqa: E402
+from jaxtok.tokenizers import get_family
+from jaxtok.trainers.train import Experiment
 
 # Dense bfloat16 peak TFLOP/s per chip by `device_kind` substring (vendor data sheets).
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0,
@@ -144,7 +144,7 @@ def mfu(name: str, start: int, largest: int, steps: int, kind: str, matmul_n: in
     try:
       step, flops = _step_runner(name, batch, "bfloat16", unroll=True)
       dt = timing.median_time(step, steps)
-    except Exception as err:  # noqa: BLE001  (the batch that no longer fits ends the search)
+    except Exception as err:  # The batch that no longer fits ends the search.
       if not _is_oom(err):
         raise
       tried.append({"batch": batch, "fits": False})
@@ -185,7 +185,7 @@ def main(argv=None) -> None:
     out["matmul_tflops"] = {"n": args.matmul_n,
                             "float32": matmul_tflops(jnp.float32, args.matmul_n),
                             "bfloat16": matmul_tflops(jnp.bfloat16, args.matmul_n)}
-  except Exception:  # noqa: BLE001
+  except Exception:
     out["matmul_tflops"] = {"error": traceback.format_exc(limit=3)}
   # The headline figure (MFU) first: a timeout keeps what finished.
   parts = []
@@ -200,7 +200,7 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     try:
       out["parts"][name] = fn()
-    except Exception:  # noqa: BLE001  (recorded; the other parts still run)
+    except Exception:  # Recorded; the other parts still run.
       out["parts"][name] = {"error": traceback.format_exc(limit=5)}
     out["parts"][name + "_wall_s"] = round(time.perf_counter() - t0, 1)
     with open(args.out, "w") as f:  # Written after every part: a timeout keeps what ran.

@@ -39,7 +39,7 @@ import jaxtok
 from jaxtok.tokenizers import get_family
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import timing  # noqa: E402
+import timing
 
 BASELINES_ENV = "JAXTOK_BASELINES"
 

@@ -19,9 +19,9 @@ import numpy as np
 import torch  # The baseline (this benchmark needs jaxtok[torch]).
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import timing  # noqa: E402
+import timing
 
-from jaxtok.nets import inception, inception_weights  # noqa: E402
+from jaxtok.nets import inception, inception_weights
 
 
 def main():

@@ -37,15 +37,15 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from flax import nnx  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
 
-from benchmarks.encode_decode import _flops, _median_time, matmul_peak_gflops  # noqa: E402
-from jaxtok.configs import flextok as flextok_configs  # noqa: E402
-from jaxtok.tokenizers import get_family  # noqa: E402
-from jaxtok.trainers.train import Experiment  # noqa: E402
+from benchmarks.encode_decode import _flops, _median_time, matmul_peak_gflops
+from jaxtok.configs import flextok as flextok_configs
+from jaxtok.tokenizers import get_family
+from jaxtok.trainers.train import Experiment
 
 STEPS = (20, 25)
 GUIDANCE = ("none", "cfg", "apg")

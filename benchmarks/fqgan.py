@@ -27,15 +27,15 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from flax import nnx  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
 
-from benchmarks import timing  # noqa: E402
-from benchmarks.encode_decode import _flops, matmul_peak_gflops  # noqa: E402
-from benchmarks.flextok import _figure, _timed  # noqa: E402
-from jaxtok.tokenizers import get_family  # noqa: E402
+from benchmarks import timing
+from benchmarks.encode_decode import _flops, matmul_peak_gflops
+from benchmarks.flextok import _figure, _timed
+from jaxtok.tokenizers import get_family
 
 
 def bench_variant(name: str, batch: int, repeats: int, peak: float) -> dict:

@@ -33,13 +33,13 @@ import torch
 from flax import nnx
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import encode_decode  # noqa: E402
-import timing  # noqa: E402
-import torch_titok  # noqa: E402
+import encode_decode
+import timing
+import torch_titok
 
-import jaxtok  # noqa: E402
-from jaxtok.tokenizers import layers, maskgit_vqgan  # noqa: E402
-from jaxtok.trainers import losses  # noqa: E402
+import jaxtok
+from jaxtok.tokenizers import layers, maskgit_vqgan
+from jaxtok.trainers import losses
 
 
 def jitted(module: nnx.Module, fn):

@@ -107,7 +107,7 @@ def main():
       "baseline_timing": [],
   }
 
-  rngs = lambda: nnx.Rngs(0)  # noqa: E731
+  rngs = lambda: nnx.Rngs(0)
   configs = [
       ("vq_l2_16384x8", lambda: VectorQuantizer(16384, 8, rngs=rngs()), z8),
       ("vq_cosine_16384x8", lambda: VectorQuantizer(16384, 8, distance="cosine", rngs=rngs()),

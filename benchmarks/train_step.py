@@ -19,13 +19,13 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import timing  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+import timing
 
-from jaxtok.configs import titok as titok_configs  # noqa: E402
-from jaxtok.trainers.train import Experiment  # noqa: E402
+from jaxtok.configs import titok as titok_configs
+from jaxtok.trainers.train import Experiment
 
 
 def matmul_peak(n: int = 2048, iters: int = 10) -> dict:

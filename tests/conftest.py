@@ -1,7 +1,8 @@
 """Test setup shared by the whole suite.
 
 Forces 8 host (CPU) devices before jax is imported so that every run exercises sharding
-(docs/design.md §8), and exposes fixture discovery.
+(docs/design.md §8), shares one XLA compilation cache and keeps `slow` tests for `-m slow`.
+Fixture discovery is `tests/fixture_files.py`.
 """
 import os
 import tempfile

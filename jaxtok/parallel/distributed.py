@@ -128,5 +128,5 @@ class StopSignal:
       signal.signal(sig, old)
     self._old = {}
 
-  def _handle(self, signum, frame):  # noqa: ARG002
+  def _handle(self, signum, frame):
     self.signum = signum

@@ -1,4 +1,4 @@
-"""Shardings over the ("data", "fsdp") mesh of `jaxtok.parallel.mesh` (DESIGN.md §5).
+"""Shardings over the ("data", "fsdp") mesh of `jaxtok.parallel.mesh` (docs/design.md §5).
 
 Batches are split over both mesh axes (every device sees a different slice of the global
 batch); parameters and optimizer state are replicated over "data" and, when `fsdp > 1`, split

@@ -1,7 +1,7 @@
-"""Dataset tokenization for generator training: images -> ArrayRecord token shards.
+r"""Dataset tokenization for generator training: images -> ArrayRecord token shards.
 
     python -m jaxtok.tokenize --checkpoint CKPT_DIR --data folder:PATH --out DIR
-    python -m jaxtok.tokenize --checkpoint titok:S-128 --data tfds:imagenet2012:train \\
+    python -m jaxtok.tokenize --checkpoint titok:S-128 --data tfds:imagenet2012:train \
         --out gs-mounted/DIR --batch_size 256       # the same line on every pod worker
 
     from jaxtok import tokenize

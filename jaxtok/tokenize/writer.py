@@ -179,7 +179,7 @@ def tokenize(checkpoint: str | os.PathLike | api.Tokenizer, data: str,
   # the mesh: ids are those of `tok.encode`, the batch split over every device.
   image_struct = jax.ShapeDtypeStruct((batch_size, tok.image_size, tok.image_size, 3),
                                       np.uint8, sharding=batch_sharding)
-  encode = jax.jit(tok._encode_body, in_shardings=(replicated, batch_sharding),  # noqa: SLF001
+  encode = jax.jit(tok._encode_body, in_shardings=(replicated, batch_sharding),
                    out_shardings=batch_sharding).lower(state, image_struct).compile()
   compile_s = time.perf_counter() - t0
 

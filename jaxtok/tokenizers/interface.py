@@ -1,4 +1,4 @@
-"""What a tokenizer model declares to the API, and THE input checks (DESIGN.md §2).
+"""What a tokenizer model declares to the API, and THE input checks (docs/design.md §2).
 
 Every model exposes `model.token_spec` (a `TokenSpec`); `jaxtok.Tokenizer` reads only that.
 The validation of images, token ids and prefix lengths lives here and nowhere else:

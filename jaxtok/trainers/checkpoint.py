@@ -72,7 +72,7 @@ class Checkpointer:
     """True when the cluster signalled preemption (multi-host sync point of Orbax)."""
     try:
       return bool(self.manager.reached_preemption(int(step)))
-    except Exception:  # noqa: BLE001 - no preemption service on this platform.
+    except Exception:  # No preemption service on this platform.
       return False
 
   def close(self) -> None:
@@ -114,7 +114,7 @@ class Checkpointer:
     for step in reversed(self.all_steps()):
       try:
         state = self.restore(step, abstract_state, data_iterator=data_iterator)
-      except Exception as e:  # noqa: BLE001 - any failure means "this one is unusable".
+      except Exception as e:  # Any failure means "this one is unusable".
         msg = (f"checkpoint step {step} in {self.directory} could not be restored "
                f"({type(e).__name__}: {str(e)[:300]}); falling back to the previous one")
         warnings.warn(msg, RuntimeWarning, stacklevel=2)

@@ -60,7 +60,7 @@ def test_codec_roundtrip_sizes():
 def test_with_fid_uses_stand_in_features():
   fake_tokenizer = BlockTokenizer()
   images = make_smooth_images()
-  feats = lambda x: np.asarray(x, np.float64).reshape(len(x), -1)[:, ::97]  # noqa: E731
+  feats = lambda x: np.asarray(x, np.float64).reshape(len(x), -1)[:, ::97]
   res = rd.rate_distortion(fake_tokenizer, images, codecs=("jpeg",), qualities=(50,),
                            with_fid=True, extractor=feats, fid_method="eigh")
   assert all("rfid" in p for c in res["curves"].values() for p in c)

@@ -58,7 +58,7 @@ def test_codebook_evaluator(fake_tokenizer, images):
 
 
 def test_fid_evaluator_with_stand_in_features(fake_tokenizer, images):
-  feats = lambda x: np.asarray(x, np.float64).reshape(len(x), -1)[:, ::97]  # noqa: E731
+  feats = lambda x: np.asarray(x, np.float64).reshape(len(x), -1)[:, ::97]
   got = dict(evaluators.FidEvaluator(batch_size=5, extractor=feats, method="eigh").run(
       fake_tokenizer, images))
   assert got["num_images"] == 12 and got["rfid"] > 0

@@ -4,9 +4,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxtok import testing
 from jaxtok.io import torch_pickle
 from jaxtok.nets import inception, inception_weights
+from tests import fixture_files
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -25,7 +25,7 @@ def _rel_err(got, ref):
   return float((np.abs(got - ref).max(axis=1) / np.abs(ref).max(axis=1)).max())
 
 
-@pytest.mark.parametrize("path", testing.fixture_params("inception_features", FIXTURES))
+@pytest.mark.parametrize("path", fixture_files.fixture_params("inception_features", FIXTURES))
 def test_features_match_torchscript(path, extractor):
   with np.load(path) as f:
     cases = [(f["images_299"], f["features_299"]), (f["images_64"], f["features_from_64"])]

@@ -11,8 +11,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__)))))
 
-from jaxtok.tokenize import __main__ as cli  # noqa: E402
-from jaxtok.tokenize import writer  # noqa: E402
+from jaxtok.tokenize import __main__ as cli
+from jaxtok.tokenize import writer
 
 _real_commit = writer._commit_shard
 _commits = []

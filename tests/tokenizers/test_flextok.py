@@ -10,13 +10,13 @@ import pytest
 from flax import nnx
 
 import jaxtok
-from jaxtok import testing
 from jaxtok.tokenizers import flow, get_family, layers
 from jaxtok.tokenizers.flextok import FlexTokConfig
 from jaxtok.tokenizers.flextok.convert import flextok_from_params
+from tests import fixture_files
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-FIXTURE_PARAMS = testing.fixture_params("flextok", FIXTURES)
+FIXTURE_PARAMS = fixture_files.fixture_params("flextok", FIXTURES)
 
 # Tolerances of tests/fixtures/flextok/README.md §6; ids and codes exact.
 ATOL_COND = 1e-6
@@ -243,7 +243,9 @@ def test_prefix_encoding_equals_fewer_registers_and_prefix_decode():
 
 def test_training_forward_flow_loss():
   """The train pass: loss = MSE(v, eps - x0), per-image pow2 keep lengths, logit-normal t.
-  (Gradients through the one trainer: test_flextok_train.py.)"""
+
+  Gradients through the one trainer: test_flextok_train.py.
+  """
   fam = get_family("flextok")
   cfg = fam.variant("smoke")
   cfg.drop_quant_p, cfg.token_corruption_p = 0.5, 0.1

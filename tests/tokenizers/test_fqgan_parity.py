@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxtok.testing import fixture_params
 from jaxtok.tokenizers.fqgan import convert as fqgan_mapping
 from jaxtok.tokenizers.fqgan import model as fqgan_model
 from jaxtok.tokenizers.quantizers import core
+from tests.fixture_files import fixture_params
 
 ROOT = Path(__file__).parents[1] / "fixtures" / "fqgan"
 FIXTURES = fixture_params("fqgan", ROOT)

@@ -126,7 +126,7 @@ def test_transformer_remat_same_values_and_gradients():
   for remat in layers.REMAT_POLICIES:
     tr = layers.Transformer(16, 2, 2, remat=remat, rngs=nnx.Rngs(0))
     graphdef, state = nnx.split(tr)
-    f = lambda st, g=graphdef: jnp.sum(nnx.merge(g, st)(x) ** 2)  # noqa: E731
+    f = lambda st, g=graphdef: jnp.sum(nnx.merge(g, st)(x) ** 2)
     outs[remat] = jax.value_and_grad(f)(state)
   ref_v, ref_g = outs["none"]
   for remat in ("full", "dots"):

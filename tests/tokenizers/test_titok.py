@@ -10,7 +10,6 @@ import pytest
 from flax import nnx
 from scipy.special import erf
 
-from jaxtok import testing
 from jaxtok.tokenizers import get_family, layers, spatial, titok
 from jaxtok.tokenizers.interface import TokenSpec
 from jaxtok.tokenizers.quantizers import GaussianQuantizer
@@ -18,6 +17,7 @@ from jaxtok.tokenizers.spatial import latent_grid, spatial_regions
 from jaxtok.tokenizers.titok import TiTok, TiTokConfig
 from jaxtok.tokenizers.titok import convert as titok_mapping
 from jaxtok.tokenizers.titok.official import official_titok_config
+from tests import fixture_files
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "titok"
 
@@ -130,7 +130,7 @@ def _dist_gap(z_nchw, codebook, l2):
   return (d[..., 1] - d[..., 0])[:, None, :]
 
 
-@pytest.mark.parametrize("path", testing.fixture_params(("titok", "one_d_piece"), FIXTURES))
+@pytest.mark.parametrize("path", fixture_files.fixture_params(("titok", "one_d_piece"), FIXTURES))
 def test_parity_with_official(path):
   """Builds the model from the file's official config + state dict; compares every array."""
   f = dict(np.load(path, allow_pickle=False))

@@ -9,7 +9,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__)))))
 
-from jaxtok.parallel import distributed  # noqa: E402
+from jaxtok.parallel import distributed
 
 distributed.initialize()  # Before anything touches the JAX backend.
 

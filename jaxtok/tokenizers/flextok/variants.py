@@ -24,21 +24,13 @@ def published_config(enc: str, dec: str, **overrides: Any) -> FlexTokConfig:
   return FlexTokConfig(**{**base, **overrides})
 
 
-# CPU model in pixel space: 32 px images, 4 x 4 patches (8 x 8 grid), 64 registers, width-64
-# transformers of depth 2 (head_dim 32), LeCun-scaled kernels (the 0.02 of the wide models
-# starts a narrow net near zero signal). Trained with the velocity skip (`skip_data_std` 0.5:
-# the net predicts -x0 at t = 1 instead of copying the noise through 64 channels) and t
-# shifted to high noise (`noise_mean` 1), where only the registers inform the target.
-# `spatial_registers` (the coarse-to-fine quadtree prior, 64 = 8 x 8 registers on the 8 x 8
-# patch grid: register 0 the whole image, 1-3 the other quadrants of 4 x 4 patches, 4-15
-# blocks of 2 x 2 patches, 16-63 single patches) is what makes the bundled photos give a
-# prefix curve that rises with k: the earlier tiny (32 registers, no prior) stayed flat in k
-# (held-out one-step PSNR ~12.4-12.9 dB, per-image colour only), and so did 64 registers
-# without the prior (400 steps: 12.23 dB at k = 1 -> 12.91 dB at k = 64; with it, 12.63 ->
-# 15.38 dB).
-# Decoding defaults to one Euler step without guidance: from t = 1 that step returns the
-# decoder's estimate E[x0 | tokens], the reconstruction of least squared error (the PSNR
-# the trainer reports); pass steps=20, guidance="apg" to `decode` for a sample instead.
+# CPU model in pixel space: 32 px images, 4 x 4 patches (an 8 x 8 grid), 64 registers, width-64
+# transformers of depth 2, LeCun-scaled kernels, the velocity skip (`skip_data_std`: the net
+# predicts -x0 at t = 1 instead of copying the noise) and high-noise t (`noise_mean` 1).
+# `spatial_registers`, the coarse-to-fine quadtree prior, makes its prefix curve rise with k
+# (held-out 13.01 dB at k = 1 -> 15.33 dB at k = 64 after 2000 steps; flat in k without it:
+# docs/experiments.md, FlexTok). It decodes with one Euler step without guidance: from t = 1 that
+# is E[x0 | tokens], the least-squares reconstruction; steps=20, guidance="apg" give a sample.
 _TINY_SIZES = dict(front_end="identity", input_size=32, channels=3, patch_size=4,
                    enc_width=64, enc_depth=2, enc_head_dim=32, dec_width=64, dec_depth=2,
                    dec_head_dim=32, num_registers=64, init_std=None)

@@ -1,4 +1,4 @@
-"""Quantizers: one shared core (`core.py`) and thin NNX modules over it (DESIGN.md §4).
+"""Quantizers: one shared core (`core.py`) and thin NNX modules over it (docs/design.md §4).
 
 `QUANTIZERS` maps a config name to the module class; models build their bottleneck with
 `build_quantizer(name, ...)`. Every entry has the interface

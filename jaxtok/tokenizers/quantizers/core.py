@@ -1,4 +1,4 @@
-"""The one quantizer core shared by every jaxtok quantizer (DESIGN.md §4).
+"""The one quantizer core shared by every jaxtok quantizer (docs/design.md §4).
 
 Pure functions over float32 arrays: distances, nearest-code assignment (optionally chunked so
 that the `[N, K]` distance matrix never materialises at once), one-hot lookups and counts,
@@ -212,7 +212,7 @@ LOOKUPS = ("auto", "onehot", "gather")
 
 
 def resolve_lookup(lookup: str) -> str:
-  """"auto" -> "onehot" on TPU (MXU matmuls, DESIGN.md §4), "gather" elsewhere.
+  """"auto" -> "onehot" on TPU (MXU matmuls, docs/design.md §4), "gather" elsewhere.
 
   Both give identical ids, codes and counts; on CPU the `[N, K]` one-hot costs as much as the
   distance matrix itself (see benchmarks/quantizers.py), while a gather / scatter-add is O(N).
@@ -282,7 +282,7 @@ def assign_codes(z: jax.Array, codebook: jax.Array, *, chunk_tokens: int | None 
   num_codes = codebook.shape[0]
   m = num_chunks(n, num_codes, chunk_tokens, max_elements)
   lookup = resolve_lookup(lookup)
-  chunk_fn = lambda zc: _assign_chunk(  # noqa: E731
+  chunk_fn = lambda zc: _assign_chunk(
       zc, codebook, entropy_temperature=entropy_temperature, with_sums=with_sums,
       precision=precision, lookup=lookup)
   if m == 1:
@@ -291,7 +291,7 @@ def assign_codes(z: jax.Array, codebook: jax.Array, *, chunk_tokens: int | None 
 
   c = n // m
   zs = z.reshape(c, m, d).swapaxes(0, 1)  # [m, c, d]; chunk j holds tokens i*m + j.
-  zero = lambda shape: jnp.zeros(shape, jnp.float32)  # noqa: E731
+  zero = lambda shape: jnp.zeros(shape, jnp.float32)
   has_ent = entropy_temperature is not None
   init = (zero((num_codes,)),
           zero((num_codes, d)) if with_sums else None,

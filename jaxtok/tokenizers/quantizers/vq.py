@@ -1,4 +1,4 @@
-"""`VectorQuantizer`: a thin NNX module over `core.py` (DESIGN.md §4).
+"""`VectorQuantizer`: a thin NNX module over `core.py` (docs/design.md §4).
 
 Covers the TiTok quantizer (cosine, gradient-learned codebook, arXiv 2406.07550), the
 lucidrains-style VQ (Euclidean / cosine, EMA codebook, dead-code restart, rotation trick,

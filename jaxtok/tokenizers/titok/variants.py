@@ -32,23 +32,12 @@ def _vae(enc: str, dec: str, k: int) -> TiTokConfig:
                      head="pixel", finetune_decoder=False)
 
 
-# The README's CPU model: 64x64 images, 8x8 patches (8x8 grid), 64 tokens of FSQ levels
-# (8,) * 10 (2^30 codes, 30 bits each, 240 bytes an image), width-64 ViTs, single-stage pixel
-# head (0.25M parameters; 2000 steps of 16 images in 229 s on 2 idle CPU cores). Not
-# the official recipe: the official VQ models use a learned codebook; at this size FSQ reaches
-# a higher held-out PSNR in the same steps (18.7 dB after 1000 steps against 16.7 dB for a
-# 512 x 16 cosine VQ with an entropy loss and 17.4 dB for 4 x 512 factorized VQ) and has no
-# codebook to collapse. With one token per 8x8-pixel patch (`spatial_latents`), the bits per
-# token are what the held-out detail is made of: 19.6 / 19.9 / 20.6 / 21.1 dB held-out for
-# 16 / 18 / 24 / 30 bits per token after 2000 steps, at the same step time (a larger implicit
-# codebook costs nothing: no codebook, no dense usage histogram). LeCun-scaled kernels with an
-# identity / mid-grey pixel head (`init_std=None`), and `spatial_latents`, the locality prior
-# without which 18 training photos leave the model at the mean-colour solution (held-out
-# 12.7 dB after 1500 steps, below the 13.4 dB of each photo's mean colour). `pixel_base`: a
-# bilinear colour under the patches, so the 8x8 patches blend instead of tiling the image as a
-# mosaic (21.09 -> 21.17 dB, and the cat's face, the cup's rim, the face under the cap show
-# through where the seams hid them). The two-layer scans are unrolled (`scan_unroll=2`: same
-# numbers, ~10 % faster steps on CPU).
+# The README's CPU model (not the official recipe): 64x64 images, 8x8 patches (an 8x8 grid), 64
+# tokens of FSQ levels (8,) * 10 (30 bits each, 240 bytes an image), width-64 ViTs of depth 2,
+# pixel head, 0.25M parameters, the two-layer scans unrolled (~10 % faster steps on CPU). FSQ
+# bits, the LeCun / identity-head init (`init_std=None`), `spatial_latents` and `pixel_base` lift
+# it off the mean-colour solution of 18 photos: held-out 21.17 dB after 2000 steps in 229 s on 2
+# idle cores (the runs behind each: docs/experiments.md, TiTok).
 TINY = TiTokConfig(image_size=64, enc_patch_size=8, dec_patch_size=8,
                    enc_width=64, enc_depth=2, enc_heads=4, dec_width=64, dec_depth=2, dec_heads=4,
                    num_latent_tokens=64, token_size=10, quantizer="fsq",

@@ -17,10 +17,10 @@ import pytest
 
 import jaxtok
 from jaxtok.io import checkpoint, safetensors
-from jaxtok.testing import fixture_params
 from jaxtok.tokenizers import convert
 from jaxtok.tokenizers.convert.__main__ import main as convert_main
 from jaxtok.tokenizers.titok import convert as titok_mapping
+from tests.fixture_files import fixture_params
 
 FIXTURES = pathlib.Path(__file__).parents[2] / "fixtures" / "titok"
 _spec = importlib.util.spec_from_file_location(

@@ -15,10 +15,10 @@ from flax import nnx
 
 import jaxtok
 from jaxtok.io import safetensors
-from jaxtok.testing import fixture_params
 from jaxtok.tokenizers.convert.__main__ import main as convert_main
 from jaxtok.tokenizers.flextok.convert import convert_flextok
 from jaxtok.tokenizers.flextok.official import read_release_config
+from tests.fixture_files import fixture_params
 from tests.tokenizers.convert.flextok_release import read_fixture, release_config
 
 FIXTURES = pathlib.Path(__file__).parents[2] / "fixtures"

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 import jaxtok
-from jaxtok.testing import fixture_params
 from jaxtok.tokenizers.convert.__main__ import main as convert_main
+from tests.fixture_files import fixture_params
 
 ROOT = pathlib.Path(__file__).parents[2] / "fixtures" / "fqgan"
 _spec = importlib.util.spec_from_file_location(

@@ -7,11 +7,11 @@ import pytest
 
 import jaxtok
 from jaxtok.io import safetensors
-from jaxtok.testing import fixture_params
 from jaxtok.tokenizers import titok
 from jaxtok.tokenizers.convert.__main__ import main as convert_main
 from jaxtok.tokenizers.titok import convert as titok_mapping
 from jaxtok.tokenizers.titok.official import official_titok_config, parse_heads
+from tests.fixture_files import fixture_params
 
 FIXTURES = pathlib.Path(__file__).parents[2] / "fixtures" / "titok"
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxtok.testing import fixture_params
 from jaxtok.tokenizers.quantizers import FiniteScalarQuantizer, core
 from jaxtok.tokenizers.quantizers.fsq import DENSE_STATS_MAX
+from tests.fixture_files import fixture_params
 
 FIXTURES = Path(__file__).parents[2] / "fixtures"
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxtok.testing import fixture_params
 from jaxtok.tokenizers.quantizers import FactorizedVectorQuantizer, core
+from tests.fixture_files import fixture_params
 
 ROOT = Path(__file__).parents[2] / "fixtures" / "quantizers"
 

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxtok.testing import fixture_params
 from jaxtok.tokenizers.quantizers import FiniteScalarQuantizer, VectorQuantizer, core
 from jaxtok.tokenizers.quantizers.fsq import fsq_codes_to_ids
+from tests.fixture_files import fixture_params
 
 ROOT = Path(__file__).parents[2] / "fixtures" / "quantizers"
 

@@ -1,9 +1,9 @@
-"""Discovery of parity fixture files (DESIGN.md §8).
+"""Discovery of parity fixture files (docs/design.md §8), for the tests only (it imports pytest).
 
 Fixture files are `.npz` archives that carry a 0-d string `fixture_kind`. Tests parametrize
 over every file of a kind found under `tests/fixtures/` and in every directory listed in the
 environment variable `JAXTOK_EXTRA_FIXTURES` (os.pathsep-separated), with the file's stem as
-the test id.
+the test id. Tests import it as `from tests.fixture_files import fixture_params`.
 """
 from __future__ import annotations
 
