@@ -1,4 +1,4 @@
-"""The public encode/decode API: `load`, `save` and `Tokenizer` (DESIGN.md §2).
+"""The public encode/decode API: `load`, `save` and `Tokenizer` (docs/design.md §2).
 
     import jaxtok
     tok = jaxtok.load("path/to/checkpoint_dir")  # or "titok:S-128": random init

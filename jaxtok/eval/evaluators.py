@@ -1,4 +1,4 @@
-"""The evaluator contract (DESIGN.md §7) and THE static `EVALUATORS` dict.
+"""The evaluator contract (docs/design.md §7) and THE static `EVALUATORS` dict.
 
 An evaluator is constructed once with its options and then run any number of times:
 

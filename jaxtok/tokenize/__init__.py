@@ -8,7 +8,7 @@ r"""Dataset tokenization for generator training: images -> ArrayRecord token sha
     ds = tokenize.read("DIR")      # grain random-access source: ds[i] = {"ids", "index",
                                    #   "image_id"[, "label"]}
 
-One set of shards per host, batches split over every local device with the trainer's mesh
+One set of shards per host, batches split over every local device with jaxtok.parallel's mesh
 code, resumable after a crash (finished shards are kept, half-written ones never count). The
 format is in `jaxtok.tokenize.records`, the work split and crash safety in `writer`.
 """

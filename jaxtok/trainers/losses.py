@@ -1,7 +1,7 @@
 """Training losses: reconstruction, perceptual, GAN (hinge + LeCam), quantizer, proxy codes.
 
 All pure functions of arrays; every one computes in float32 whatever the input dtype (bf16
-training keeps its losses in float32, DESIGN.md §4). The combiners return
+training keeps its losses in float32, docs/design.md §4). The combiners return
 `(total, terms)` where `terms` names every contribution, so the trainer can say which term
 went NaN (`nonfinite_terms`).
 

@@ -158,7 +158,7 @@ def cast_for_compute(params: PyTree, dtype: jnp.dtype, keep_f32: Callable[[str],
 
   Master weights stay float32 (the cast is inside the differentiated function, so the
   gradient arrives in float32); codebooks stay float32 because distances and quantizer
-  losses must be computed in float32 (DESIGN.md §4).
+  losses must be computed in float32 (docs/design.md §4).
   """
   if jnp.dtype(dtype) == jnp.float32:
     return params

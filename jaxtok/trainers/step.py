@@ -26,7 +26,7 @@ from jaxtok.trainers.config import TrainConfig
 from jaxtok.trainers.state import PyTree, TrainState, cast_for_compute, update_ema
 
 # Parameters kept in float32 under bf16 compute: codebooks (distances and quantizer losses
-# are float32 by design, DESIGN.md §4) and norms (cheap, and their statistics need range).
+# are float32 by design, docs/design.md §4) and norms (cheap, and their statistics need range).
 KEEP_F32 = re.compile(r"codebook|norm|(^|/)ln")
 
 RECIPES = ("single", "stage1", "stage2")

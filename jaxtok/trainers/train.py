@@ -1,4 +1,4 @@
-r"""The jaxtok trainer: one sharded training loop for every tokenizer (DESIGN.md §5).
+r"""The jaxtok trainer: one sharded training loop for every tokenizer (docs/design.md §5).
 
   python -m jaxtok.trainers.train --config jaxtok/configs/titok.py:tiny --workdir runs/tiny \
       [--config.total_steps=100 --config.optim.lr=3e-4 --config.model.codebook_size=2048 ...]
