@@ -1,4 +1,4 @@
-r"""The experiment config of the trainer: typed dataclasses that own their fields (docs/design.md §6).
+r"""The experiment config of the trainer: typed dataclasses owning their fields (docs/design.md §6).
 
 A config file under `jaxtok/configs/` is a Python module with `get_config(arg) -> TrainConfig`,
 loaded by `ml_collections.config_flags.DEFINE_config_file`, which overrides any (nested) field
