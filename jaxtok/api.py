@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxtok import adaptive
+from jaxtok import adaptive, hub
 from jaxtok.adaptive import ADAPTIVE_METRICS, AdaptiveTokens
 from jaxtok.io import checkpoint
 from jaxtok.io.checkpoint import CONFIG_FILE
@@ -273,16 +273,26 @@ def read_config(path: str | os.PathLike) -> tuple[str, Any]:
   return fam.name, checkpoint.config_from_dict(fam.config_class, meta["config"])
 
 
-def load(path_or_variant: str | os.PathLike, *, seed: int = 0) -> Tokenizer:
+def load(path_or_variant: str | os.PathLike, *, seed: int = 0, family: str | None = None,
+         **hub_options: Any) -> Tokenizer:
   """Loads a tokenizer from a checkpoint directory, or builds a variant with random weights.
 
   Args:
-    path_or_variant: a directory holding `config.json` + `weights.safetensors` (as written by
-      `save` or the converter), or a variant name `"family:variant"`: `"titok:S-128"`,
-      `"one_d_piece:S-256"` (see `available_variants()`; a bare name such as `"S-128"` works
-      when only one family has it).
+    path_or_variant: released weights by name, `"hf:ORG/NAME[@REVISION][/FILE]"`
+      (`jaxtok.hub`: downloaded or found in the HF cache, converted once, cached); a directory
+      holding `config.json` + `weights.safetensors` (as written by `save` or the converter);
+      or a variant name `"family:variant"`: `"titok:S-128"`, `"one_d_piece:S-256"` (see
+      `available_variants()`; a bare name such as `"S-128"` works when only one family has it).
     seed: init seed for a variant name (ignored for directories).
+    family: for `hf:` names, the family expected (another is an error).
+    **hub_options: for `hf:` names, the family converter's options (`jaxtok.hub.load`).
   """
+  if hub.is_hub_name(path_or_variant):
+    fam, model = hub.load(path_or_variant, family=family, **hub_options)
+    return Tokenizer(model, family=fam.name)
+  if family is not None or hub_options:
+    raise ValueError(f"family/options: only 'hf:' names take them, got {path_or_variant!r} "
+                     f"with {sorted(hub_options) + (['family'] if family else [])}")
   if isinstance(path_or_variant, Tokenizer):
     return path_or_variant
   if not isinstance(path_or_variant, (str, os.PathLike)):

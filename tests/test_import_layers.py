@@ -25,6 +25,7 @@ LAYERS = {
     "eval": 5,
     "api": 4, "": 4,  # "" = the root package `jaxtok/__init__.py` (it re-exports api).
     "adaptive": 3,  # the adaptive-length search the api uses
+  "hub": 3,  # hf: names: download, recognise, convert, cache (jaxtok.load("hf:..."))
     "tokenizers": 2, "nets": 2, "data": 2, "parallel": 2, "testing": 2,
     "io": 1, "metrics": 1,  # use nothing of jaxtok
 }
