@@ -30,6 +30,7 @@ from jaxtok.hub.fetch import (
   Snapshot,
   hf_cache_dir,
   jaxtok_cache_dir,
+  missing_file,
   offline,
   parse,
   resolve,
@@ -98,6 +99,8 @@ def load(name: str, *, family: str | None = None, **options: Any) -> tuple[Famil
   hit = _cached(out)
   if hit is not None:
     return _checked(hit, family, ref)
+  if ref.filename is not None and not snap.has(ref.filename):
+    raise missing_file(snap, ref.filename)
   release = find_release(ref.repo, ref.filename)
   p = formats.plan(snap, release, family, options)
   if p.format == "jaxtok":

@@ -68,9 +68,13 @@ def parse(name: str) -> HubRef:
 
 
 def offline() -> bool:
-  """Whether `HF_HUB_OFFLINE` (or `TRANSFORMERS_OFFLINE`) is set, read now."""
+  """Whether `HF_HUB_OFFLINE` (or `TRANSFORMERS_OFFLINE`) is set: read now, or read by
+  huggingface_hub when it was imported (it then refuses every request)."""
   value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-  return value.strip().upper() in ("1", "ON", "YES", "TRUE")
+  if value.strip().upper() in ("1", "ON", "YES", "TRUE"):
+    return True
+  from huggingface_hub import constants  # noqa: PLC0415  (heavy: only when a hf: name loads)
+  return bool(constants.HF_HUB_OFFLINE)
 
 
 def hf_cache_dir() -> Path:
