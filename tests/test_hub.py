@@ -369,7 +369,27 @@ class _Hub(http.server.BaseHTTPRequestHandler):
   SHA = "a" * 40
   FILES = ("config.json", "weights.safetensors")
 
+  CONTENT: dict = {}  # file -> bytes served under /ORG/NAME/resolve/REV/FILE.
+
+  def do_HEAD(self):  # noqa: N802  (http.server's name)
+    self._file(body=False)
+
+  def _file(self, body=True):
+    parts = self.path.split("?")[0].strip("/").split("/")  # ORG/NAME/resolve/REV/FILE
+    data = self.CONTENT.get("/".join(parts[4:]))
+    if parts[:3] != ["someone", "my-titok", "resolve"] or data is None:
+      return self._error(404, "EntryNotFound", "Entry not found")
+    self.send_response(200)
+    self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+    self.send_header("X-Repo-Commit", self.SHA)
+    self.send_header("Content-Length", str(len(data)))
+    self.end_headers()
+    if body:
+      self.wfile.write(data)
+
   def do_GET(self):  # noqa: N802  (http.server's name)
+    if "/resolve/" in self.path:
+      return self._file()
     parts = self.path.split("?")[0].strip("/").split("/")  # api/models/ORG/NAME[/revision/R]
     repo = "/".join(parts[2:4])
     if parts[:2] != ["api", "models"] or repo != "someone/my-titok":
@@ -419,12 +439,18 @@ def test_hub_answers_unknown_repo_revision_and_file(online, tmp_path):
   with pytest.raises(hub.HubError, match=r"no file 'other.pt' at revision aaaaaaaaaaaa.*"
                                          r"config.json, weights.safetensors"):
     jaxtok.load("hf:someone/my-titok/other.pt")
-  # The commit the hub names, with its files in the HF cache: loads (hf_hub_download finds
-  # them in the cache, no download).
+
+
+def test_download_then_offline(online, tmp_path, monkeypatch):
+  """Online: the files are downloaded into the HF cache; then offline they load from it."""
   tok = jaxtok.load("titok:smoke")
   saved = jaxtok.save(tok, tmp_path / "saved")
-  put_snapshot(online, "someone/my-titok", {
-      f: (saved / f).read_bytes() for f in _Hub.FILES}, sha=_Hub.SHA)
+  monkeypatch.setattr(_Hub, "CONTENT", {f: (saved / f).read_bytes() for f in _Hub.FILES})
+  _same_weights(tok.model, jaxtok.load("hf:someone/my-titok").model)
+  snap = online / "models--someone--my-titok" / "snapshots" / _Hub.SHA
+  assert sorted(p.name for p in snap.iterdir()) == sorted(_Hub.FILES)
+  monkeypatch.setattr(_Hub, "CONTENT", {})
+  monkeypatch.setenv("HF_HUB_OFFLINE", "1")
   _same_weights(tok.model, jaxtok.load("hf:someone/my-titok").model)
 
 
@@ -462,3 +488,25 @@ def test_formats_are_documented():
   assert set(formats.FORMATS) == {"jaxtok", *formats.CONVERTER}
   for rel in releases.RELEASES.values():
     assert rel.format in formats.FORMATS and rel.family in formats.FAMILIES[rel.format]
+
+
+def test_diffusers_vae_repo(env, calls, tmp_path):
+  torch = pytest.importorskip("torch")
+  diffusers = pytest.importorskip("diffusers")
+  from jaxtok.tokenizers.convert import load_official  # noqa: PLC0415
+  torch.manual_seed(0)
+  vae = diffusers.AutoencoderKL(
+      down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+      block_out_channels=(32, 64), layers_per_block=1, latent_channels=4, norm_num_groups=32,
+      sample_size=32)
+  vae.save_pretrained(tmp_path / "vae")
+  put_snapshot(env, "EPFL-VILAB/flextok_vae_c4", {
+      f: (tmp_path / "vae" / f).read_bytes()
+      for f in ("config.json", formats.DIFFUSERS_WEIGHTS)})
+  tok = jaxtok.load("hf:EPFL-VILAB/flextok_vae_c4", family="vae")
+  assert tok.family == "vae" and tok.continuous and calls == {"vae": 1}
+  _same_weights(tok.model, load_official("vae", tmp_path / "vae"))
+  jaxtok.load("hf:EPFL-VILAB/flextok_vae_c4")
+  assert calls == {"vae": 1}
+  with pytest.raises(hub.HubError, match="holds a vae (release|model).*not titok"):
+    jaxtok.load("hf:EPFL-VILAB/flextok_vae_c4", family="titok")

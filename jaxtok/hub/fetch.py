@@ -146,8 +146,11 @@ class Snapshot:
       raise missing_file(self, filename)
     from huggingface_hub import hf_hub_download  # noqa: PLC0415  (heavy: lazy by design)
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError  # noqa: PLC0415
+    # Online by the branch or tag name, so that the HF cache records it (`refs/`) for later
+    # offline loads; the file must then come from the commit resolved before.
+    revision = self.sha if self.offline else (self.ref.revision or "main")
     try:
-      return Path(hf_hub_download(self.ref.repo, filename, revision=self.sha,
+      path = Path(hf_hub_download(self.ref.repo, filename, revision=revision,
                                   cache_dir=hf_cache_dir(), local_files_only=self.offline,
                                   endpoint=_endpoint()))
     except LocalEntryNotFoundError as e:
@@ -156,6 +159,10 @@ class Snapshot:
                      f"once, or unset HF_HUB_OFFLINE") from e
     except EntryNotFoundError as e:
       raise missing_file(self, filename) from e
+    if self.sha not in path.parts:
+      raise HubError(f"{self.ref}: the revision moved from commit {self.sha[:12]} while its "
+                     f"files were downloaded ({filename} came from {path.parent}); load again")
+    return path
 
   def read_json(self, filename: str) -> Any:
     path = self.path(filename)
