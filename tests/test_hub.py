@@ -21,6 +21,7 @@ import pathlib
 import socket
 import threading
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -510,3 +511,24 @@ def test_diffusers_vae_repo(env, calls, tmp_path):
   assert calls == {"vae": 1}
   with pytest.raises(hub.HubError, match="holds a vae (release|model).*not titok"):
     jaxtok.load("hf:EPFL-VILAB/flextok_vae_c4", family="titok")
+
+
+def test_bfloat16_inference(env):
+  """dtype="bfloat16": bf16 weights, bf16 compute (TiTok), the official tokens nearly all
+  kept and the decode close to the official one."""
+  fx = _load_npz(FIXTURES / "titok" / "titok_single_tiny.npz")
+  name, files, options = _titok_release(fx)
+  put_snapshot(env, hub.parse(name).repo, files)
+  tok = jaxtok.load(name, dtype="bfloat16", **options)
+  dtypes = {str(a.dtype) for a in jax.tree.leaves(nnx.state(tok.model, nnx.Param))}
+  assert dtypes == {"bfloat16"}
+  tokens = tok.encode(_nhwc(fx["x"]))
+  assert tokens.dtype == np.int32
+  assert np.mean(tokens == fx["tokens"][:, 0, :]) >= 0.9
+  recon = tok.decode(fx["tokens"][:, 0, :])
+  assert recon.dtype == np.float32
+  want = np.clip(_nhwc(fx["recon_from_ids"]), 0, 1)
+  err = np.abs(recon - want).mean()
+  assert 0 < err < 0.03, err  # Not float32's 1e-4, but the same images.
+  with pytest.raises(ValueError, match="dtype: expected"):
+    jaxtok.load(name, dtype="float16", **options)
