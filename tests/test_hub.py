@@ -301,6 +301,8 @@ def test_jaxtok_checkpoint_on_the_hub_loads_as_it_is(env, calls, tmp_path):
   _same_weights(tok.model, got.model)
   with pytest.raises(hub.HubError, match="holds a titok .*not flextok"):
     jaxtok.load("hf:someone/my-titok", family="flextok")
+  with pytest.raises(hub.HubError, match=r"loads as it is; got converter options \['heads'\]"):
+    jaxtok.load("hf:someone/my-titok", heads=4)
 
 
 # ---------------------------------------------------------------- errors
@@ -532,3 +534,29 @@ def test_bfloat16_inference(env):
   assert 0 < err < 0.03, err  # Not float32's 1e-4, but the same images.
   with pytest.raises(ValueError, match="dtype: expected"):
     jaxtok.load(name, dtype="float16", **options)
+
+
+def test_legacy_file_with_the_maskgit_vqgan_from_the_hub(env, calls):
+  """A legacy .bin without the pixel decoder takes it from the MaskGIT VQGAN file named by a
+  `hf:` option (fun-research/TiTok holds both)."""
+  fx = _load_npz(FIXTURES / "titok" / "titok_legacy_tiny.npz")
+  name, files, options = _titok_release(fx)
+  params = _params(fx)
+  pixel = ("pixel_decoder.", "pixel_quantize.")
+  titok_only = {k: v for k, v in params.items() if not k.startswith(pixel)}
+  maskgit = {"decoder." + k[len("pixel_decoder."):]: v for k, v in params.items()
+             if k.startswith("pixel_decoder.")}
+  maskgit["quantize.embedding.weight"] = params["pixel_quantize.embedding.weight"]
+  put_snapshot(env, "fun-research/TiTok", {
+      "tokenizer_titok_l32.bin": _torch_bin(titok_only),
+      "maskgit-vqgan-imagenet-f16-256.bin": _torch_bin(maskgit)})
+  with pytest.raises(ValueError, match="maskgit"):
+    jaxtok.load(name, **options)
+  tok = jaxtok.load(name, maskgit_vqgan="hf:fun-research/TiTok/maskgit-vqgan-imagenet-f16-256.bin",
+                    **options)
+  tokens = tok.encode(_nhwc(fx["x"]))
+  np.testing.assert_array_equal(tokens, fx["tokens"][:, 0, :])
+  np.testing.assert_allclose(tok.decode(tokens), np.clip(_nhwc(fx["recon_from_ids"]), 0, 1),
+                             atol=TITOK_RECON_ATOL)
+  with pytest.raises(hub.HubError, match="maskgit_vqgan: expected 'hf:ORG/NAME"):
+    jaxtok.load(name, maskgit_vqgan="hf:fun-research/TiTok", **options)

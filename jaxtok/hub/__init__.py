@@ -104,6 +104,9 @@ def load(name: str, *, family: str | None = None, **options: Any) -> tuple[Famil
   release = find_release(ref.repo, ref.filename)
   p = formats.plan(snap, release, family, options)
   if p.format == "jaxtok":
+    if options:
+      raise HubError(f"options: {snap.ref} is a jaxtok checkpoint, which loads as it is; got "
+                     f"converter options {sorted(options)}")
     weights = snap.path(ckpt_format.WEIGHTS_FILE)
     snap.path(ckpt_format.CONFIG_FILE)
     return _checked(load_dir(weights.parent), family, ref)
@@ -124,6 +127,7 @@ def _convert(snap: Snapshot, p: formats.Plan, out: Path) -> Path:
   """Downloads the plan's files and converts them into `out` (written atomically)."""
   weights = snap.path(p.weights)
   converter = formats.CONVERTER[p.format]
+  p.options = {k: _hub_file(v, k) for k, v in p.options.items()}
   options = dict(p.options)
   if p.format == "diffusers":
     snap.path("config.json")
@@ -134,6 +138,17 @@ def _convert(snap: Snapshot, p: formats.Plan, out: Path) -> Path:
   if p.config is not None:
     options["config"] = p.config
   return convert_official(converter, weights, out, **options)
+
+
+def _hub_file(value: Any, option: str) -> Any:
+  """An option naming a hub file (`maskgit_vqgan="hf:fun-research/TiTok/maskgit-vqgan-
+  imagenet-f16-256.bin"`) -> its local path; other values unchanged."""
+  if not is_hub_name(value):
+    return value
+  ref = parse(value)
+  if ref.filename is None:
+    raise HubError(f"{option}: expected 'hf:ORG/NAME[@REVISION]/FILE' (one file), got {value!r}")
+  return resolve(ref).path(ref.filename)
 
 
 def zoo() -> list[Release]:
