@@ -560,3 +560,9 @@ def test_legacy_file_with_the_maskgit_vqgan_from_the_hub(env, calls):
                              atol=TITOK_RECON_ATOL)
   with pytest.raises(hub.HubError, match="maskgit_vqgan: expected 'hf:ORG/NAME"):
     jaxtok.load(name, maskgit_vqgan="hf:fun-research/TiTok", **options)
+
+
+def test_readme_holds_the_zoo_table():
+  readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+  assert hub.zoo_markdown() in readme
+  assert 'jaxtok.load("hf:yucornetto/tokenizer_titok_l32_imagenet")' in readme

@@ -156,6 +156,18 @@ def zoo() -> list[Release]:
   return list(RELEASES.values())
 
 
+def zoo_markdown() -> str:
+  """The README's model-zoo table (tests/test_hub.py checks the README holds it)."""
+  rows = ["| `jaxtok.load(...)` | family | model | tokens | image | rFID | licence |",
+          "|---|---|---|---|---|---|---|"]
+  for r in zoo():
+    rfid = "–" if r.rfid is None else f"{r.rfid:.2f}"
+    rows.append(f"| `\"hf:{r.id}\"` | {r.family} | {r.name} ([{r.paper}]"
+                f"(https://arxiv.org/abs/{r.paper})) | {r.tokens} | {r.image_size} | {rfid} | "
+                f"{r.licence} |")
+  return "\n".join(rows) + "\n"
+
+
 __all__ = ["CACHE_VERSION", "PREFIX", "RELEASES", "HubError", "HubRef", "Release",
            "converted_dir", "hf_cache_dir", "is_hub_name", "jaxtok_cache_dir", "load",
-           "offline", "parse", "zoo"]
+           "offline", "parse", "zoo", "zoo_markdown"]
