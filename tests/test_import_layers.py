@@ -1,7 +1,7 @@
 """Imports point down the house and never in a loop (docs/design.md §1).
 
 From the top: `configs/` (imported by nothing) -> `codec/` (.jtok, priors, rate-distortion)
--> `tokenize/` -> `trainers/` -> `eval/` -> `api` (and the root package) -> `adaptive` ->
+-> `tokenize/` -> `trainers/` -> `eval/` -> `api` (and the root package) -> `adaptive`, `hub` ->
 `tokenizers/`, `nets/`, `data/`, `parallel/` -> `io/`, `metrics` (use nothing of jaxtok).
 A module may import modules of a lower layer and of its own package; the
 imports are read with `ast`, at any depth of the file (a lazy import counts as much as a top one).
