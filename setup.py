@@ -29,6 +29,7 @@ INSTALL_REQUIRES = [
     "absl-py>=2.0",
     "pyyaml>=6.0",  # official 1d-tokenizer configs are YAML
     "constriction>=0.4.0",  # range coder of .jtok files (jaxtok.codec)
+    "huggingface_hub>=0.26",  # jaxtok.load("hf:..."): released weights (jaxtok.hub)
 ]
 
 EXTRAS = {

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxtok import adaptive
+from jaxtok import adaptive, hub
 from jaxtok.adaptive import ADAPTIVE_METRICS, AdaptiveTokens
 from jaxtok.io import checkpoint
 from jaxtok.io.checkpoint import CONFIG_FILE
@@ -273,16 +273,42 @@ def read_config(path: str | os.PathLike) -> tuple[str, Any]:
   return fam.name, checkpoint.config_from_dict(fam.config_class, meta["config"])
 
 
-def load(path_or_variant: str | os.PathLike, *, seed: int = 0) -> Tokenizer:
+def load(path_or_variant: str | os.PathLike, *, seed: int = 0, dtype: str = "float32",
+         family: str | None = None, **hub_options: Any) -> Tokenizer:
   """Loads a tokenizer from a checkpoint directory, or builds a variant with random weights.
 
   Args:
-    path_or_variant: a directory holding `config.json` + `weights.safetensors` (as written by
-      `save` or the converter), or a variant name `"family:variant"`: `"titok:S-128"`,
-      `"one_d_piece:S-256"` (see `available_variants()`; a bare name such as `"S-128"` works
-      when only one family has it).
+    path_or_variant: released weights by name, `"hf:ORG/NAME[@REVISION][/FILE]"`
+      (`jaxtok.hub`: downloaded or found in the HF cache, converted once, cached); a directory
+      holding `config.json` + `weights.safetensors` (as written by `save` or the converter);
+      or a variant name `"family:variant"`: `"titok:S-128"`, `"one_d_piece:S-256"` (see
+      `available_variants()`; a bare name such as `"S-128"` works when only one family has it).
     seed: init seed for a variant name (ignored for directories).
+    dtype: "float32", or "bfloat16" for inference at half the memory: the float weights are
+      cast, and models that compute in their weights' dtype (TiTok, One-D-Piece) run in it.
+    family: for `hf:` names, the family expected (another is an error).
+    **hub_options: for `hf:` names, the family converter's options (`jaxtok.hub.load`).
   """
+  if dtype not in ("float32", "bfloat16"):
+    raise ValueError(f"dtype: expected 'float32' or 'bfloat16', got {dtype!r}")
+  tok = _load(path_or_variant, seed=seed, family=family, **hub_options)
+  if dtype == "float32":
+    return tok
+  graphdef, params, rest = nnx.split(tok.model, nnx.Param, ...)
+  params = jax.tree.map(lambda a: a.astype(jnp.bfloat16)
+                        if jnp.issubdtype(a.dtype, jnp.floating) else a, params)
+  return Tokenizer(nnx.merge(graphdef, params, rest), family=tok.family)
+
+
+def _load(path_or_variant: str | os.PathLike, *, seed: int, family: str | None,
+          **hub_options: Any) -> Tokenizer:
+  """`load` in float32."""
+  if hub.is_hub_name(path_or_variant):
+    fam, model = hub.load(path_or_variant, family=family, **hub_options)
+    return Tokenizer(model, family=fam.name)
+  if family is not None or hub_options:
+    raise ValueError(f"family/options: only 'hf:' names take them, got {path_or_variant!r} "
+                     f"with {sorted(hub_options) + (['family'] if family else [])}")
   if isinstance(path_or_variant, Tokenizer):
     return path_or_variant
   if not isinstance(path_or_variant, (str, os.PathLike)):

@@ -1,7 +1,7 @@
 """Imports point down the house and never in a loop (docs/design.md §1).
 
 From the top: `configs/` (imported by nothing) -> `codec/` (.jtok, priors, rate-distortion)
--> `tokenize/` -> `trainers/` -> `eval/` -> `api` (and the root package) -> `adaptive` ->
+-> `tokenize/` -> `trainers/` -> `eval/` -> `api` (and the root package) -> `adaptive`, `hub` ->
 `tokenizers/`, `nets/`, `data/`, `parallel/` -> `io/`, `metrics` (use nothing of jaxtok).
 A module may import modules of a lower layer and of its own package; the
 imports are read with `ast`, at any depth of the file (a lazy import counts as much as a top one).
@@ -25,6 +25,7 @@ LAYERS = {
     "eval": 5,
     "api": 4, "": 4,  # "" = the root package `jaxtok/__init__.py` (it re-exports api).
     "adaptive": 3,  # the adaptive-length search the api uses
+    "hub": 3,  # hf: names: download, recognise, convert, cache (jaxtok.load("hf:..."))
     "tokenizers": 2, "nets": 2, "data": 2, "parallel": 2,
     "io": 1, "metrics": 1,  # use nothing of jaxtok
 }
