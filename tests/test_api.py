@@ -303,7 +303,7 @@ def test_dead_code_restart_model_exports(tmp_path):
                 rngs=nnx.Rngs(0))
   x = _images(4, 32, seed=13)
   before = np.asarray(model.quantize.codebook[...])
-  step = nnx.jit(lambda m, x: m(x, train=True)[1]["quantizer_loss"])
+  step = nnx.jit(lambda m, x: m(x, train=True)[1]["losses"]["quantizer"])
   for _ in range(2):  # Restarts move the key and the codebook.
     step(model, jnp.asarray(x))
   assert not np.array_equal(before, np.asarray(model.quantize.codebook[...]))

@@ -20,7 +20,7 @@ r"""FlexTok training configs (arXiv 2502.13967): rectified-flow decoder, nested 
   # The same at smoke / tiny size with the offline Inception stand-in teacher:
   python -m jaxtok.trainers.train --config jaxtok/configs/flextok.py:smoke,repa --workdir /tmp/r
 
-The objective is the rectified-flow velocity MSE (`aux["flow_loss"]`); the pixel
+The objective is the rectified-flow velocity MSE (`aux["losses"]["flow"]`); the pixel
 reconstruction, perceptual and GAN terms are off (FlexTok trains its decoder as a flow only).
 Nested dropout (`model.nested_dropout`, "pow2") and condition dropout for guidance
 (`model.cond_dropout_p`) are model options. The official training recipe is unreleased

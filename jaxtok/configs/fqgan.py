@@ -19,8 +19,8 @@ dead_codes}` (a single codebook: `eval/codebook/{usage,...}`); the official conf
 
 Official recipe: loss = 1.0 L2 + 1.0 LPIPS + 0.5 PatchGAN hinge (from step 20,000) + per
 branch codebook + commitment (beta 0.25) + entropy (0.03, T 0.01) + 0.1 disentanglement
-(the model's `quantizer_loss`) + 0.5 semantic alignment per teacher; Adam lr 2e-4, betas
-(0.9, 0.95), no weight decay, gradient clipping 1.0, bf16 compute, global batch 256, ImageNet
+(the model's `aux["losses"]["quantizer"]`) + 0.5 semantic alignment per teacher; Adam lr 2e-4,
+betas (0.9, 0.95), no weight decay, gradient clipping 1.0, bf16 compute, global batch 256, ImageNet
 256^2 random crop + flip, ~200k steps (dual-16: 40 epochs at batch 256 ~ 200k).
 
 The semantic term: each semantic branch's feature head predicts a CLS feature aligned to a

@@ -368,7 +368,7 @@ def stage1_loss(cfg: LossConfig, logits: Array, target_ids: Array,
     cfg: weights (`quantizer_weight`, `label_smoothing`).
     logits: `[B, g, g, K]` proxy-code logits (`aux["logits"]` of the legacy model).
     target_ids: `[B, g, g]` MaskGIT VQGAN codes of the input images.
-    aux: the model's aux dict (`quantizer_loss`, optional commitment/codebook parts).
+    aux: the model's aux dict (`losses`, optional commitment/codebook parts).
 
   Returns:
     (total float32 scalar, terms) with terms `reconstruction_loss`, `quantizer_loss`, ...
@@ -395,7 +395,7 @@ def generator_loss(cfg: LossConfig, images: Array, recon: Array, aux: Mapping[st
     cfg: weights.
     images: `[B, H, W, 3]` targets in [0, 1].
     recon: `[B, H, W, 3]` reconstructions (unclamped), any float dtype.
-    aux: the model's aux dict (`quantizer_loss`, ...).
+    aux: the model's aux dict (`losses`, ...).
     step: global step (may be traced) for the GAN start.
     perceptual_fn: `(images, recon) -> [B]` distance (e.g. `LPIPS`); required when
       `cfg.perceptual_weight > 0`.

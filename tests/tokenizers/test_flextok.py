@@ -252,7 +252,7 @@ def test_training_forward_flow_loss():
   model = fam.model_class(cfg, rngs=nnx.Rngs(0))
   x = jax.random.uniform(jax.random.key(0), (4, cfg.input_size, cfg.input_size, 3))
   _, aux = nnx.jit(lambda m, x: m(x, train=True, rngs=jax.random.key(5)))(model, x)
-  loss, v, tgt = aux["flow_loss"], aux["velocity"], aux["target_velocity"]
+  loss, v, tgt = aux["losses"]["flow"], aux["velocity"], aux["target_velocity"]
   assert np.isfinite(float(loss)) and float(loss) > 0
   np.testing.assert_allclose(float(loss), float(jnp.mean((v - tgt) ** 2)), rtol=1e-5)
   keep = np.asarray(aux["num_tokens_kept"])

@@ -108,7 +108,7 @@ def test_training_pass_with_the_prior():
   model = _model(cfg)
   x = jax.random.uniform(jax.random.key(0), (4, cfg.input_size, cfg.input_size, 3))
   _, aux = nnx.jit(lambda m, x: m(x, train=True, rngs=jax.random.key(5)))(model, x)
-  loss = float(aux["flow_loss"])
+  loss = float(aux["losses"]["flow"])
   assert np.isfinite(loss) and loss > 0
   np.testing.assert_allclose(loss, float(jnp.mean((aux["velocity"] - aux["target_velocity"])
                                                   ** 2)), rtol=1e-5)

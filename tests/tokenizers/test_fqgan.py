@@ -97,7 +97,7 @@ def test_train_forward_aux_and_errors():
   recon, aux = m(x, train=True)
   parts = (aux["codebook_loss"] + aux["commitment_loss"] + aux["entropy_loss"]
            + aux["disentangle_loss"])
-  np.testing.assert_allclose(aux["quantizer_loss"], parts, rtol=1e-6)
+  np.testing.assert_allclose(aux["losses"]["quantizer"], parts, rtol=1e-6)
   assert set(aux["semantic_features"]) == {"sem"}
   assert float(m.quantize.quantizers[0].code_stats[...].sum()) == 2 * c.grid_size ** 2
   with pytest.raises(ValueError, match="teacher_cls"):

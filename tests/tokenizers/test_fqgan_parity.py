@@ -175,7 +175,7 @@ def test_generator_loss_and_gradients(fx):
     model = nnx.merge(graphdef, params, rest)
     recon, aux = model.forward_official(x, train=False)
     sem = model.semantic_losses(aux, teachers)
-    gen = (w_rec * jnp.mean((x - recon) ** 2) + aux["quantizer_loss"]
+    gen = (w_rec * jnp.mean((x - recon) ** 2) + aux["losses"]["quantizer"]
            + w_sem * sum(sem.values()))
     return gen + jnp.sum(recon * r), gen
 

@@ -171,8 +171,8 @@ def test_tokenizer_interface_and_training_forward(tmp_path):
   x = jnp.asarray(images / 255.0, jnp.float32)
   recon, aux = model(x, train=True, rngs=nnx.Rngs(3))
   recon_eval, aux_eval = model(x)
-  assert recon.shape == x.shape and float(aux["kl_loss"]) > 0
-  assert float(aux["quantizer_loss"]) == 0.0
+  assert recon.shape == x.shape and float(aux["losses"]["kl"]) > 0
+  assert float(aux["losses"]["quantizer"]) == 0.0
   # The training sample differs from the mean; the eval pass decodes the mean.
   assert not np.allclose(np.asarray(aux["latents"]), np.asarray(aux_eval["latents"]))
   np.testing.assert_allclose(np.asarray(aux_eval["latents"]).reshape(2, 16, 4), tokens,
@@ -180,7 +180,7 @@ def test_tokenizer_interface_and_training_forward(tmp_path):
   mean, logvar = aux["posterior_mean"], aux["posterior_logvar"]
   kl = 0.5 * np.sum(np.asarray(mean) ** 2 + np.exp(logvar) - 1 - np.asarray(logvar),
                     axis=(1, 2, 3)).mean()
-  assert float(aux["kl_loss"]) == pytest.approx(kl, rel=1e-5)
+  assert float(aux["losses"]["kl"]) == pytest.approx(kl, rel=1e-5)
   with pytest.raises(ValueError, match="rngs"):
     model(x, train=True)
   with pytest.raises(ValueError, match="images"):

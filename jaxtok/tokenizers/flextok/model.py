@@ -242,7 +242,7 @@ class FlexTok(nnx.Module):
     decode_padded(ids [B, R], keep [B], ...): the same with a per-image kept length (one
       compile for every k), as front-end arrays; `decode_prefixes`: as images.
     sample(cond, cond_uncond, noise, ...): Euler sampler over front-end arrays.
-    __call__(images, train=False, *, rngs) -> (recon, aux with `flow_loss`).
+    __call__(images, train=False, *, rngs) -> (recon, aux with `losses['flow']`).
 
   Attributes:
     token_spec: the `TokenSpec` the API reads.
@@ -451,7 +451,7 @@ class FlexTok(nnx.Module):
         "vae" front end's decoder: FlexTok trains on the flow loss); `train=False`: the
         reconstruction by the config's default sampler (all R tokens, noise from key 0);
         images for "identity" / "vae" (decoded by the VAE), `x`'s shape for "latent".
-      aux: `flow_loss` (MSE of v against eps - x0), `quantizer_loss`, `commitment_loss`,
+      aux: `losses` {`flow`: MSE of v against eps - x0, `quantizer`}, `commitment_loss`,
         `codebook_loss` (0: FSQ), `stats`, `ids` `[B, R]`, `latents` (codes `[B, R, d]`),
         `num_tokens_kept` `[B]`, `t` `[B]`, `velocity`, `target_velocity`; in training with
         `config.repa_layer` set, `repa_features` `[B, P, repa_dim]` (the projected patch
@@ -502,8 +502,7 @@ class FlexTok(nnx.Module):
                         guidance=c.guidance, guidance_scale=c.guidance_scale,
                         patch_cond=patch_cond)
     out = self.from_front(out) if c.front_end != "latent" else out
-    aux = dict(flow_loss=loss, quantizer_loss=qaux["loss"],
-               commitment_loss=qaux["commitment_loss"], codebook_loss=qaux["codebook_loss"],
+    aux = dict(commitment_loss=qaux["commitment_loss"], codebook_loss=qaux["codebook_loss"],
                stats=qaux["stats"], ids=qaux["ids"], latents=codes, num_tokens_kept=keep, t=t,
                velocity=v, target_velocity=target,
                losses={"flow": loss, "quantizer": qaux["loss"]})

@@ -334,8 +334,8 @@ class FQGAN(nnx.Module):
                        ) -> tuple[jax.Array, dict[str, Any]]:
     """The official forward on `[B, S, S, 3]` in [-1, 1]: (recon in [-1, 1], aux).
 
-    aux: `quantizer_loss` (sum over branches of codebook + commitment + entropy, plus the
-    disentanglement loss), `codebook_loss`, `commitment_loss`, `entropy_loss`,
+    aux: `losses` {`quantizer`: sum over branches of codebook + commitment + entropy, plus the
+    disentanglement loss}, `codebook_loss`, `commitment_loss`, `entropy_loss`,
     `disentangle_loss`, `factor_losses` (per branch), `ids` `[B, h*w, k]` int32, `stats`,
     `latents` `[B, h, w, k*D]`, `semantic_features` `{branch: [B, 1 + h*w, W]}`.
     """
@@ -347,8 +347,7 @@ class FQGAN(nnx.Module):
     _put(capture, "concat", zq)
     recon = self.decode_quantized(zq, capture)
     b = x.shape[0]
-    aux = {"quantizer_loss": qaux["loss"],
-           **{k: qaux[k] for k in ("codebook_loss", "commitment_loss", "entropy_loss",
+    aux = {**{k: qaux[k] for k in ("codebook_loss", "commitment_loss", "entropy_loss",
                                    "disentangle_loss", "factor_losses", "stats")},
            "ids": self._token_ids(qaux["ids"], b),
            "latents": zq,

@@ -308,11 +308,12 @@ class TiTok(nnx.Module):
                ) -> tuple[jax.Array, dict[str, Any]]:
     """Encode, quantize, decode. Returns `(recon [B, S, S, 3], aux)`.
 
-    aux: `quantizer_loss`, `commitment_loss`, `codebook_loss` (scalars), `stats` (quantizer
-    statistics), `latents` `[B, K, C]` (quantized / sampled), `num_tokens_kept` `[B]` int32,
-    `ids` (discrete bottlenecks), `logits` `[B, g, g, N_pix]` (two-stage head), and for
-    "gaussian" `kl_loss` (sum over tokens and channels, mean over the batch),
-    `posterior_mean`, `posterior_logvar`.
+    aux: `losses` (the named terms the trainer sums: `quantizer`, and for "gaussian" `kl`,
+    summed over tokens and channels, mean over the batch), `commitment_loss`, `codebook_loss`
+    (logged parts), `stats` (quantizer statistics), `latents` `[B, K, C]` (quantized /
+    sampled), `num_tokens_kept` `[B]` int32, `ids` (discrete bottlenecks), `logits`
+    `[B, g, g, N_pix]` (two-stage head), and for "gaussian" `posterior_mean`,
+    `posterior_logvar`.
     With `train=True`, tail-token-drop (config) and Gaussian sampling draw from `rngs`.
     """
     b, k = images.shape[0], self.config.num_latent_tokens
@@ -325,16 +326,15 @@ class TiTok(nnx.Module):
     if sample:
       key, qkey = jax.random.split(key)
     zq, qaux = self.quantize(z, train=train, rngs=qkey)
-    aux: dict[str, Any] = dict(quantizer_loss=qaux["loss"],
+    # `losses`: the terms the trainer sums, each times its `LossConfig` weight (`term_weight`).
+    aux: dict[str, Any] = dict(losses={"quantizer": qaux["loss"]},
                                commitment_loss=qaux["commitment_loss"],
                                codebook_loss=qaux["codebook_loss"], stats=qaux["stats"])
-    for name in ("ids", "kl_loss", "posterior_mean", "posterior_logvar"):
-      if name in qaux:
-        aux[name] = qaux[name]
-    # The terms the trainer sums, each times its `LossConfig` weight (`term_weight`).
-    aux["losses"] = {"quantizer": qaux["loss"]}
     if "kl_loss" in qaux:
       aux["losses"]["kl"] = qaux["kl_loss"]
+    for name in ("ids", "posterior_mean", "posterior_logvar"):
+      if name in qaux:
+        aux[name] = qaux[name]
     lengths = (token_drop.keep_lengths(key, b, k, self.config.tail_token_drop_mode)
                if drop else None)
     recon, head = self.decode_latents(zq, lengths=lengths)

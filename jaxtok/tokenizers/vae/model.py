@@ -193,7 +193,7 @@ class AutoencoderKL(nnx.Module):
     encode_latents(images in [0,1], sample=False, rngs) -> scaled latents [B,h,w,C];
       decode_latents(scaled latents) -> images [0,1] (unclamped).
     encode(images) -> tokens [B, h*w, C] float32; decode_tokens(tokens) -> images.
-    __call__(images, train=False, *, rngs) -> (recon, aux with `kl_loss`).
+    __call__(images, train=False, *, rngs) -> (recon, aux with `losses['kl']`).
   """
 
   def __init__(self, config: AutoencoderKLConfig, *, rngs: nnx.Rngs):
@@ -278,9 +278,9 @@ class AutoencoderKL(nnx.Module):
     """Encode, sample (train) or take the mean, decode. Returns `(recon [B, S, S, 3] in [0, 1]
     unclamped, aux)`.
 
-    aux: `kl_loss` (KL to N(0, I) of the unscaled posterior, summed over h, w, C and averaged
-    over the batch, as latent diffusion's VAE loss), `quantizer_loss` / `commitment_loss` /
-    `codebook_loss` (0: no codebook), `stats` ({}), `posterior_mean`, `posterior_logvar`
+    aux: `losses` {`kl`: KL to N(0, I) of the unscaled posterior, summed over h, w, C and
+    averaged over the batch, as latent diffusion's VAE loss; `quantizer`: 0, no codebook},
+    `commitment_loss` / `codebook_loss` (0), `stats` ({}), `posterior_mean`, `posterior_logvar`
     `[B, h, w, C]`, `latents` (the scaled latents decoded).
     With `train=True` the latents are a reparameterised sample drawn from `rngs`.
     """
@@ -289,8 +289,7 @@ class AutoencoderKL(nnx.Module):
     z, qaux = self.quantize(self.moments(images.astype(jnp.float32) * 2.0 - 1.0), train=train,
                             rngs=key)
     recon = (self.decode_raw(z) + 1.0) * 0.5
-    aux = dict(kl_loss=qaux["kl_loss"], quantizer_loss=qaux["loss"],
-               commitment_loss=qaux["commitment_loss"], codebook_loss=qaux["codebook_loss"],
+    aux = dict(commitment_loss=qaux["commitment_loss"], codebook_loss=qaux["codebook_loss"],
                stats=qaux["stats"], posterior_mean=qaux["posterior_mean"],
                posterior_logvar=qaux["posterior_logvar"], latents=self.scale(z),
                losses={"kl": qaux["kl_loss"], "quantizer": qaux["loss"]})
