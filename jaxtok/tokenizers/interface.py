@@ -158,6 +158,36 @@ def as_numpy(x: Any, name: str) -> np.ndarray:
   raise ValueError(f"{name}: expected a numpy or jax array, got {type(x).__name__}")
 
 
+def check_int(value: Any, name: str, *, lo: int | None = None, hi: int | None = None) -> int:
+  """`value` as an int, refusing bools, floats (2.7), strings and values outside [lo, hi]."""
+  bounds = (f" in [{lo}, {hi}]" if lo is not None and hi is not None else
+            f" >= {lo}" if lo is not None else f" <= {hi}" if hi is not None else "")
+  if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+    raise ValueError(f"{name}: expected an int{bounds}, got {value!r} "
+                     f"({type(value).__name__})")
+  value = int(value)
+  if (lo is not None and value < lo) or (hi is not None and value > hi):
+    raise ValueError(f"{name}: expected an int{bounds}, got {value}")
+  return value
+
+
+def check_float(value: Any, name: str, *, lo: float | None = None,
+                hi: float | None = None) -> float:
+  """`value` as a finite float (ints accepted), refusing bools, strings ("7.5"), NaN, inf and
+  values outside [lo, hi]."""
+  bounds = (f" in [{lo}, {hi}]" if lo is not None and hi is not None else
+            f" >= {lo}" if lo is not None else f" <= {hi}" if hi is not None else "")
+  if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                   np.floating)):
+    raise ValueError(f"{name}: expected a finite number{bounds}, got {value!r} "
+                     f"({type(value).__name__})")
+  value = float(value)
+  if not np.isfinite(value) or (lo is not None and value < lo) or (
+      hi is not None and value > hi):
+    raise ValueError(f"{name}: expected a finite number{bounds}, got {value}")
+  return value
+
+
 def check_prefix_length(n: int, num_tokens: int, name: str) -> None:
   """Raises unless 1 <= n <= num_tokens (a decodable prefix length)."""
   if not 1 <= n <= num_tokens:
@@ -363,6 +393,6 @@ def split_decode_options(options: dict[str, Any], defaults: dict[str, Any],
   return tuple(static), values
 
 
-__all__ = ["IMAGE_RANGE_TOLERANCE", "TokenSpec", "as_numpy", "check_id_shape",
-           "check_image_shape", "check_images", "check_lengths", "check_prefix_length",
+__all__ = ["IMAGE_RANGE_TOLERANCE", "TokenSpec", "as_numpy", "check_float", "check_id_shape",
+           "check_image_shape", "check_int", "check_images", "check_lengths", "check_prefix_length",
            "check_tokens", "decode_options", "split_decode_options"]
