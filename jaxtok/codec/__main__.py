@@ -228,14 +228,8 @@ def run(argv: Sequence[str] | None = None) -> dict:
     files = _files(args.inputs, (fmt.SUFFIX,))
     dests = _destinations(files, Path(args.out), ".png", args.overwrite)
     blobs = [p.read_bytes() for p, _ in files]
-    try:
-      images = jtok.decompress(tok, blobs, prior=_prior_arg(args.prior, args.checkpoint),
-                               batch_size=args.batch_size)
-    except jtok.JtokError as e:  # Name the file, not its index.
-      msg = str(e)
-      for i, (p, _) in enumerate(files):
-        msg = msg.replace(f"blobs[{i}]:", f"{p}:")
-      raise jtok.JtokError(msg) from e
+    images = jtok.decompress(tok, blobs, prior=_prior_arg(args.prior, args.checkpoint),
+                             batch_size=args.batch_size, names=[str(p) for p, _ in files])
     rows = []
     for dest, im in zip(dests, images):
       dest.parent.mkdir(parents=True, exist_ok=True)

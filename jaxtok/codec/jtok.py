@@ -123,12 +123,13 @@ def _prior_for(tok, h: Header, prior: Any, name: str):
   return p
 
 
-def decompress_tokens(tok, blobs: Sequence[bytes], *, prior: Any = None
-                      ) -> list[np.ndarray]:
+def decompress_tokens(tok, blobs: Sequence[bytes], *, prior: Any = None,
+                      names: Sequence[str] | None = None) -> list[np.ndarray]:
   """`.jtok` blobs -> their ids: image i's `[L_i]` (or `[L_i, F]`) int32.
 
   Args:
     prior: the `MarginalPrior` (or its file) for blobs coded with one; uniform blobs need none.
+    names: what to call each blob in errors (e.g. its file); default `blobs[i]`.
 
   Raises:
     JtokError: a blob that is corrupt, truncated, of an unknown version, for another
@@ -137,10 +138,12 @@ def decompress_tokens(tok, blobs: Sequence[bytes], *, prior: Any = None
   if isinstance(blobs, (bytes, bytearray)):
     raise ValueError("blobs: expected a sequence of blobs (a list of bytes), got one bytes "
                      "object; wrap it in a list")
+  if names is not None and len(names) != len(blobs):
+    raise ValueError(f"names: expected one name per blob ({len(blobs)}), got {len(names)}")
   out = []
   cache: dict[Any, Any] = {}
   for i, blob in enumerate(blobs):
-    name = f"blobs[{i}]"
+    name = f"blobs[{i}]" if names is None else str(names[i])
     h, payload = fmt.parse(blob, name)
     _check_header(tok, h, name)
     key = (h.prior, h.prior_id)
@@ -228,9 +231,11 @@ def decode_groups(tok, ids: Sequence[np.ndarray], batch_size: int = 32) -> np.nd
 
 
 def decompress(tok, blobs: Sequence[bytes], *, prior: Any = None,
-               batch_size: int = 32) -> np.ndarray:
+               batch_size: int = 32, names: Sequence[str] | None = None) -> np.ndarray:
   """`.jtok` blobs -> images `[N, S, S, 3]` float32 in [0, 1] (see `decompress_tokens`)."""
-  return decode_groups(tok, decompress_tokens(tok, blobs, prior=prior), batch_size)
+  batch_size = interface.check_int(batch_size, "batch_size", lo=1)
+  return decode_groups(tok, decompress_tokens(tok, blobs, prior=prior, names=names),
+                       batch_size)
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:

@@ -8,8 +8,8 @@ the same bytes, every byte covered, sizes matching shapes and dtypes); its error
 re-raised as `ValueError`s naming the file.
 
 A header alone cannot tell a float32 tensor from one relabelled int32, so files jaxtok writes
-carry a SHA-256 digest of their tensors (names, dtypes, shapes and bytes) under the metadata
-key `jaxtok.sha256`, checked on every full read; files of other writers have none.
+carry a SHA-256 digest of their metadata and tensors (names, dtypes, shapes and bytes) under
+the metadata key `jaxtok.sha256`, checked on every full read; files of other writers have none.
 
 bfloat16 tensors are widened to float32 (numpy has no bfloat16 of its own); every other
 dtype is kept.
@@ -44,12 +44,14 @@ def bf16_to_f32(raw: np.ndarray) -> np.ndarray:
   return (raw.astype(np.uint32) << 16).view(np.float32)
 
 
-def _digest(entries) -> str:
-  """SHA-256 over (name, dtype tag, shape, little-endian bytes) of each tensor, by name.
+def _digest(entries, metadata: Mapping[str, str]) -> str:
+  """SHA-256 over the metadata (the digest itself aside) and (name, dtype tag, shape,
+  little-endian bytes) of each tensor, by name.
 
   `entries`: (name, tag, shape, little-endian array) tuples.
   """
   h = hashlib.sha256()
+  h.update(json.dumps(sorted((k, v) for k, v in metadata.items() if k != DIGEST_KEY)).encode())
   for name, tag, shape, arr in sorted(entries, key=lambda e: e[0]):
     data = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
     h.update(json.dumps([name, tag, [int(d) for d in shape], int(data.size)]).encode())
@@ -109,7 +111,7 @@ def read_safetensors(path: str | os.PathLike, *,
                          f"expected one of {sorted(_ST_DTYPES) + ['BF16']}")
       out[name] = arr
       entries.append((name, tag, info["shape"], data))
-  if keep is None and DIGEST_KEY in meta and _digest(entries) != meta[DIGEST_KEY]:
+  if keep is None and DIGEST_KEY in meta and _digest(entries, meta) != meta[DIGEST_KEY]:
     raise ValueError(f"path: {path!r} does not match the {DIGEST_KEY} digest jaxtok wrote "
                      f"into it: the file was modified or is corrupt")
   return out
@@ -149,5 +151,5 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray]
     arr = np.ascontiguousarray(arr.astype(le, copy=False)).reshape(arr.shape)
     arrays[str(name)] = arr
     entries.append((str(name), _NP_TO_ST[le], arr.shape, arr))
-  meta[DIGEST_KEY] = _digest(entries)
+  meta[DIGEST_KEY] = _digest(entries, meta)
   safetensors.numpy.save_file(arrays, os.fspath(path), metadata=meta)

@@ -50,7 +50,7 @@ _MAX_STORAGE_SLACK = 1 << 20
 # them into a ValueError naming the file.
 _MALFORMED = (pickle.UnpicklingError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError,
               KeyError, IndexError, TypeError, AttributeError, struct.error, zlib.error,
-              UnicodeDecodeError, OverflowError, NotImplementedError)
+              UnicodeDecodeError, OverflowError, NotImplementedError, OSError)
 
 
 class _StorageType:
