@@ -15,7 +15,8 @@ family and config, so that an edited or damaged config.json is refused rather th
 another model (`read_meta`); files written before it existed are read unchecked.
 
 No model knowledge beyond nnx: callers pass the model class to build. Safetensors is read and
-written with numpy (`jaxtok.io.safetensors`), so a checkpoint loads without torch or orbax.
+written through the `safetensors` library's numpy API (`jaxtok.io.safetensors`), so a
+checkpoint loads without torch or orbax.
 """
 from __future__ import annotations
 
