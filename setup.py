@@ -30,6 +30,7 @@ INSTALL_REQUIRES = [
     "pyyaml>=6.0",  # official 1d-tokenizer configs are YAML
     "constriction>=0.4.0",  # range coder of .jtok files (jaxtok.codec)
     "huggingface_hub>=0.26",  # jaxtok.load("hf:..."): released weights (jaxtok.hub)
+    "safetensors>=0.4",  # the reader of .safetensors checkpoints (jaxtok.io.safetensors)
 ]
 
 EXTRAS = {
@@ -39,7 +40,6 @@ EXTRAS = {
         "ruff>=0.6",
         "nbmake>=1.5",
         "ipykernel>=6.0",
-        "safetensors>=0.4",
     ],
     # PyTorch is only needed by converters of .bin/.pt files, the parity tools and the
     # FID benchmark. Pinned: an unpinned `torch` would resolve to a multi-GB CUDA build.

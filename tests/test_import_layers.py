@@ -139,3 +139,21 @@ def test_module_imports_in_a_fresh_interpreter(module):
                         capture_output=True, text=True, timeout=300,
                         env={"JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"})
   assert proc.returncode == 0, f"import {module} failed:\n{proc.stderr[-3000:]}"
+
+
+_OPTIONAL = ("torch", "diffusers", "transformers", "tensorflow")
+
+
+def test_optional_extras_are_never_imported_at_module_level():
+  """A module-level `import torch` in the package or a test stops the whole run at
+  collection without the torch extra (issue 24 item 10): optional extras are imported
+  inside the function that needs them (tests: `pytest.importorskip`)."""
+  bad = []
+  for path in sorted([*PACKAGE.rglob("*.py"), *(ROOT / "tests").rglob("*.py")]):
+    tree = ast.parse(path.read_text(), str(path))
+    for node in tree.body:  # Module level only (try/except ImportError blocks aside).
+      names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+               [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+      bad += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names
+              if n.split(".")[0] in _OPTIONAL]
+  assert not bad, bad

@@ -39,6 +39,13 @@ def _model(prior, vocab_size: int, radix: tuple[int, ...] | None, num_tokens: in
           (np.tile(np.asarray(radix, np.int32), num_tokens),))
 
 
+def _encode(symbols: np.ndarray, model, params) -> bytes:
+  """The range coder's words for `symbols`, as little-endian bytes."""
+  enc = constriction.stream.queue.RangeEncoder()
+  enc.encode(symbols, model, *params)
+  return np.asarray(enc.get_compressed(), np.uint32).astype("<u4").tobytes()
+
+
 def compress_tokens(tok, ids: Any, *, lengths: Any = None, prior: Any = "uniform"
                     ) -> list[bytes]:
   """Token ids -> one `.jtok` blob per image.
@@ -66,10 +73,7 @@ def compress_tokens(tok, ids: Any, *, lengths: Any = None, prior: Any = "uniform
     n = int(lengths[i])
     symbols = ids[i, :n] if radix is None else priors.digits(ids[i, :n], radix)
     symbols = np.ascontiguousarray(symbols.reshape(-1), np.int32)
-    model, params = _model(p, v, radix, n)
-    enc = constriction.stream.queue.RangeEncoder()
-    enc.encode(symbols, model, *params)
-    words = np.asarray(enc.get_compressed(), np.uint32).astype("<u4").tobytes()
+    words = _encode(symbols, *_model(p, v, radix, n))
     header = Header(fmt.version_for(radix), p.kind, tid, p.prior_id, tok.image_size, v, f, n,
                     len(words) // 4, radix)
     out.append(fmt.pack(header, words))
@@ -119,12 +123,13 @@ def _prior_for(tok, h: Header, prior: Any, name: str):
   return p
 
 
-def decompress_tokens(tok, blobs: Sequence[bytes], *, prior: Any = None
-                      ) -> list[np.ndarray]:
+def decompress_tokens(tok, blobs: Sequence[bytes], *, prior: Any = None,
+                      names: Sequence[str] | None = None) -> list[np.ndarray]:
   """`.jtok` blobs -> their ids: image i's `[L_i]` (or `[L_i, F]`) int32.
 
   Args:
     prior: the `MarginalPrior` (or its file) for blobs coded with one; uniform blobs need none.
+    names: what to call each blob in errors (e.g. its file); default `blobs[i]`.
 
   Raises:
     JtokError: a blob that is corrupt, truncated, of an unknown version, for another
@@ -133,10 +138,12 @@ def decompress_tokens(tok, blobs: Sequence[bytes], *, prior: Any = None
   if isinstance(blobs, (bytes, bytearray)):
     raise ValueError("blobs: expected a sequence of blobs (a list of bytes), got one bytes "
                      "object; wrap it in a list")
+  if names is not None and len(names) != len(blobs):
+    raise ValueError(f"names: expected one name per blob ({len(blobs)}), got {len(names)}")
   out = []
   cache: dict[Any, Any] = {}
   for i, blob in enumerate(blobs):
-    name = f"blobs[{i}]"
+    name = f"blobs[{i}]" if names is None else str(names[i])
     h, payload = fmt.parse(blob, name)
     _check_header(tok, h, name)
     key = (h.prior, h.prior_id)
@@ -155,6 +162,11 @@ def decompress_tokens(tok, blobs: Sequence[bytes], *, prior: Any = None
     symbols = np.asarray(symbols, np.int64)
     if symbols.size != h.num_symbols or symbols.min() < 0:
       raise JtokError(f"{name}: payload decodes to invalid ids")
+    # The coder is deterministic: an intact payload is exactly the coding of what it decodes
+    # to. Anything else (extra or edited words that still decode) is refused.
+    if _encode(np.ascontiguousarray(symbols, np.int32), model, params) != payload:
+      raise JtokError(f"{name}: payload of {len(payload)} bytes is not exactly the coding of "
+                      f"the {h.num_symbols} symbols it decodes to (edited or padded)")
     if h.radix is not None:
       symbols = symbols.reshape(h.num_tokens, len(h.radix))
       if (symbols >= np.asarray(h.radix)).any():  # Possible only in a damaged payload.
@@ -184,6 +196,11 @@ def compress(tok, images: Any, *, prior: Any = "uniform", num_tokens: int | None
   """
   if target is not None and num_tokens is not None:
     raise ValueError("num_tokens/target: give at most one (a fixed prefix or a quality target)")
+  batch_size = interface.check_int(batch_size, "batch_size", lo=1)
+  k = tok.token_spec.num_tokens
+  if num_tokens is not None:
+    num_tokens = interface.check_int(num_tokens, "num_tokens", lo=1 if tok.supports_prefix
+                                     else k, hi=k)
   images = tok.check_images(images)
   if target is not None:
     adaptive = tok.encode_adaptive(images, target, lpips_weights=lpips_weights,
@@ -201,6 +218,7 @@ def decode_groups(tok, ids: Sequence[np.ndarray], batch_size: int = 32) -> np.nd
 
   Images of one length are decoded together, `batch_size` at a time.
   """
+  batch_size = interface.check_int(batch_size, "batch_size", lo=1)
   n, s = len(ids), tok.image_size
   out = np.zeros((n, s, s, 3), np.float32)
   lengths = np.array([len(x) for x in ids])
@@ -213,9 +231,11 @@ def decode_groups(tok, ids: Sequence[np.ndarray], batch_size: int = 32) -> np.nd
 
 
 def decompress(tok, blobs: Sequence[bytes], *, prior: Any = None,
-               batch_size: int = 32) -> np.ndarray:
+               batch_size: int = 32, names: Sequence[str] | None = None) -> np.ndarray:
   """`.jtok` blobs -> images `[N, S, S, 3]` float32 in [0, 1] (see `decompress_tokens`)."""
-  return decode_groups(tok, decompress_tokens(tok, blobs, prior=prior), batch_size)
+  batch_size = interface.check_int(batch_size, "batch_size", lo=1)
+  return decode_groups(tok, decompress_tokens(tok, blobs, prior=prior, names=names),
+                       batch_size)
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:

@@ -24,6 +24,8 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -235,8 +237,10 @@ class MarginalPrior:
         radix = tuple(z["radix"].tolist()) if form == _RADIX_PRIOR_FORMAT else None
         return cls(z["counts"], bytes.fromhex(str(z["tokenizer_id"])), float(z["alpha"]),
                    radix=radix)
-    except (KeyError, OSError, ValueError) as e:
-      raise ValueError(f"prior: {str(path)!r} is not a jaxtok marginal prior file ({e})") from e
+    except (KeyError, OSError, ValueError, EOFError, TypeError, zipfile.BadZipFile,
+            zlib.error) as e:
+      raise ValueError(f"prior: {str(path)!r} is not a jaxtok marginal prior file "
+                       f"({type(e).__name__}: {e})") from e
 
 
 def fit_marginal(tok, batches: Iterable[Any], *, alpha: float = 0.5,

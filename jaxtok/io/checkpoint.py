@@ -10,8 +10,13 @@ A checkpoint directory holds exactly two files:
   `<path>.__key_data__`, their implementation names in the file's metadata (`key_impls`), and
   re-wrapped on load.
 
+The weights file's metadata also holds `jaxtok.config_sha256`, the digest of config.json's
+family and config, so that an edited or damaged config.json is refused rather than read into
+another model (`read_meta`); files written before it existed are read unchecked.
+
 No model knowledge beyond nnx: callers pass the model class to build. Safetensors is read and
-written with numpy (`jaxtok.io.safetensors`), so a checkpoint loads without torch or orbax.
+written through the `safetensors` library's numpy API (`jaxtok.io.safetensors`), so a
+checkpoint loads without torch or orbax.
 """
 from __future__ import annotations
 
@@ -41,6 +46,17 @@ FORMAT_NAME = "jaxtok-checkpoint"
 FORMAT_VERSION = 1
 # Suffix of the safetensors entry that holds a PRNG key variable's raw key data.
 KEY_DATA_SUFFIX = ".__key_data__"
+# The top-level keys of config.json.
+_META_KEYS = {"format", "format_version", "family", "config", "source"}
+# Metadata key of weights.safetensors: SHA-256 of the family and config of config.json.
+CONFIG_DIGEST_KEY = "jaxtok.config_sha256"
+
+
+def config_digest(meta: Mapping[str, Any]) -> str:
+  """SHA-256 of `meta`'s family and config, canonical JSON (key order, spacing aside)."""
+  canon = json.dumps({"family": meta["family"], "config": meta["config"]}, sort_keys=True,
+                     separators=(",", ":"), allow_nan=False)
+  return hashlib.sha256(canon.encode()).hexdigest()
 
 
 # ------------------------------------------------------------------ config <-> JSON dicts
@@ -94,8 +110,11 @@ def _coerce(tp: Any, value: Any) -> Any:
 
 def config_from_dict(cls: type, data: Mapping[str, Any]) -> Any:
   """Inverse of `config_to_dict` for dataclass `cls`; unknown keys raise ValueError."""
+  if not isinstance(data, Mapping):
+    raise ValueError(f"config: expected a {cls.__name__} dict, got {type(data).__name__}")
   if hasattr(cls, "from_dict"):
-    return cls.from_dict(dict(data))
+    # A config.json holds every field: the strict, complete reading of a model config.
+    return cls.from_dict(dict(data), complete=True)
   fields = {f.name: f for f in dataclasses.fields(cls)}
   unknown = sorted(set(data) - set(fields))
   if unknown:
@@ -255,10 +274,45 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     meta = json.loads(file.read_text())
   except (OSError, json.JSONDecodeError) as e:
     raise ValueError(f"path_or_variant: cannot read {file}: {e}") from e
+  except (UnicodeDecodeError, RecursionError) as e:
+    raise ValueError(f"path_or_variant: {file} is not a readable JSON file "
+                     f"({type(e).__name__})") from None
   if not isinstance(meta, dict) or "family" not in meta or "config" not in meta:
     raise ValueError(f"path_or_variant: expected {file} to hold "
                      f"{{'family': ..., 'config': {{...}}}}, got keys "
                      f"{sorted(meta) if isinstance(meta, dict) else type(meta).__name__}")
+  unknown = sorted(set(meta) - _META_KEYS)
+  if unknown:
+    raise ValueError(f"path_or_variant: {file} has unknown top-level keys {unknown}; expected "
+                     f"some of {sorted(_META_KEYS)}")
+  if meta.get("format", FORMAT_NAME) != FORMAT_NAME:
+    raise ValueError(f"path_or_variant: {file} has format {meta['format']!r}; expected "
+                     f"{FORMAT_NAME!r}")
+  version = meta.get("format_version", FORMAT_VERSION)
+  if isinstance(version, bool) or not isinstance(version, int) or not (
+      1 <= version <= FORMAT_VERSION):
+    raise ValueError(f"path_or_variant: {file} has format_version {version!r}; this jaxtok "
+                     f"reads versions 1..{FORMAT_VERSION} (a newer jaxtok wrote it?)")
+  if not isinstance(meta["family"], str):
+    raise ValueError(f"path_or_variant: {file} has family {meta['family']!r}; expected a "
+                     f"family name (a string)")
+  if not isinstance(meta["config"], dict):
+    raise ValueError(f"path_or_variant: {file} has config of type "
+                     f"{type(meta['config']).__name__}; expected an object of config fields")
+  if "source" in meta and not isinstance(meta["source"], dict):
+    raise ValueError(f"path_or_variant: {file} has source of type "
+                     f"{type(meta['source']).__name__}; expected an object (provenance)")
+  weights = Path(path) / WEIGHTS_FILE
+  if weights.is_file():
+    want = safetensors.read_safetensors_metadata(weights).get(CONFIG_DIGEST_KEY)
+    try:
+      got = config_digest(meta)
+    except ValueError:  # NaN / Infinity in the JSON.
+      got = None
+    if want is not None and got != want:
+      raise ValueError(f"path_or_variant: {file} is not the config {weights.name} was saved "
+                       f"with (its {CONFIG_DIGEST_KEY} differs): the file was edited or is "
+                       f"corrupt; restore it, or save the model again with jaxtok.save")
   return meta
 
 
@@ -302,6 +356,7 @@ def write_dir(directory: str | os.PathLike, meta: Mapping[str, Any],
   target.parent.mkdir(parents=True, exist_ok=True)
   tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
   try:
+    metadata = {**metadata, CONFIG_DIGEST_KEY: config_digest(meta)}
     safetensors.write_safetensors(tmp / WEIGHTS_FILE, arrays, metadata)
     (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     if target.exists():

@@ -23,7 +23,9 @@ import collections
 import io
 import os
 import pickle
+import struct
 import zipfile
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,6 +39,18 @@ _TORCH_STORAGES = {
     "BFloat16Storage": "<u2", "LongStorage": "<i8", "IntStorage": "<i4",
     "ShortStorage": "<i2", "CharStorage": "i1", "ByteStorage": "u1", "BoolStorage": "?",
 }
+
+
+# A storage record may be larger than the elements the pickle reads from it (torch pads
+# nothing, but other writers might); beyond this slack, a record declaring far more bytes
+# than it is used for is refused before it is decompressed (a zip bomb).
+_MAX_STORAGE_SLACK = 1 << 20
+
+# Errors the standard library raises on a malformed zip or pickle; read_torch_zip turns
+# them into a ValueError naming the file.
+_MALFORMED = (pickle.UnpicklingError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError,
+              KeyError, IndexError, TypeError, AttributeError, struct.error, zlib.error,
+              UnicodeDecodeError, OverflowError, NotImplementedError, OSError)
 
 
 class _StorageType:
@@ -56,21 +70,60 @@ class _Storage:
     self.is_bf16 = is_bf16
 
 
+def _as_int(value, what: str) -> int:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    raise ValueError(f"checkpoint: tensor {what} must be an integer, got {value!r}")
+  return int(value)
+
+
 def _rebuild_tensor(storage: _Storage, storage_offset: int, size, stride, *unused_args,
                     **unused_kwargs) -> np.ndarray:
-  """numpy counterpart of `torch._utils._rebuild_tensor_v2` (strided view, then copy)."""
+  """numpy counterpart of `torch._utils._rebuild_tensor_v2` (strided view, then copy).
+
+  The view is checked against its storage before any memory is touched: integer offset,
+  sizes and strides, no negative size or stride (torch never writes one), every element
+  inside the storage, and no more elements than the storage holds (a broadcast, stride-0
+  view is materialised here, so a tiny file could otherwise ask for terabytes).
+  """
+  if not isinstance(storage, _Storage):
+    raise ValueError(f"checkpoint: tensor rebuild expected a storage, got "
+                     f"{type(storage).__name__}")
+  if not isinstance(size, (tuple, list)) or not isinstance(stride, (tuple, list)):
+    raise ValueError(f"checkpoint: tensor size and stride must be sequences, got "
+                     f"{size!r} and {stride!r}")
   base = storage.array
-  size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
-  if any(s == 0 for s in size):
+  storage_offset = _as_int(storage_offset, "storage offset")
+  size = tuple(_as_int(s, "size") for s in size)
+  stride = tuple(_as_int(s, "stride") for s in stride)
+  view = f"(offset {storage_offset}, size {size}, stride {stride})"
+  if len(size) != len(stride):
+    raise ValueError(f"checkpoint: tensor view {view} has {len(size)} sizes but "
+                     f"{len(stride)} strides")
+  if storage_offset < 0:
+    raise ValueError(f"checkpoint: tensor view {view} has a negative storage offset")
+  if any(n < 0 for n in size):
+    raise ValueError(f"checkpoint: tensor view {view} has a negative size")
+  if any(st < 0 for st in stride):
+    raise ValueError(f"checkpoint: tensor view {view} has a negative stride (torch never "
+                     f"writes one)")
+  numel = 1
+  for n in size:
+    numel *= n
+  if numel == 0:
     arr = np.zeros(size, base.dtype)
   else:
     last = storage_offset + sum((n - 1) * st for n, st in zip(size, stride))
-    if storage_offset < 0 or last >= base.size:
-      raise ValueError(f"checkpoint: tensor view (offset {storage_offset}, size {size}, "
-                       f"stride {stride}) reaches past its storage of {base.size} elements")
+    if last >= base.size:
+      raise ValueError(f"checkpoint: tensor view {view} reaches past its storage of "
+                       f"{base.size} elements")
+    if numel > base.size:
+      raise ValueError(f"checkpoint: tensor view {view} has {numel} elements, more elements "
+                       f"than its storage of {base.size} (a broadcast view); re-save it "
+                       f"with .contiguous()")
     item = base.itemsize
     arr = np.lib.stride_tricks.as_strided(
-        base[storage_offset:], shape=size, strides=tuple(st * item for st in stride))
+        base[storage_offset:], shape=size, strides=tuple(st * item for st in stride),
+        writeable=False)
   arr = np.array(arr, order="C")  # Own the memory, C-contiguous.
   if storage.is_bf16:
     arr = bf16_to_f32(arr)
@@ -163,11 +216,22 @@ class _TorchUnpickler(pickle.Unpickler):
   def persistent_load(self, pid):
     if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
       raise pickle.UnpicklingError(f"checkpoint: unknown persistent id {pid!r}")
-    storage_type, key, numel = pid[1], str(pid[2]), int(pid[4])
+    storage_type, key, numel = pid[1], str(pid[2]), pid[4]
     if not isinstance(storage_type, _StorageType):
       raise pickle.UnpicklingError(f"checkpoint: storage of unknown type {storage_type!r}")
+    numel = _as_int(numel, "storage numel")
+    if numel < 0:
+      raise ValueError(f"checkpoint: storage {key} has a negative element count {numel}")
     if key not in self._storages:
-      raw = self._archive.read(f"{self._storage_dir}{key}")
+      try:
+        info = self._archive.getinfo(f"{self._storage_dir}{key}")
+      except KeyError:
+        raise ValueError(f"checkpoint: the pickle names storage {key!r} but the archive has "
+                         f"no storage record {self._storage_dir}{key}") from None
+      if info.file_size > numel * storage_type.dtype.itemsize + _MAX_STORAGE_SLACK:
+        raise ValueError(f"checkpoint: storage record {info.filename} declares "
+                         f"{info.file_size} bytes for {numel} elements")
+      raw = self._archive.read(info)
       dtype = storage_type.dtype
       if self._byteorder == "big" and dtype.itemsize > 1:
         dtype = dtype.newbyteorder(">")
@@ -203,21 +267,32 @@ def read_torch_zip(path: str | os.PathLike, *, record: str = "data") -> Any:
   if not zipfile.is_zipfile(path):
     raise ValueError(f"path: expected a zip-format torch checkpoint (torch.save of PyTorch "
                      f">= 1.6), got a non-zip file {path!r}; re-save it with a recent torch")
-  with zipfile.ZipFile(path) as archive:
-    names = archive.namelist()
-    pkls = [n for n in names if n.rpartition("/")[2] == f"{record}.pkl"]
-    if len(pkls) != 1:
-      raise ValueError(f"path: expected exactly one {record}.pkl in {path!r}, found {pkls}")
-    root = pkls[0][:-len(f"{record}.pkl")]
-    byteorder = "little"
-    if f"{root}byteorder" in names:
-      byteorder = archive.read(f"{root}byteorder").decode().strip()
-    unpickler = _TorchUnpickler(io.BytesIO(archive.read(pkls[0])), archive, f"{root}{record}/",
-                                byteorder)
-    try:
+  try:
+    with zipfile.ZipFile(path) as archive:
+      names = archive.namelist()
+      pkls = [n for n in names if n.rpartition("/")[2] == f"{record}.pkl"]
+      if len(pkls) != 1:
+        raise ValueError(f"path: expected exactly one {record}.pkl in {path!r}, found {pkls}")
+      root = pkls[0][:-len(f"{record}.pkl")]
+      byteorder = "little"
+      if f"{root}byteorder" in names:
+        byteorder = archive.read(f"{root}byteorder").decode().strip()
+        if byteorder not in ("little", "big"):
+          raise ValueError(f"path: {path!r} has byteorder {byteorder[:20]!r}; expected "
+                           f"'little' or 'big'")
+      unpickler = _TorchUnpickler(io.BytesIO(archive.read(pkls[0])), archive,
+                                  f"{root}{record}/", byteorder)
       return unpickler.load()
-    except pickle.UnpicklingError as e:
-      raise ValueError(str(e)) from e
+  except RecursionError:
+    raise ValueError(f"path: the pickle in {path!r} is nested too deeply to be a "
+                     f"checkpoint") from None
+  except ValueError as e:
+    if path in str(e):
+      raise
+    raise ValueError(f"path: {path!r} is not a valid checkpoint: {e}") from e
+  except _MALFORMED as e:
+    raise ValueError(f"path: {path!r} is a malformed torch checkpoint "
+                     f"({type(e).__name__}: {e})") from e
 
 
 def read_torchscript(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -253,7 +328,11 @@ def read_torchscript(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], di
 
 def _read_torch_with_torch(path: str) -> Any:
   import torch  # noqa: PLC0415  (optional dependency)
-  obj = torch.load(path, map_location="cpu", weights_only=True)
+  try:
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+  except (pickle.UnpicklingError, RuntimeError, *_MALFORMED) as e:
+    raise ValueError(f"path: torch.load(weights_only=True) refused {path!r}: "
+                     f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
 
   def to_np(x):
     if isinstance(x, torch.Tensor):
@@ -301,9 +380,13 @@ def read_checkpoint(path: str | os.PathLike, *, use_torch: bool | None = False
   if not os.path.isfile(path):
     raise ValueError(f"path: expected an existing checkpoint file, got {path!r}")
   if path.endswith(".npz"):
-    with np.load(path, allow_pickle=False) as f:
-      names = [k for k in f.files if k.startswith("param/")] or list(f.files)
-      return {k.removeprefix("param/"): f[k] for k in names}
+    try:
+      with np.load(path, allow_pickle=False) as f:
+        names = [k for k in f.files if k.startswith("param/")] or list(f.files)
+        return {k.removeprefix("param/"): f[k] for k in names}
+    except (ValueError, OSError, *_MALFORMED) as e:
+      raise ValueError(f"path: {path!r} is not a readable .npz checkpoint "
+                       f"({type(e).__name__}: {e})") from e
   if not zipfile.is_zipfile(path):
     with open(path, "rb") as f:
       head = f.read(2)

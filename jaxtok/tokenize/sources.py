@@ -14,6 +14,9 @@ keeps beside the ids: a stable image id and, where the source has one, the label
 """
 from __future__ import annotations
 
+import hashlib
+import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +71,18 @@ class Source:
 
   def __len__(self) -> int:
     return len(self._records)
+
+  def fingerprint(self, indices: Sequence[int]) -> str | None:
+    """SHA-256 of what records `indices` are made of: each file's name, size and mtime for
+    folder sources (a replaced or edited image changes it); None for bundled photos and
+    tfds splits, which do not change under a fixed name and version."""
+    if self.kind != "folder":
+      return None
+    h = hashlib.sha256()
+    for i in indices:
+      st = os.stat(self._records[i])
+      h.update(f"{self._ids[i]}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
 
   def load(self, i: int) -> tuple[np.ndarray, str, int | None]:
     record = self._records[i]

@@ -14,7 +14,10 @@ another without padding the others.
 
 Crash safety: a shard is written to a hidden temp file, fsynced, renamed to its final name, and
 only then listed in the host's `manifest.json` (itself replaced atomically). Unlisted files are
-never read; on restart they are deleted and rewritten.
+never read; on restart they are deleted and rewritten. A listed shard is kept on restart only
+if its size and SHA-256 are those listed and, for folder sources, its images are unchanged
+(name, size and mtime of each, `Source.fingerprint`); otherwise it is written again.
+Directories inside a host directory are not ours: they are left alone.
 """
 from __future__ import annotations
 
@@ -158,20 +161,39 @@ def tokenize(checkpoint: str | os.PathLike | api.Tokenizer, data: str,
                 "shards": {}, "complete": num_shards == 0,
                 "checkpoint": os.fspath(checkpoint) if not isinstance(
                     checkpoint, api.Tokenizer) else None}
+  def shard_indices(s: int) -> list[int]:
+    return local[s * shard_size:(s + 1) * shard_size]
+
+  # A listed shard is kept only if its file is intact (size and SHA-256 as listed) and the
+  # records it was made of are unchanged (`Source.fingerprint`: an edited image is redone).
+  shard_of = {rec.shard_name(s, num_shards): s for s in range(num_shards)}
   done = {}
   for name, entry in manifest["shards"].items():
     path = host_dir / name
-    if path.is_file() and path.stat().st_size == entry["bytes"]:
+    problem = None
+    if name not in shard_of:
+      problem = "is not a shard of this run"
+    elif not path.is_file() or path.stat().st_size != entry.get("bytes"):
+      problem = "is missing or of the wrong size"
+    elif rec.file_sha256(path) != entry.get("sha256"):
+      problem = "does not match its listed SHA-256"
+    elif entry.get("inputs") != source.fingerprint(shard_indices(shard_of[name])):
+      problem = "was made from images that changed since"
+    if problem is None:
       done[name] = entry
     else:
-      _LOG.warning("tokenize: listed shard %s is missing or of the wrong size; rewriting it",
-                   path)
+      _LOG.warning("tokenize: listed shard %s %s; rewriting it", path, problem)
   manifest["shards"] = done
+  manifest["complete"] = len(done) == num_shards
   rec.write_json_atomic(manifest_path, manifest)
   listed = set(done)
   for path in host_dir.iterdir():  # Leftovers of a crash: temp files, unlisted shards.
-    if path.name != rec.MANIFEST and path.name not in listed:
-      path.unlink()
+    if path.name == rec.MANIFEST or path.name in listed:
+      continue
+    if path.is_dir():  # Not something tokenize writes: left alone.
+      _LOG.warning("tokenize: ignoring the directory %s (tokenize writes only files)", path)
+      continue
+    path.unlink()
 
   state = jax.device_put(nnx.state(tok.model), replicated)
   t0 = time.perf_counter()
@@ -204,7 +226,8 @@ def tokenize(checkpoint: str | os.PathLike | api.Tokenizer, data: str,
     name = rec.shard_name(s, num_shards)
     if name in done:
       continue
-    indices = local[s * shard_size:(s + 1) * shard_size]
+    indices = shard_indices(s)
+    inputs = source.fingerprint(indices)  # Before reading: an edit meanwhile is redone.
     elements = grain.MapDataset.source(indices).map(loader).to_iter_dataset(
         grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=2 * batch_size))
     tmp = host_dir / f".{name}.tmp-{os.getpid()}"
@@ -235,7 +258,7 @@ def tokenize(checkpoint: str | os.PathLike | api.Tokenizer, data: str,
     final = host_dir / name
     _commit_shard(tmp, final)
     done[name] = {"examples": examples, "skipped": skipped, "bytes": final.stat().st_size,
-                  "sha256": rec.file_sha256(final),
+                  "sha256": rec.file_sha256(final), "inputs": inputs,
                   "first_index": indices[0], "last_index": indices[-1]}
     manifest["shards"] = dict(sorted(done.items()))
     manifest["complete"] = len(done) == num_shards

@@ -19,6 +19,8 @@ import dataclasses
 import inspect
 import json
 import math
+import types
+import typing
 from typing import Any
 
 import jax
@@ -44,6 +46,95 @@ def jsonable(value: Any) -> Any:
   return value
 
 
+def _type_name(tp: Any) -> str:
+  return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def check_config_value(tp: Any, value: Any, name: str) -> None:
+  """Raises ValueError unless JSON `value` fits annotation `tp` (bool, int, float (finite),
+  str, Literal, tuple/list of those, Optional/Union, nested config dataclasses as dicts);
+  other annotations (Any, callables) are not checked."""
+  origin, args = typing.get_origin(tp), typing.get_args(tp)
+  problem = None
+  if tp is Any or tp is object:
+    return
+  if origin in (typing.Union, types.UnionType):
+    errors = []
+    for arm in args:
+      if arm is type(None):
+        if value is None:
+          return
+        continue
+      try:
+        check_config_value(arm, value, name)
+        return
+      except ValueError as e:
+        errors.append(str(e))
+    problem = " or ".join(_type_name(a) for a in args)
+  elif origin is typing.Literal:
+    if any(value == a and type(value) is type(a) for a in args):
+      return
+    problem = f"one of {list(args)}"
+  elif tp is bool:
+    if isinstance(value, bool):
+      return
+    problem = "a bool (true/false, not a string or number)"
+  elif tp is int:
+    if isinstance(value, int) and not isinstance(value, bool):
+      return
+    problem = "an int"
+  elif tp is float:
+    if (isinstance(value, (int, float)) and not isinstance(value, bool)
+        and math.isfinite(value)):
+      return
+    problem = "a finite number"
+  elif tp is str:
+    if isinstance(value, str):
+      return
+    problem = "a string"
+  elif origin in (tuple, list) or tp in (tuple, list):
+    if isinstance(value, (list, tuple)):
+      if len(args) == 2 and args[1] is Ellipsis:
+        for i, v in enumerate(value):
+          check_config_value(args[0], v, f"{name}[{i}]")
+        return
+      if args and len(args) != len(value):
+        problem = f"a list of {len(args)} values"
+      else:
+        for i, (a, v) in enumerate(zip(args, value)):
+          check_config_value(a, v, f"{name}[{i}]")
+        return
+    else:
+      problem = "a list"
+  elif isinstance(tp, type) and dataclasses.is_dataclass(tp):
+    if isinstance(value, tp):
+      return
+    if isinstance(value, dict):
+      check_config_dict(tp, value, name)
+      return
+    problem = f"a {tp.__name__} dict"
+  else:
+    return  # Annotations without a JSON meaning (callables, arrays): not checked here.
+  raise ValueError(f"{name}: expected {problem}, got {value!r} ({type(value).__name__})")
+
+
+def check_config_dict(cls: type, d: dict, name: str, *, complete: bool = False) -> None:
+  """Checks `d` against dataclass `cls`: no unknown keys, (when `complete`) no missing
+  init fields, and every value of its field's type (`check_config_value`)."""
+  fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+  unknown = sorted(set(d) - set(fields))
+  if unknown:
+    raise ValueError(f"{name}: unknown {cls.__name__} fields {unknown}")
+  if complete:
+    missing = sorted(set(fields) - set(d))
+    if missing:
+      raise ValueError(f"{name}: {cls.__name__} fields {missing} are missing (a jaxtok "
+                       f"config.json holds every field; defaults are not guessed)")
+  hints = typing.get_type_hints(cls)
+  for key, value in d.items():
+    check_config_value(hints.get(key, Any), value, f"{name}.{key}")
+
+
 class ModelConfigBase:
   """(De)serialization shared by the families' config dataclasses (`<Name>Config`).
 
@@ -56,11 +147,18 @@ class ModelConfigBase:
     return jsonable(dataclasses.asdict(self))
 
   @classmethod
-  def from_dict(cls, d: dict[str, Any]):
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-      raise ValueError(f"config: unknown {cls.__name__} fields {unknown}")
+  def from_dict(cls, d: dict[str, Any], *, complete: bool = False):
+    """The config of `d`, every value checked against its field's type (`check_config_value`:
+    no "false" for a bool, 5.5 for an int or "64" for a width).
+
+    Args:
+      d: `{field: value}` as `to_dict` gives it (JSON types: lists for tuples).
+      complete: refuse a `d` that lacks fields (a `config.json`, which holds them all,
+        rather than a partial dict completed by the defaults).
+    """
+    if not isinstance(d, dict):
+      raise ValueError(f"config: expected a {cls.__name__} dict, got {type(d).__name__}")
+    check_config_dict(cls, d, "config", complete=complete)
     return cls(**d)
 
   def to_json(self) -> str:
@@ -156,6 +254,36 @@ def as_numpy(x: Any, name: str) -> np.ndarray:
       raise ValueError(f"{name}: expected a rectangular array, got a ragged "
                        f"{type(x).__name__}") from e
   raise ValueError(f"{name}: expected a numpy or jax array, got {type(x).__name__}")
+
+
+def check_int(value: Any, name: str, *, lo: int | None = None, hi: int | None = None) -> int:
+  """`value` as an int, refusing bools, floats (2.7), strings and values outside [lo, hi]."""
+  bounds = (f" in [{lo}, {hi}]" if lo is not None and hi is not None else
+            f" >= {lo}" if lo is not None else f" <= {hi}" if hi is not None else "")
+  if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+    raise ValueError(f"{name}: expected an int{bounds}, got {value!r} "
+                     f"({type(value).__name__})")
+  value = int(value)
+  if (lo is not None and value < lo) or (hi is not None and value > hi):
+    raise ValueError(f"{name}: expected an int{bounds}, got {value}")
+  return value
+
+
+def check_float(value: Any, name: str, *, lo: float | None = None,
+                hi: float | None = None) -> float:
+  """`value` as a finite float (ints accepted), refusing bools, strings ("7.5"), NaN, inf and
+  values outside [lo, hi]."""
+  bounds = (f" in [{lo}, {hi}]" if lo is not None and hi is not None else
+            f" >= {lo}" if lo is not None else f" <= {hi}" if hi is not None else "")
+  if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                   np.floating)):
+    raise ValueError(f"{name}: expected a finite number{bounds}, got {value!r} "
+                     f"({type(value).__name__})")
+  value = float(value)
+  if not np.isfinite(value) or (lo is not None and value < lo) or (
+      hi is not None and value > hi):
+    raise ValueError(f"{name}: expected a finite number{bounds}, got {value}")
+  return value
 
 
 def check_prefix_length(n: int, num_tokens: int, name: str) -> None:
@@ -363,6 +491,6 @@ def split_decode_options(options: dict[str, Any], defaults: dict[str, Any],
   return tuple(static), values
 
 
-__all__ = ["IMAGE_RANGE_TOLERANCE", "TokenSpec", "as_numpy", "check_id_shape",
-           "check_image_shape", "check_images", "check_lengths", "check_prefix_length",
+__all__ = ["IMAGE_RANGE_TOLERANCE", "TokenSpec", "as_numpy", "check_float", "check_id_shape",
+           "check_image_shape", "check_int", "check_images", "check_lengths", "check_prefix_length",
            "check_tokens", "decode_options", "split_decode_options"]

@@ -5,13 +5,17 @@ arrays), `data/` (one grain iterator-state file per process), `config/` (the run
 config JSON). Saves are asynchronous (training continues while arrays are written) and
 atomic (Orbax writes to a temporary directory and renames it when complete), so a run
 killed mid-save leaves only complete checkpoints behind. `restore_latest` walks from the
-newest step backwards and skips a checkpoint that fails to load, with a warning.
+newest step backwards and skips a checkpoint that fails to load, with a warning; when the
+run later saves one of those steps again, the unloadable directory is first moved aside to
+`<checkpoints>/unloadable/<step>[.<n>]` (one rename: kept for inspection, never deleted) so
+the redone step is written in its place. A save that does not happen raises.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,11 @@ except ImportError:  # pragma: no cover - grain is a hard dependency of jaxtok.
   grain_ckpt = None
 
 CHECKPOINT_SUBDIR = "checkpoints"
+UNLOADABLE_SUBDIR = "unloadable"
+
+
+class CheckpointSaveError(RuntimeError):
+  """A requested checkpoint was not written (it would silently be lost otherwise)."""
 
 
 def _iterator_checkpointable(it: Any) -> bool:
@@ -44,6 +53,8 @@ class Checkpointer:
   def __init__(self, directory: str | os.PathLike, *, keep: int = 3, async_save: bool = True,
                read_only: bool = False):
     self.directory = Path(directory).absolute()
+    self.read_only = read_only
+    self.unloadable: set[int] = set()  # Steps restore_latest found unusable.
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, enable_async_checkpointing=async_save, create=not read_only,
         read_only=read_only, cleanup_tmp_directories=not read_only)
@@ -54,15 +65,57 @@ class Checkpointer:
            config_json: str | None = None, force: bool = False) -> bool:
     """Starts saving `state` (and the iterator position, config) as `step`.
 
+    A step that already exists is only replaced when `restore_latest` found it unloadable
+    (the run fell back past it and redid it): that directory is moved aside first.
+
     Returns:
-      True if a save was started. Call `wait()` before relying on it being on disk.
+      True (a save was started). Call `wait()` before relying on it being on disk.
+
+    Raises:
+      CheckpointSaveError: `step` exists and loads (it would not be replaced), or Orbax
+        declined the save.
     """
+    step = int(step)
+    if step in self.manager.all_steps() and step not in self.unloadable:
+      raise CheckpointSaveError(
+          f"checkpoint step {step} already exists in {self.directory} and is not known to "
+          f"be unloadable; refusing to overwrite it")
+    # Unloadable steps at or after this one would block it (Orbax saves only new, newer steps).
+    blocking = sorted(s for s in self.unloadable if s >= step)
+    if blocking:
+      self.wait()
+      for s in blocking:
+        self._move_aside(s)
+      self.manager.reload()
     items = {"state": ocp.args.StandardSave(state)}
     if _iterator_checkpointable(data_iterator) and grain_ckpt is not None:
       items["data"] = grain_ckpt.CheckpointSave(data_iterator)
     if config_json is not None:
       items["config"] = ocp.args.JsonSave(json.loads(config_json))
-    return self.manager.save(int(step), args=ocp.args.Composite(**items), force=force)
+    if not self.manager.save(step, args=ocp.args.Composite(**items), force=force):
+      raise CheckpointSaveError(
+          f"checkpoint step {step} was not saved in {self.directory} (Orbax declined it; "
+          f"existing steps {self.all_steps()})")
+    return True
+
+  def _move_aside(self, step: int) -> None:
+    """Renames the unloadable `step` directory under `unloadable/` (primary process only)."""
+    if jax.process_index() == 0 and (self.directory / str(step)).is_dir():
+      aside = self.directory / UNLOADABLE_SUBDIR
+      aside.mkdir(exist_ok=True)
+      target, n = aside / str(step), 0
+      while target.exists():
+        n += 1
+        target = aside / f"{step}.{n}"
+      shutil.move(str(self.directory / str(step)), str(target))
+      msg = (f"checkpoint step {step} in {self.directory} was unloadable: moved to {target} "
+             f"so the run can save it again")
+      warnings.warn(msg, RuntimeWarning, stacklevel=3)
+      logging.warning(msg)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # noqa: PLC0415
+      multihost_utils.sync_global_devices(f"jaxtok_checkpoint_move_aside_{step}")
+    self.unloadable.discard(step)
 
   def wait(self) -> None:
     """Blocks until every started save is complete on disk."""
@@ -119,6 +172,7 @@ class Checkpointer:
                f"({type(e).__name__}: {str(e)[:300]}); falling back to the previous one")
         warnings.warn(msg, RuntimeWarning, stacklevel=2)
         logging.warning(msg)
+        self.unloadable.add(int(step))
         continue
       return step, state
     return None

@@ -132,3 +132,57 @@ def test_rd_sizes_match_compress(ckpt, photos, tmp_path):
     want = [np.mean([len(b) for b in codec.compress(tok, images, prior=p, num_tokens=k)])
             for k in (2, 4)]
     assert [q["bytes_per_image"] for q in res["curves"][f"tokenizer/{name}"]] == want
+
+
+def test_colliding_outputs_are_refused(ckpt, photos, tmp_path, capsys):
+  """Issue 24 item 3: a.png, a.jpg and sub/a.png wrote one a.jtok; j1/b.jtok, j2/b.jtok one
+  b.png. Now folders are mirrored and true collisions refused before any file is written."""
+  src = tmp_path / "src"
+  (src / "sub").mkdir(parents=True)
+  img = np.asarray(Image.open(photos / "p0.png"))
+  Image.fromarray(img).save(src / "a.png")
+  Image.fromarray(img).save(src / "a.jpg")
+  Image.fromarray(img[::-1]).save(src / "sub" / "a.png")
+  out = tmp_path / "j"
+  assert cli.main(["compress", "--checkpoint", ckpt, str(src), "--out", str(out)]) == 2
+  err = capsys.readouterr().err
+  assert "a.jpg" in err and "a.png" in err and "would both be written" in err
+  assert not out.exists()
+  (src / "a.jpg").unlink()
+  res = cli.run(["compress", "--checkpoint", ckpt, str(src), "--out", str(out)])
+  assert sorted(str(p.relative_to(out)) for p in out.rglob("*.jtok")) == ["a.jtok",
+                                                                          "sub/a.jtok"]
+  assert len(res["files"]) == 2
+  # Existing outputs are kept unless --overwrite.
+  assert cli.main(["compress", "--checkpoint", ckpt, str(src), "--out", str(out)]) == 2
+  assert "--overwrite" in capsys.readouterr().err
+  cli.run(["compress", "--checkpoint", ckpt, str(src), "--out", str(out), "--overwrite"])
+  # Two blobs of one name in different folders, named as files: one b.png -> refused.
+  for d in ("j1", "j2"):
+    (tmp_path / d).mkdir()
+  (tmp_path / "j1" / "b.jtok").write_bytes((out / "a.jtok").read_bytes())
+  (tmp_path / "j2" / "b.jtok").write_bytes((out / "sub" / "a.jtok").read_bytes())
+  assert cli.main(["decompress", "--checkpoint", ckpt, str(tmp_path / "j1" / "b.jtok"),
+                   str(tmp_path / "j2" / "b.jtok"), "--out", str(tmp_path / "png")]) == 2
+  assert "would both be written" in capsys.readouterr().err
+  assert not (tmp_path / "png").exists()
+
+
+def test_bad_numbers_and_unreadable_images(ckpt, photos, tmp_path, capsys):
+  """Issue 24 item 7: --batch-size 0 printed a range() error; one unreadable image aborted
+  the whole run with a traceback."""
+  for flag, value in (("--batch-size", "0"), ("--num-tokens", "-1"), ("--num-tokens", "2.7")):
+    with pytest.raises(SystemExit) as info:
+      cli.main(["compress", "--checkpoint", ckpt, str(photos), "--out", str(tmp_path / "x"),
+                flag, value])
+    assert info.value.code == 2
+    assert f"argument {flag}: expected a positive int" in capsys.readouterr().err
+  src = tmp_path / "src"
+  src.mkdir()
+  Image.open(photos / "p0.png").save(src / "good.png")
+  (src / "broken.png").write_bytes(b"\x89PNG not really")
+  assert cli.main(["compress", "--checkpoint", ckpt, str(src), "--out", str(tmp_path / "j")]) == 1
+  assert [p.name for p in (tmp_path / "j").iterdir()] == ["good.jtok"]
+  res = json.loads(capsys.readouterr().out)
+  assert res["skipped"][0]["file"].endswith("broken.png")
+  assert "not a readable image" in res["skipped"][0]["error"]

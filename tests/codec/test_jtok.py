@@ -207,3 +207,36 @@ def test_bad_prior_file(tmp_path):
     codec.MarginalPrior.load(tmp_path / "x.npz")
   with pytest.raises(ValueError, match="no marginal prior file"):
     codec.MarginalPrior.load(tmp_path)
+
+
+@pytest.mark.parametrize("num_tokens", [-1, 0, 1000, 2.7, True, "3"])
+def test_compress_refuses_bad_num_tokens(tok, num_tokens):
+  """Issue 24 item 7: -1 / 1000 / 2.7 stored 63 / 64 / 2 tokens instead of refusing."""
+  with pytest.raises(ValueError, match=r"num_tokens: expected an int in \[1, 8\]"):
+    codec.compress(tok, _images(1), num_tokens=num_tokens)
+
+
+@pytest.mark.parametrize("batch_size", [0, -2, 1.5])
+def test_compress_refuses_bad_batch_size(tok, batch_size):
+  with pytest.raises(ValueError, match=r"batch_size: expected an int >= 1"):
+    codec.compress(tok, _images(1), batch_size=batch_size)
+
+
+def test_payload_must_be_consumed_exactly(tok):
+  """Issue 24 item 7: extra payload words with a recomputed CRC decoded without complaint."""
+  blob = codec.compress(tok, _images(1))[0]
+  h, payload = fmt.parse(blob)
+  padded = fmt.pack(h, payload + b"\x05\x00\x00\x00")
+  with pytest.raises(codec.JtokError, match=r"not exactly the coding"):
+    codec.decompress(tok, [padded])
+  np.testing.assert_array_equal(codec.decompress_tokens(tok, [blob])[0],
+                                tok.encode(_images(1))[0])
+
+
+def test_truncated_prior_file_is_a_value_error(prior, tmp_path):
+  path = prior.save(tmp_path / "p.npz")
+  raw = path.read_bytes()
+  for cut in (len(raw) // 2, len(raw) - 30):
+    path.write_bytes(raw[:cut])
+    with pytest.raises(ValueError, match=r"not a jaxtok marginal prior"):
+      codec.MarginalPrior.load(path)

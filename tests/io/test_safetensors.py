@@ -73,20 +73,52 @@ def test_safetensors_bf16_is_widened(tmp_path):
   np.testing.assert_allclose(out, values, rtol=1e-2)
 
 
+def _f32(offsets, shape=(1,), dtype="F32"):
+  return {"dtype": dtype, "shape": list(shape), "data_offsets": list(offsets)}
+
+
 @pytest.mark.parametrize("make, match", [
-    (lambda p: p.write_bytes(b"\x01\x02"), r"path: expected a safetensors file"),
-    (lambda p: p.write_bytes(struct.pack("<Q", 10 ** 6) + b"{}"), r"does not fit"),
-    (lambda p: p.write_bytes(struct.pack("<Q", 4) + b"nope"), r"unreadable safetensors JSON"),
-    (lambda p: _raw_safetensors(p, {"x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 8]}},
-                                b"\0" * 8), r"data_offsets \[0, 8\] that do not hold \[4\]"),
-    (lambda p: _raw_safetensors(p, {"x": {"dtype": "C64", "shape": [1], "data_offsets": [0, 8]}},
-                                b"\0" * 8), r"has dtype 'C64'"),
+    (lambda p: p.write_bytes(b"\x01\x02"), r"header too small"),
+    (lambda p: p.write_bytes(struct.pack("<Q", 10 ** 6) + b"{}"), r"not a valid safetensors"),
+    (lambda p: p.write_bytes(struct.pack("<Q", 4) + b"nope"), r"not a valid safetensors"),
+    (lambda p: _raw_safetensors(p, {"x": _f32([0, 8], [4])}, b"\0" * 8),
+     r"invalid shape, data type, or offset"),
+    (lambda p: _raw_safetensors(p, {"x": _f32([0, 8], [1], "C64")}, b"\0" * 8),
+     r"has dtype 'C64'"),
+    # Issue 24 item 5: each of these was accepted or escaped as a non-ValueError.
+    (lambda p: _raw_safetensors(p, {"a": _f32([0, 4]), "b": _f32([0, 4])}, b"\0" * 4),
+     r"invalid offset"),  # Two tensors over the same bytes.
+    (lambda p: _raw_safetensors(p, {"a": {"shape": [1], "data_offsets": [0, 4]}}, b"\0" * 4),
+     r"missing field `dtype`"),
+    (lambda p: _raw_safetensors(p, {"a": _f32([0, 4, 4])}, b"\0" * 4), r"invalid length 3"),
+    (lambda p: _raw_safetensors(p, {"a": _f32([0, 4], [-1])}, b"\0" * 4), r"integer `-1`"),
+    (lambda p: _raw_safetensors(p, {"__metadata__": [1], "a": _f32([0, 4])}, b"\0" * 4),
+     r"expected a map"),
+    (lambda p: _raw_safetensors(p, {"a": _f32([0, 4], [1 << 40, 1 << 40])}, b"\0" * 4),
+     r"overflow"),
 ])
 def test_safetensors_malformed_files_raise(tmp_path, make, match):
   path = tmp_path / "bad.safetensors"
   make(path)
-  with pytest.raises(ValueError, match=match):
+  with pytest.raises(ValueError, match=match) as info:
     safetensors.read_safetensors(path)
+  assert "bad.safetensors" in str(info.value)
+  if "C64" not in match:
+    with pytest.raises(ValueError, match=match):
+      safetensors.read_safetensors_metadata(path)
+
+
+def test_safetensors_digest_catches_a_relabelled_dtype(tmp_path):
+  """F32 -> I32 keeps every size and offset valid; only jaxtok's digest can tell."""
+  path = tmp_path / "w.safetensors"
+  safetensors.write_safetensors(path, {"w": np.array([1.5, -2.0], np.float32)})
+  blob = path.read_bytes()
+  assert blob.count(b'"F32"') == 1
+  path.write_bytes(blob.replace(b'"F32"', b'"I32"'))
+  with pytest.raises(ValueError, match=r"w\.safetensors.*digest"):
+    safetensors.read_safetensors(path)
+  with pytest.raises(ValueError, match=r"reserved"):
+    safetensors.write_safetensors(path, {}, {safetensors.DIGEST_KEY: "x"})
 
 
 def test_safetensors_keep_reads_only_the_selected_tensors(tmp_path):
@@ -94,7 +126,7 @@ def test_safetensors_keep_reads_only_the_selected_tensors(tmp_path):
   path = tmp_path / "all.safetensors"
   safetensors.write_safetensors(path, arrays)
   out = safetensors.read_safetensors(path, keep=lambda name: name in ("w", "ids", "empty"))
-  assert list(out) == ["w", "ids", "empty"]
+  assert set(out) == {"w", "ids", "empty"}
   for name, value in out.items():
     np.testing.assert_array_equal(value, arrays[name])
   assert safetensors.read_safetensors(path, keep=lambda name: False) == {}

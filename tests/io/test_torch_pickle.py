@@ -3,6 +3,8 @@ import collections
 import importlib.util
 import pathlib
 import pickle
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -144,3 +146,85 @@ def test_torchscript_archive_matches_torch_jit_load(tmp_path):
     torch_pickle.read_torchscript(tmp_path / "plain.bin")
   with pytest.raises(ValueError, match="record: expected"):
     torch_pickle.read_torch_zip(path, record="code")
+
+
+def _strided_checkpoint(path, n_elements, offset, size, stride):
+  """A torch zip whose one tensor views a float32 storage of n_elements as given."""
+  storage = torch_format.Storage("0", np.arange(n_elements, dtype=np.float32), "FloatStorage")
+  torch_format.save({"t": torch_format.Tensor(storage, offset, size, stride)}, path)
+  return path
+
+
+@pytest.mark.parametrize("n, offset, size, stride, match", [
+    (3, 0, [3], [-100000], r"negative stride"),  # Segfaulted: read before the storage.
+    (8, 7, [8], [-1], r"negative stride"),  # Read 7 values of heap memory before the storage.
+    (8, -1, [2], [1], r"storage offset"),
+    (8, 0, [-2], [1], r"negative size"),
+    (8, 0, [2, 2], [1], r"2 sizes but 1 strides"),
+    (8, 0, [4, 4], [2, 1], r"reaches past its storage"),
+    # Zero strides over a tiny storage asked numpy for 4 TiB.
+    (150, 0, [1 << 20, 1 << 20], [0, 0], r"more elements than its storage"),
+])
+def test_torch_reader_refuses_views_outside_their_storage(tmp_path, n, offset, size, stride,
+                                                          match):
+  path = _strided_checkpoint(tmp_path / "bad.bin", n, offset, size, stride)
+  with pytest.raises(ValueError, match=match) as info:
+    torch_pickle.read_checkpoint(path)
+  assert "bad.bin" in str(info.value)
+
+
+def test_torch_reader_negative_stride_does_not_crash_the_process(tmp_path):
+  """The memory-unsafe case end to end, in a subprocess (it used to die with SIGSEGV)."""
+  path = _strided_checkpoint(tmp_path / "bad.bin", 3, 0, [3], [-100000])
+  proc = subprocess.run(
+      [sys.executable, "-c", "import sys; from jaxtok.io import torch_pickle as t\n"
+       "try: t.read_checkpoint(sys.argv[1])\nexcept ValueError as e: print(e); sys.exit(3)",
+       str(path)], capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 3, (proc.returncode, proc.stderr)
+  assert "negative stride" in proc.stdout
+
+
+def test_torch_reader_keeps_legal_zero_stride_views(tmp_path):
+  """An expanded view no larger than its storage (torch's expand()) still loads."""
+  path = _strided_checkpoint(tmp_path / "ok.bin", 6, 1, [2, 3], [0, 1])
+  np.testing.assert_array_equal(torch_pickle.read_checkpoint(path)["t"],
+                                [[1, 2, 3], [1, 2, 3]])
+
+
+@pytest.mark.parametrize("corrupt, match", [
+    ("missing_storage", r"no storage record"),
+    ("truncated_pickle", r"malformed"),
+    ("garbage_pickle", r"malformed"),
+    ("bad_storage_arg", r"malformed|expected a storage"),
+])
+def test_torch_reader_malformed_archives_are_value_errors(tmp_path, corrupt, match):
+  path = tmp_path / "bad.bin"
+  if corrupt == "missing_storage":
+    torch_format.save_state_dict({"a": np.ones(3, np.float32)}, path)
+    with zipfile.ZipFile(path) as z:
+      entries = {n: z.read(n) for n in z.namelist() if n != "archive/data/0"}
+    with zipfile.ZipFile(path, "w") as z:
+      for n, data in entries.items():
+        z.writestr(n, data)
+  else:
+    payload = {
+        "truncated_pickle": b"\x80\x02}q\x00(X\x01\x00\x00",
+        "garbage_pickle": b"\x80\x02}q\x00(X\x01\x00\x00\x00aq\x01K\x01K\x02",
+        "bad_storage_arg": (b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\nq\x00"
+                            b"(K\x01K\x00K\x01\x85K\x01\x85\x89tR."),
+    }[corrupt]
+    with zipfile.ZipFile(path, "w") as z:
+      z.writestr("archive/data.pkl", payload)
+  with pytest.raises(ValueError, match=match) as info:
+    torch_pickle.read_torch_zip(path)
+  assert "bad.bin" in str(info.value)
+
+
+def test_use_torch_refusal_is_a_value_error(tmp_path):
+  pytest.importorskip("torch", reason="the use_torch=True path needs torch")
+  path = tmp_path / "evil.bin"
+  with zipfile.ZipFile(path, "w") as z:
+    z.writestr("archive/data.pkl", b"\x80\x02cos\nsystem\nX\x04\x00\x00\x00echoq\x00\x85R.")
+    z.writestr("archive/version", "3\n")
+  with pytest.raises(ValueError, match=r"evil\.bin"):
+    torch_pickle.read_checkpoint(path, use_torch=True)

@@ -6,6 +6,7 @@ import jax
 import msgpack
 import numpy as np
 import pytest
+from PIL import Image
 
 import jaxtok
 from jaxtok import data as data_lib
@@ -166,4 +167,31 @@ def test_tfds_source_keeps_labels(tok, tmp_path):
   assert [e["image_id"] for e in examples] == [str(i) for i in range(7)]
   ref = tok.encode(data_lib.eval_images(f"tfds:{name}:train", tok.image_size,
                                         tfds_data_dir=str(tmp_path / "tfds")))
+  np.testing.assert_array_equal(np.stack([e["ids"] for e in examples]), ref)
+
+
+def test_resume_redoes_changed_or_damaged_shards(tok, tmp_path):
+  """Issue 24 item 9: an edited image (same file count) kept its stale tokens, a shard whose
+  bytes changed (same size) was not re-verified, a sub-directory crashed the rerun."""
+  root = tmp_path / "photos"
+  root.mkdir()
+  names = photo_folder(root, N)
+  out = tmp_path / "out"
+  tokenize.tokenize(tok, f"folder:{root}", out, batch_size=8, shard_size=4, progress=False)
+  host = out / "host-00000-of-00001"
+  shards = sorted(json.loads((host / "manifest.json").read_text())["shards"])
+  # Replace the first image by another picture: same name, same file count.
+  first = root / names[0]
+  Image.fromarray(255 - np.asarray(Image.open(first).convert("RGB"))).save(first)
+  # Flip one byte inside the last shard (its size stays).
+  raw = bytearray((host / shards[-1]).read_bytes())
+  raw[len(raw) // 2] ^= 0xFF
+  (host / shards[-1]).write_bytes(bytes(raw))
+  (host / "notes").mkdir()
+  summary = tokenize.tokenize(tok, f"folder:{root}", out, batch_size=8, shard_size=4,
+                              progress=False)
+  assert (summary["shards_written"], summary["shards_skipped"]) == (2, len(shards) - 2)
+  assert (host / "notes").is_dir()  # Not ours: left alone.
+  examples = _by_index(tokenize.read(out, verify=True))
+  ref = tok.encode(data_lib.eval_images(f"folder:{root}", tok.image_size))
   np.testing.assert_array_equal(np.stack([e["ids"] for e in examples]), ref)

@@ -7,7 +7,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 from flax import nnx
 
 from jaxtok.configs import flextok as flextok_configs
@@ -41,6 +40,7 @@ def _unit(x):
 
 
 def test_resize_patch_grid_is_torch_bilinear_antialiased():
+  torch = pytest.importorskip("torch", reason="reference: torch's antialiased bilinear resize")
   x = np.random.default_rng(0).normal(size=(2, 25, 5)).astype(np.float32)  # 5 x 5 grid
   for side in (2, 3, 4, 8):
     got = np.asarray(losses.resize_patch_grid(jnp.asarray(x), side * side))

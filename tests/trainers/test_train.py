@@ -174,3 +174,33 @@ def test_nan_loss_stops_after_last_good_checkpoint(tmp_path, monkeypatch):
   assert steps == [2]
   state = _final_state(tmp_path, 2)
   assert all(np.all(np.isfinite(v)) for v in state.values() if v.dtype.kind == "f")
+
+
+def _corrupt_step(workdir: Path, step: int) -> None:
+  for p in (workdir / "checkpoints" / str(step) / "state").rglob("*"):
+    if p.is_file():
+      p.write_bytes(b"garbage")
+
+
+@pytest.mark.slow  # Three short in-process runs (~1 min on 2 loaded cores).
+def test_resume_past_corrupt_checkpoints_saves_the_redone_steps(tmp_path):
+  """Issue 24 item 2: after a fallback the redone step was never saved again (Orbax skipped
+  the existing directory, `save`'s False was ignored): 'done at step 3' with step 3 corrupt;
+  with every step corrupt, no checkpoint was written at all."""
+  config = small_config(total_steps=3, checkpoint_every=1, export=False)
+  train.train_and_evaluate(config, tmp_path)
+  ckpts = tmp_path / "checkpoints"
+  _corrupt_step(tmp_path, 3)
+  with pytest.warns(RuntimeWarning, match=r"step 3 .* could not be restored"):
+    summary = train.train_and_evaluate(config, tmp_path)
+  assert (summary["status"], summary["step"]) == ("done", 3)
+  assert "checkpoints/2" in summary["origin"]
+  assert _final_state(tmp_path, 3)  # Loadable again.
+  assert (ckpts / "unloadable" / "3").is_dir()
+  for step in (1, 2, 3):
+    _corrupt_step(tmp_path, step)
+  with pytest.warns(RuntimeWarning, match=r"could not be restored"):
+    summary = train.train_and_evaluate(config, tmp_path)
+  assert (summary["status"], summary["step"]) == ("done", 3)
+  assert sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit()) == [1, 2, 3]
+  assert all(_final_state(tmp_path, s) for s in (1, 2, 3))

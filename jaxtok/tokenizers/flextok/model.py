@@ -364,11 +364,11 @@ class FlexTok(nnx.Module):
     steps = c.sample_steps if steps is None else steps
     guidance = c.guidance if guidance is None else guidance
     scale = c.guidance_scale if guidance_scale is None else guidance_scale
-    if not isinstance(steps, int) or steps < 1:
-      raise ValueError(f"steps: expected an int >= 1, got {steps!r}")
+    steps = interface.check_int(steps, "steps", lo=1)
     if guidance not in ("none", "cfg", "apg"):
       raise ValueError(f"guidance: expected one of ('none', 'cfg', 'apg'), got {guidance!r}")
-    return steps, guidance, float(scale)
+    # NaN or inf would turn every image NaN (past the [0, 1] clip): finite numbers only.
+    return steps, guidance, interface.check_float(scale, "guidance_scale")
 
   def decode_padded(self, ids: jax.Array, keep: jax.Array, *, steps: int | None = None,
                     guidance: str | None = None, guidance_scale: float | None = None,

@@ -78,6 +78,11 @@ VAE_NORM_GROUPS = 32
 VAE_DEFAULT_LATENT_CHANNELS = 16
 
 
+# Nesting deeper than this is no release config (the official ones are < 10 deep); refusing it
+# keeps the parsers and the walk below off Python's recursion limit.
+MAX_DEPTH = 64
+
+
 def _parse_value(key: str, text: Any) -> Any:
   if not isinstance(text, str):
     return text
@@ -85,9 +90,13 @@ def _parse_value(key: str, text: Any) -> Any:
     return json.loads(text)
   except json.JSONDecodeError:
     pass
+  except RecursionError:
+    raise ValueError(f"config[{key!r}]: nested deeper than {MAX_DEPTH} levels") from None
   try:
     return ast.literal_eval(text)  # Literals only: no names, calls or attribute access.
-  except (ValueError, SyntaxError) as e:
+  except (RecursionError, MemoryError):
+    raise ValueError(f"config[{key!r}]: nested deeper than {MAX_DEPTH} levels") from None
+  except (ValueError, SyntaxError, TypeError) as e:
     raise ValueError(f"config[{key!r}]: expected a JSON or Python-literal string, got "
                      f"{text[:80]!r} ({type(e).__name__})") from None
 
@@ -112,7 +121,13 @@ def read_release_config(checkpoint: str | os.PathLike,
   if isinstance(config, Mapping):
     data = dict(config)
   elif isinstance(config, str) and config.lstrip().startswith("{"):
-    data = json.loads(config)
+    try:
+      data = json.loads(config)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"config: the JSON string given is not valid JSON: {e}") from e
+    except RecursionError:
+      raise ValueError(f"config: the JSON string given is nested deeper than {MAX_DEPTH} "
+                       f"levels") from None
   else:
     path = Path(config)
     if not path.is_file():
@@ -120,8 +135,11 @@ def read_release_config(checkpoint: str | os.PathLike,
                        f"not a file")
     try:
       data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
       raise ValueError(f"config: {str(path)!r} is not valid JSON: {e}") from e
+    except RecursionError:
+      raise ValueError(f"config: {str(path)!r} is nested deeper than {MAX_DEPTH} "
+                       f"levels") from None
     source = path.name
   if not isinstance(data, dict):
     raise ValueError(f"config: expected a mapping, got {type(data).__name__}")
@@ -130,31 +148,40 @@ def read_release_config(checkpoint: str | os.PathLike,
 
 
 def _nodes(tree: Any, path: str = "") -> Iterator[tuple[str, dict]]:
-  """Every dict of a tree with its path."""
-  if isinstance(tree, dict):
-    yield path, tree
-    for k, v in tree.items():
-      yield from _nodes(v, f"{path}.{k}" if path else str(k))
-  elif isinstance(tree, (list, tuple)):
-    for i, v in enumerate(tree):
-      yield from _nodes(v, f"{path}[{i}]")
+  """Every dict of a tree with its path, depth first (iterative: no recursion limit to hit;
+  a tree deeper than `MAX_DEPTH` is refused)."""
+  stack = [(path, tree, 0)]
+  while stack:
+    where, node, depth = stack.pop()
+    if depth > MAX_DEPTH:
+      raise ValueError(f"config: {where or 'the config'} is nested deeper than {MAX_DEPTH} "
+                       f"levels")
+    if isinstance(node, dict):
+      yield where, node
+      children = [(f"{where}.{k}" if where else str(k), v) for k, v in node.items()]
+    elif isinstance(node, (list, tuple)):
+      children = [(f"{where}[{i}]", v) for i, v in enumerate(node)]
+    else:
+      continue
+    stack.extend((p, v, depth + 1) for p, v in reversed(children))
 
 
 def check_release(data: Mapping[str, Any]) -> dict[str, Any]:
-  """Checks the six release keys are there and every `_target_` is a known official class."""
+  """Checks the six release keys are there and every `_target_` (under any key) is a known
+  official class; returns the six release keys only."""
   missing = [k for k in RELEASE_KEYS if k not in data]
   if missing:
     raise ValueError(f"config: expected a FlexTok release config with keys {RELEASE_KEYS}, "
                      f"missing {missing}")
-  for key in RELEASE_KEYS:
-    for path, node in _nodes(data[key], key):
+  for key in data:  # Every key: an extra one is no place to hide a class.
+    for path, node in _nodes(data[key], str(key)):
       if "_target_" in node:
         target = node["_target_"]
         if not isinstance(target, str) or target not in KNOWN_TARGETS:
           raise ValueError(f"config: unknown _target_ {target!r} at {path}; jaxtok maps only "
                            f"the official FlexTok classes (flextok.*) and never imports or "
                            f"instantiates a checkpoint's classes")
-  return dict(data)
+  return {k: data[k] for k in RELEASE_KEYS}  # Extra keys are not carried into provenance.
 
 
 def _find(tree: Any, target_suffix: str) -> list[dict]:

@@ -181,14 +181,15 @@ class TiTokConfig(ModelConfigBase):
 
   # ---- (de)serialization: interface.ModelConfigBase ----
   @classmethod
-  def from_dict(cls, d: dict[str, Any]) -> "TiTokConfig":
+  def from_dict(cls, d: dict[str, Any], *, complete: bool = False) -> "TiTokConfig":
     """Inverse of `to_dict`; also reads old checkpoints' `quantize_mode` ("vae" -> gaussian)."""
+    if not isinstance(d, dict):
+      raise ValueError(f"config: expected a TiTokConfig dict, got {type(d).__name__}")
     d = dict(d)
     if "quantize_mode" in d:
       mode = d.pop("quantize_mode")
       if mode not in LEGACY_QUANTIZE_MODES:
         raise ValueError(f"quantize_mode: expected one of {LEGACY_QUANTIZE_MODES} (old "
                          f"checkpoints), got {mode!r}")
-      if mode == "vae":
-        d["quantizer"] = "gaussian"
-    return super().from_dict(d)
+      d.setdefault("quantizer", "gaussian" if mode == "vae" else "vq")
+    return super().from_dict(d, complete=complete)

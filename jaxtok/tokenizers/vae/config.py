@@ -244,7 +244,7 @@ def load_config(directory: str | os.PathLike) -> AutoencoderKLConfig:
   if meta["family"] != FAMILY:
     raise ValueError(f"directory: {str(directory)!r} holds a {meta['family']!r} checkpoint; "
                      f"expected a {FAMILY!r} (AutoencoderKL) one or a diffusers directory")
-  return AutoencoderKLConfig.from_dict(meta["config"])
+  return AutoencoderKLConfig.from_dict(meta["config"], complete=True)
 
 
 __all__ = ["AutoencoderKLConfig", "config_from_diffusers", "config_from_diffusers_weights",

@@ -135,3 +135,21 @@ def test_deterministic_family_refuses_options():
     titok.decode(np.zeros((1, 4), np.int32), steps=4)
   with pytest.raises(ValueError, match=r"lengths: this titok tokenizer decodes only all 4"):
     titok.decode(np.zeros((1, 4), np.int32), lengths=2)
+
+
+@pytest.mark.parametrize("option, value, match", [
+    ("guidance_scale", float("nan"), r"guidance_scale: expected a finite number, got nan"),
+    ("guidance_scale", float("inf"), r"guidance_scale: expected a finite number, got inf"),
+    ("guidance_scale", "x", r"guidance_scale: expected a finite number, got 'x'"),
+    ("guidance_scale", "7.5", r"guidance_scale: expected a finite number, got '7\.5'"),
+    ("steps", True, r"steps: expected an int >= 1, got True"),
+    ("steps", 0, r"steps: expected an int >= 1, got 0"),
+])
+def test_sampler_numbers_are_checked(tok, ids, option, value, match):
+  """Issue 24 item 4: NaN/inf scales gave all-NaN images, "x" failed without naming the
+  argument, "7.5" and steps=True were accepted."""
+  opts = {**_OPTS, option: value}
+  with pytest.raises(ValueError, match=match):
+    tok.decode(ids, **opts)
+  with pytest.raises(ValueError, match=match):
+    tok.model.decode_tokens(jnp.asarray(ids), **opts)

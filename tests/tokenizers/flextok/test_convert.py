@@ -111,3 +111,26 @@ def test_unknown_target_and_bad_configs_are_refused(tmp_path):
   safetensors.write_safetensors(ckpt, params)
   with pytest.raises(ValueError, match="dec_to_patches.proj.bias"):
     convert_flextok(ckpt, release_config(cfg), tmp_path / "out")
+
+
+def test_extra_keys_and_deep_configs_are_refused(tmp_path):
+  """Issue 24 item 8: extra top-level keys skipped the `_target_` check and reached the
+  provenance; 200,000-deep metadata escaped as a RecursionError."""
+  path = fixture_params("flextok", FIXTURES)[0].values[0]
+  _, cfg, params = read_fixture(path)
+  rel = {**release_config(cfg), "extra": {"_target_": "os.system", "command": "echo pwned"}}
+  with pytest.raises(ValueError, match=r"unknown _target_ 'os\.system' at extra"):
+    read_release_config(tmp_path / "model.safetensors", rel)
+  data, _ = read_release_config(tmp_path / "model.safetensors",
+                                {**release_config(cfg), "note": {"x": 1}})
+  assert "note" not in data
+  deep = "[" * 200_000 + "]" * 200_000
+  for config in ({**release_config(cfg), "vae": deep}, '{"vae": ' + deep + "}"):
+    with pytest.raises(ValueError, match=r"nested deeper than"):
+      read_release_config(tmp_path / "model.safetensors", config)
+  bad = tmp_path / "deep.safetensors"
+  meta = {k: json.dumps(v) for k, v in release_config(cfg).items()}
+  meta["encoder"] = deep
+  safetensors.write_safetensors(bad, params, metadata=meta)
+  with pytest.raises(ValueError, match=r"nested deeper than"):
+    read_release_config(bad)

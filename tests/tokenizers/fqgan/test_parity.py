@@ -85,7 +85,8 @@ def test_forward(fx):
 
   recon, aux, cap = run(m, x)
   for i in range(len(fx.config.encoder_ch_mult)):
-    _close(f"enc_level{i}", _nchw(cap[f"enc_level{i}"]), fx[f"enc_level{i}"])
+    if f"enc_level{i}" in fx.f.files:  # Fixtures may omit large intermediates (as dec_level).
+      _close(f"enc_level{i}", _nchw(cap[f"enc_level{i}"]), fx[f"enc_level{i}"])
   _close("enc_mid", _nchw(cap["enc_mid"]), fx["enc_mid"])
   k, d = fx.config.codebook_size, fx.config.codebook_dim
   for i, b in enumerate(fx.config.branches):
