@@ -6,8 +6,11 @@ is not installed; the HLO parsing and the argument errors need nothing.
 import importlib.util
 import json
 
+import jax
+import jax.numpy as jnp
 import pytest
 
+from jaxtok import parallel
 from jaxtok.configs import titok as titok_configs
 from jaxtok.trainers import plan as plan_lib
 
@@ -139,3 +142,33 @@ def test_too_large_batch_reports_does_not_fit(planner):
 def test_batch_must_split_over_the_chips(planner):
   with pytest.raises(ValueError, match="batch_size: expected a positive multiple of the 4"):
     planner.train_report(6)
+
+
+@needs_libtpu
+def test_experiment_on_a_tpu_mesh_traces_the_tpu_kernels(planner, monkeypatch):
+  """Built on a CPU host for TPU devices, the step's "auto" attention is the TPU ("xla")
+  kernel: the choice follows the Experiment's mesh, not jax.default_backend()."""
+  assert jax.default_backend() == "cpu"
+  assert parallel.compile_only(planner.exp.mesh)
+  assert parallel.mesh_platform(planner.exp.mesh) == "tpu"
+  calls = []
+  real = jax.nn.dot_product_attention
+  monkeypatch.setattr(jax.nn, "dot_product_attention",
+                      lambda *a, **k: calls.append(1) or real(*a, **k))
+  exp = planner.exp
+  key = jax.ShapeDtypeStruct(exp.key.shape, exp.key.dtype, sharding=exp.replicated)
+  batch = {"image": planner._images(12, jnp.uint8, exp.batch_sharding)}  # A new trace.
+  exp.train_step.trace(exp.abstract_for_restore(), batch, key, exp.frozen)
+  assert calls  # Every attention of the encoder / decoder went through the "xla" kernel.
+
+
+@needs_libtpu
+@pytest.mark.slow  # One full-size TPU compile: 806 s on 2 shared cores (issue 26 "Done when").
+def test_s128_stage1_official_batch_fits_v5e_4x4():
+  config = titok_configs.get_config("variant=S-128,recipe=stage1")
+  config.dtype = "bfloat16"
+  assert config.batch_size == 256
+  out = plan_lib.plan(config, "v5e:4x4", eval_step=False)
+  assert out["per_chip_batch"] == 16
+  assert out["fits"] is True, out.get("error")
+  assert out["peak_bytes"] <= out["hbm_bytes"]
