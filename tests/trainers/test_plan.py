@@ -172,3 +172,21 @@ def test_s128_stage1_official_batch_fits_v5e_4x4():
   assert out["per_chip_batch"] == 16
   assert out["fits"] is True, out.get("error")
   assert out["peak_bytes"] <= out["hbm_bytes"]
+
+
+@pytest.mark.parametrize("largest", [0, 1, 37, 64, 5000])
+def test_search_batch_finds_the_largest_fitting_per_chip_batch(largest):
+  planner = object.__new__(plan_lib.Planner)  # The search alone: compiles are stubbed.
+  planner.chips = 4
+  tried = []
+
+  def report(global_batch):
+    tried.append(global_batch // 4)
+    return {"fits": global_batch // 4 <= largest, "peak_bytes": global_batch}
+
+  planner.train_report = report
+  found = planner.search_batch(limit=4096)
+  expected = min(largest, 4096)
+  assert found["per_chip_batch"] == expected and found["global_batch"] == 4 * expected
+  assert found["report"]["fits"] is (expected > 0)
+  assert len(tried) == len(set(tried)) <= 2 * 13  # Doubling, then bisection.
