@@ -56,7 +56,7 @@ VARIANTS = ("fsdp=1:remat=none", "fsdp=4:remat=none", "fsdp=1:remat=full")
 KEEP = ("fits", "peak_bytes", "argument_bytes", "temp_bytes", "output_bytes", "hbm_bytes",
         "flops", "hbm_traffic_bytes", "collective_bytes", "roofline_step_s", "roofline_mfu",
         "flops_per_image", "hbm_traffic_per_image", "compile_s", "required_bytes",
-        "available_bytes", "error")
+        "available_bytes", "while_loop_trips", "cost_counts_loops_once", "error")
 
 
 # ==========================================================================================

@@ -14,7 +14,10 @@ compiles its train step (and its eval step) and prints one JSON record, all figu
   donated arguments), `generated_code_bytes`, their total `peak_bytes` against the chip's
   `hbm_bytes`, and `fits`. A batch the compiler rejects for HBM (RESOURCE_EXHAUSTED) gives
   `fits: false` with the compiler's message and its `required_bytes`, not an exception;
-- `flops` and `hbm_traffic_bytes` of one step (XLA's cost analysis of the compiled module);
+- `flops` and `hbm_traffic_bytes` of one step (XLA's cost analysis of the compiled module,
+  which counts the body of a while loop once: `while_loop_trips` lists the module's loops and
+  `cost_counts_loops_once` says when these figures cover one iteration of a scanned layer
+  stack; `--config.model.scan_unroll=DEPTH` unrolls TiTok's stacks for full counts);
 - `collectives`: every all-reduce / all-gather / reduce-scatter / all-to-all /
   collective-permute of the compiled HLO with its count and result bytes, ops inside loops
   counted once per iteration (`known_trip_count`);
@@ -211,6 +214,12 @@ def hlo_collectives(hlo_text: str) -> dict[str, dict[str, int]]:
   return out
 
 
+def hlo_loops(hlo_text: str) -> list[int]:
+  """Known trip counts of the module's while loops (a scanned layer stack is one loop)."""
+  return [int(t) for line in hlo_text.splitlines() if " while(" in line
+          for t in _TRIP.findall(line)]
+
+
 # ==========================================================================================
 # Compiling one function and reading its analyses.
 # ==========================================================================================
@@ -259,7 +268,9 @@ def compile_report(jitted, args: tuple, chip: ChipSpec) -> dict[str, Any]:
   temp = int(mem.temp_size_in_bytes)
   code = int(mem.generated_code_size_in_bytes)
   peak = argument + output - alias + temp + code
-  collectives = hlo_collectives(compiled.as_text())
+  hlo = compiled.as_text()
+  collectives = hlo_collectives(hlo)
+  loops = [t for t in hlo_loops(hlo) if t > 1]
   flops = float(cost.get("flops", 0.0))
   traffic = float(cost.get("bytes accessed", 0.0))
   coll_bytes = sum(c["bytes"] for c in collectives.values())
@@ -275,6 +286,10 @@ def compile_report(jitted, args: tuple, chip: ChipSpec) -> dict[str, Any]:
       "roofline": {**times, "bound": max(times, key=times.get).removesuffix("_s")},
       "roofline_step_s": step_s,
       "roofline_mfu": flops / (step_s * chip.peak_flops) if step_s > 0 else 0.0,
+      # XLA's cost analysis counts a while body once, whatever its trip count: with loops
+      # (scanned layer stacks), `flops` / `hbm_traffic_bytes` / the roofline cover one
+      # iteration of each; unroll them (e.g. --config.model.scan_unroll=DEPTH) for full counts.
+      "while_loop_trips": loops, "cost_counts_loops_once": bool(loops),
       "compile_s": round(compile_s, 2)}
 
 

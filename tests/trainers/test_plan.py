@@ -74,6 +74,7 @@ def test_hlo_collectives_count_loop_trips_and_bytes():
   assert out["all-reduce"] == {"count": 4, "bytes": 4 * 16 * 128 * 2}
   assert out["all-gather"] == {"count": 1, "bytes": 32 * 4}
   assert out["reduce-scatter"] == {"count": 0, "bytes": 0}
+  assert plan_lib.hlo_loops(HLO) == [4]
   assert plan_lib.shape_bytes("(f32[2,3]{1,0}, bf16[4]{0}, s32[])") == 24 + 8 + 4
 
 
@@ -127,6 +128,7 @@ def test_smoke_titok_plan_on_v5e_2x2(planner):
                                        ("compute_s", "memory_s", "collective_s"))
   assert 0 < out["roofline_mfu"] <= 1
   assert out["eval"]["fits"] is True and out["eval"]["flops"] > 0
+  assert out["cost_counts_loops_once"] is bool(out["while_loop_trips"])
 
 
 @needs_libtpu
