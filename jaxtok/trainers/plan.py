@@ -8,7 +8,9 @@ devices of a TPU slice on a CPU-only host, and `jax.jit(...).lower(...).compile(
 XLA TPU compiler for them (deviceless AOT). `plan` builds the trainer's `Experiment` on those
 devices (no parameter, optimizer or batch array is materialised: the state and the batch are
 shapes with the run's shardings; the frozen networks are built on the host and enter as shapes),
-compiles its train step (and its eval step) and prints one JSON record, all figures per chip:
+compiles its train step (and its eval step) and prints one JSON record, all figures per chip
+(per device where the topology has two devices a chip, v4: each with half the chip's HBM and
+peaks):
 
 - memory: `argument_bytes`, `temp_bytes`, `output_bytes`, `alias_bytes` (outputs written into
   donated arguments), `generated_code_bytes`, their total `peak_bytes` against the chip's
@@ -316,12 +318,18 @@ class Planner:
   def __init__(self, config: TrainConfig, topology: str):
     self.generation, devices = topology_devices(topology)
     self.topology = topology
-    self.chip = CHIPS[self.generation]
+    # Some generations' descriptions (v4) give one device per TensorCore, two per chip: the
+    # mesh is over devices, and each device gets its share of the chip's HBM and peaks.
+    self.num_chips = len({tuple(d.coords) for d in devices})
+    self.cores_per_device_chip = len(devices) // self.num_chips
+    spec, k = CHIPS[self.generation], self.cores_per_device_chip
+    self.chip = ChipSpec(spec.hbm_bytes // k, spec.peak_flops / k, spec.hbm_bandwidth / k,
+                         spec.ici_bandwidth / k)
     self.config = plan_config(config)
     self.exp = Experiment(self.config, devices=ordered_devices(devices, self.config))
     if not parallel.compile_only(self.exp.mesh):
       raise RuntimeError("plan: expected compile-only TPU topology devices")
-    self.chips = self.exp.mesh.size
+    self.chips = self.exp.mesh.size  # Devices of the mesh (= chips but on v4).
     self.device_kind = devices[0].device_kind
 
   def _images(self, n: int, dtype, sharding) -> jax.ShapeDtypeStruct:
@@ -331,7 +339,7 @@ class Planner:
   def train_report(self, global_batch: int) -> dict[str, Any]:
     """`compile_report` of the train step at `global_batch` images over the slice."""
     if global_batch < 1 or global_batch % self.chips:
-      raise ValueError(f"batch_size: expected a positive multiple of the {self.chips} chips of "
+      raise ValueError(f"batch_size: expected a positive multiple of the {self.chips} devices of "
                        f"{self.topology}, got {global_batch}")
     exp = self.exp
     key = jax.ShapeDtypeStruct(exp.key.shape, exp.key.dtype, sharding=exp.replicated)
@@ -376,7 +384,9 @@ class Planner:
 
   def header(self, global_batch: int) -> dict[str, Any]:
     c = self.config
-    return {"topology": self.topology, "device_kind": self.device_kind, "chips": self.chips,
+    return {"topology": self.topology, "device_kind": self.device_kind,
+            "chips": self.num_chips, "devices": self.chips,
+            "devices_per_chip": self.cores_per_device_chip,
             "mesh": dict(self.exp.mesh.shape), "family": c.family, "recipe": c.recipe,
             "config_name": c.name, "dtype": c.dtype,
             "remat": getattr(self.exp.model_config, "remat", None),
@@ -388,8 +398,8 @@ def plan(config: TrainConfig, topology: str, *, search_batch: bool = False,
          eval_step: bool = True) -> dict[str, Any]:
   """The run plan of `config` on `topology` as one JSON-able dict (see the module doc).
 
-  Per-image figures (`flops_per_image`, `hbm_traffic_per_image`) are the per-chip ones over
-  the per-chip batch.
+  Per-image figures (`flops_per_image`, `hbm_traffic_per_image`) are the per-device ones over
+  the per-device batch (`per_chip_batch`).
   """
   planner = Planner(config, topology)
   out = planner.header(config.batch_size)

@@ -98,6 +98,13 @@ def test_unknown_slice_shape_of_a_known_generation():
     plan_lib.topology_devices("v5e:3x5")
 
 
+@needs_libtpu
+def test_v4_describes_two_devices_a_chip():
+  generation, devices = plan_lib.topology_devices("v4:2x2x2")
+  assert generation == "v4" and len(devices) == 16
+  assert len({tuple(d.coords) for d in devices}) == 8  # The planner halves HBM / peaks.
+
+
 @pytest.fixture(scope="module")
 def planner():
   if not HAS_LIBTPU:
@@ -113,7 +120,8 @@ def test_smoke_titok_plan_on_v5e_2x2(planner):
   json.dumps(out)  # One JSON record.
   for key in REQUIRED_KEYS:
     assert key in out, key
-  assert out["topology"] == "v5e:2x2" and out["chips"] == 4
+  assert out["topology"] == "v5e:2x2" and out["chips"] == out["devices"] == 4
+  assert out["devices_per_chip"] == 1
   assert out["device_kind"].startswith("TPU v5")
   assert out["mesh"] == {"data": 4, "fsdp": 1}
   assert out["global_batch"] == config.batch_size and out["per_chip_batch"] == 2
@@ -132,7 +140,6 @@ def test_smoke_titok_plan_on_v5e_2x2(planner):
 
 
 @needs_libtpu
-@pytest.mark.slow
 def test_too_large_batch_reports_does_not_fit(planner):
   out = planner.train_report(4 * 65536)
   assert out["fits"] is False
