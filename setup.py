@@ -51,6 +51,8 @@ EXTRAS = {
     "tf": ["tensorflow>=2.16"],
     "notebooks": ["jupyter>=1.0", "ipykernel>=6.0", "nbmake>=1.5"],
     "gpu": ["jax[cuda12]>=0.5.0"],
+    # jax[tpu] brings the libtpu matching jax: on a TPU VM the runtime, on any host the TPU
+    # compiler that `python -m jaxtok.trainers.plan` (deviceless AOT) and its tests use.
     "tpu": ["jax[tpu]>=0.5.0"],
 }
 

@@ -26,6 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxtok.parallel.platform import target_platform
+
 # PyTorch's nn.LayerNorm default; flax's default is 1e-6 and the released TiTok weights were
 # trained with 1e-5, which the parity tolerances cannot reliably tell apart (fixture README §5).
 LAYER_NORM_EPS = 1e-5
@@ -136,7 +138,9 @@ def _combine_masks(key_mask: jax.Array | None, attn_mask: jax.Array | None
 # memory three times; on a 2-core CPU this runs TiTok-S-128's attention ~3-4x faster than
 # `jax.nn.dot_product_attention` (whose CPU lowering is the unchunked einsum-softmax-einsum;
 # benchmarks/profile_titok.py). "xla": `jax.nn.dot_product_attention` (cuDNN / fused kernels on
-# GPU and TPU). "auto": "chunked" on CPU, "xla" elsewhere.
+# GPU and TPU). "auto": "chunked" when compiling for CPU, "xla" elsewhere: the platform of the
+# devices being compiled for (`jaxtok.parallel.target_platform`, the trainer's mesh), not the
+# process's default backend (a CPU host compiling for a TPU slice must pick "xla").
 ATTENTION_IMPLS = ("auto", "chunked", "xla")
 # Score bytes per chunk (float32 [n, Tq, Tk]): a few MiB, what the L2/L3 of one core holds.
 ATTENTION_CHUNK_BYTES = 4 << 20
@@ -162,7 +166,7 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, mask: jax.Array | Non
     raise ValueError(f"implementation: expected one of {ATTENTION_IMPLS}, got "
                      f"{implementation!r}")
   if implementation == "auto":
-    implementation = "chunked" if jax.default_backend() == "cpu" else "xla"
+    implementation = "chunked" if target_platform() == "cpu" else "xla"
   if implementation == "xla":
     return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale)
   b, tq, h, d = q.shape

@@ -147,18 +147,28 @@ class Experiment:
               if net}
     if semantic:  # FQGAN's semantic teachers, one entry per branch.
       frozen["semantic"] = {b: net.variables for b, net in semantic.items()}
-    self.frozen = jax.device_put(frozen, self.replicated)
+    if parallel.compile_only(self.mesh):
+      # Deviceless (a TPU topology described on this host, `jaxtok.trainers.plan`): the
+      # frozen networks enter the step as shapes; only lowering and compiling can use them.
+      self.frozen = jax.tree_util.tree_map(
+          lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=self.replicated),
+          frozen)
+    else:
+      self.frozen = jax.device_put(frozen, self.replicated)
     self.jit_options = {}
     if config.fast_compile:
       self.jit_options = {"compiler_options": {"xla_backend_optimization_level": 0,
                                                "xla_llvm_disable_expensive_passes": True}}
+    # Traced for the mesh's platform: "auto" kernels follow the devices compiled for, not
+    # the host's default backend (`jaxtok.parallel.platform`).
     self.train_step = jax.jit(
-        step_lib.make_train_step(self.parts),
+        parallel.on_platform(step_lib.make_train_step(self.parts), self.mesh),
         in_shardings=(self.state_shardings, self.batch_sharding, self.replicated,
                       self.replicated),
         out_shardings=(self.state_shardings, self.replicated), donate_argnums=(0,),
         **self.jit_options)
-    self._eval = jax.jit(self._reconstruct, out_shardings=self.replicated, **self.jit_options)
+    self._eval = jax.jit(parallel.on_platform(self._reconstruct, self.mesh),
+                         out_shardings=self.replicated, **self.jit_options)
 
   def _init_state(self) -> TrainState:
     model = self.model_cls(self.model_config, rngs=nnx.Rngs(self.config.seed))

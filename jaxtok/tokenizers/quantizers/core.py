@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtok.parallel.platform import target_platform
+
 HIGHEST = jax.lax.Precision.HIGHEST
 
 # Largest number of [token, code] distance entries computed in one piece when chunking is
@@ -212,7 +214,8 @@ LOOKUPS = ("auto", "onehot", "gather")
 
 
 def resolve_lookup(lookup: str) -> str:
-  """"auto" -> "onehot" on TPU (MXU matmuls, docs/design.md §4), "gather" elsewhere.
+  """"auto" -> "onehot" when compiling for TPU (MXU matmuls, docs/design.md §4), "gather"
+  elsewhere (the platform compiled for, `jaxtok.parallel.target_platform`).
 
   Both give identical ids, codes and counts; on CPU the `[N, K]` one-hot costs as much as the
   distance matrix itself (see benchmarks/quantizers.py), while a gather / scatter-add is O(N).
@@ -220,7 +223,7 @@ def resolve_lookup(lookup: str) -> str:
   if lookup not in LOOKUPS:
     raise ValueError(f"lookup must be one of {LOOKUPS}, got {lookup!r}")
   if lookup == "auto":
-    return "onehot" if jax.default_backend() == "tpu" else "gather"
+    return "onehot" if target_platform() == "tpu" else "gather"
   return lookup
 
 
