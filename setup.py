@@ -47,8 +47,8 @@ EXTRAS = {
     # PyTorch is only needed by converters of .bin/.pt files, the parity tools and the
     # FID benchmark. Pinned: an unpinned `torch` would resolve to a multi-GB CUDA build.
     # diffusers and transformers (no torch requirement of their own: they use the pinned one)
-    # build the parity references: AutoencoderKL (tests/tokenizers/test_vae.py) and the DINOv2 /
-    # CLIP teachers (tests/nets/test_vit_teachers.py).
+    # build the parity references: AutoencoderKL (tests/tokenizers/vae/test_model.py) and the
+    # DINOv2 / CLIP teachers (tests/nets/test_vit_teachers.py).
     "torch": ["torch==2.13.0", "diffusers>=0.30", "transformers>=5.0,<6"],
     # tfrecord-backed tfds datasets; array_record ones need no TensorFlow.
     "tf": ["tensorflow>=2.16"],

@@ -36,7 +36,15 @@ from jaxtok import adaptive, hub
 from jaxtok.adaptive import ADAPTIVE_METRICS, AdaptiveTokens
 from jaxtok.io import checkpoint
 from jaxtok.io.checkpoint import CONFIG_FILE
-from jaxtok.tokenizers import TOKENIZERS, Family, family_of, get_family, interface, load_dir
+from jaxtok.tokenizers import (
+  available_variants,
+  family_of,
+  get_family,
+  interface,
+  load_dir,
+  read_dir_config,
+  resolve_variant,
+)
 from jaxtok.tokenizers.quantizers.stats import CodebookStats
 
 
@@ -129,14 +137,12 @@ class Tokenizer:
     return np.asarray(fn(state, ids, lengths, runtime))
 
   def decode_cache_keys(self) -> list[tuple]:
-    """Keys of the compiled decode functions so far: `("decode", ids shape, dtype, unpadded,
-    compiled-in options)` (padded prefix decoding: one key for every prefix length)."""
+    """`("decode", ids shape, dtype, unpadded, compiled-in options)` of each compiled decode."""
     with self._lock:
       return [k for k in self._compiled if k[0] == "decode"]
 
   def split_decode_options(self, options: Mapping[str, Any]) -> tuple[tuple, dict]:
-    """Validates `decode` options: `(compiled-in options as a sorted tuple, runtime int32
-    scalars)` (`interface.split_decode_options`). ValueError names a bad option."""
+    """`decode` options -> (compiled-in options, runtime int32 scalars), checked."""
     return interface.split_decode_options(
         options, self.decode_options, self._runtime_options,
         f"this {self.family} tokenizer ({type(self.model).__name__}.decode_tokens)")
@@ -241,36 +247,10 @@ def fingerprint(tok: Tokenizer) -> str:
   return tok._fingerprint
 
 
-def available_variants() -> dict[str, list[str]]:
-  """`{family: [variant, ...]}` that `load` accepts as `"family:variant"` (random init)."""
-  return {name: sorted(fam.variants) for name, fam in TOKENIZERS.items()}
-
-
-def _resolve_variant(name: str) -> tuple[Family, str]:
-  """`"family:variant"` (or a bare variant name that exactly one family has)."""
-  if ":" in name:
-    family, variant = name.split(":", 1)
-    fam = get_family(family)
-    if variant not in fam.variants:
-      raise ValueError(f"path_or_variant: {family} has no variant {variant!r}; expected one of "
-                       f"{sorted(fam.variants)}")
-    return fam, variant
-  matches = [fam for fam in TOKENIZERS.values() if name in fam.variants]
-  if len(matches) == 1:
-    return matches[0], name
-  if matches:
-    raise ValueError(f"path_or_variant: variant {name!r} exists in several families; expected "
-                     f"one of {[f'{fam.name}:{name}' for fam in matches]}")
-  raise ValueError(f"path_or_variant: expected a checkpoint directory (with {CONFIG_FILE}) or "
-                   f"a variant name 'family:variant' among {available_variants()}, got "
-                   f"{name!r}")
-
-
 def read_config(path: str | os.PathLike) -> tuple[str, Any]:
   """`(family, config dataclass)` from a checkpoint directory's `config.json`."""
-  meta = checkpoint.read_meta(path)
-  fam = get_family(meta["family"])
-  return fam.name, checkpoint.config_from_dict(fam.config_class, meta["config"])
+  fam, config = read_dir_config(path)
+  return fam.name, config
 
 
 def load(path_or_variant: str | os.PathLike, *, seed: int = 0, dtype: str = "float32",
@@ -327,7 +307,8 @@ def _load(path_or_variant: str | os.PathLike, *, seed: int, family: str | None,
   name = os.fspath(path_or_variant)
   if os.sep in name or name.startswith("."):
     raise ValueError(f"path_or_variant: {name!r} is not an existing directory")
-  fam, variant = _resolve_variant(name)
+  fam, variant = resolve_variant(name, "path_or_variant",
+                                 f"a checkpoint directory (with {CONFIG_FILE}) or ")
   if not isinstance(seed, (int, np.integer)):
     raise ValueError(f"seed: expected an int, got {type(seed).__name__}")
   model = fam.model_class(fam.variant(variant), rngs=nnx.Rngs(int(seed)))

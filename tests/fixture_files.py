@@ -14,6 +14,9 @@ import numpy as np
 import pytest
 
 ENV_VAR = "JAXTOK_EXTRA_FIXTURES"
+TESTS = Path(__file__).resolve().parent
+FIXTURES = TESTS / "fixtures"  # tests/fixtures/: the fixtures that ship with the repo.
+REPO = TESTS.parent
 
 
 def fixture_dirs(default_root: str | os.PathLike | None = None) -> list[Path]:

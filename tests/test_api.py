@@ -11,7 +11,7 @@ import jaxtok
 from jaxtok import api, codec, metrics, tokenize
 from jaxtok.io import checkpoint, safetensors
 from jaxtok.nets import perceptual
-from jaxtok.tokenizers import interface
+from jaxtok.tokenizers import interface, resolve_variant
 from jaxtok.tokenizers.quantizers.stats import CodebookStats
 from jaxtok.tokenizers.titok import TiTok, TiTokConfig
 from jaxtok.tokenizers.titok.one_d_piece import OneDPiece
@@ -43,7 +43,8 @@ def pixel_tok():
 @pytest.fixture(scope="module")
 def prefix_tok():
   # One-D-Piece style (tail-token-drop on); the pixel head keeps compiles cheap. The two-stage
-  # head goes through this API in tests/tokenizers/convert/ (legacy and One-D-Piece fixtures).
+  # head goes through this API in tests/tokenizers/titok/test_convert.py (legacy and
+  # One-D-Piece fixtures).
   return jaxtok.Tokenizer(OneDPiece(_pixel_config(image_size=16, tail_token_drop=True),
                                     rngs=nnx.Rngs(1)))
 
@@ -286,7 +287,7 @@ def test_variant_names():
   variants = jaxtok.available_variants()
   assert {"S-128", "B-64", "L-32", "tiny"} <= set(variants["titok"])
   assert {"S-256", "B-256", "L-256"} <= set(variants["one_d_piece"])
-  assert [(f.name, v) for f, v in map(api._resolve_variant, ["S-128", "one_d_piece:tiny"])] == [
+  assert [(f.name, v) for f, v in map(resolve_variant, ["S-128", "one_d_piece:tiny"])] == [
       ("titok", "S-128"), ("one_d_piece", "tiny")]
   with pytest.raises(ValueError, match=r"titok has no variant 'S-999'; expected one of"):
     jaxtok.load("titok:S-999")

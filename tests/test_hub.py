@@ -14,9 +14,7 @@ stand-in of the hub's HTTP API (`HF_ENDPOINT`).
 import collections
 import hashlib
 import http.server
-import importlib.util
 import json
-import os
 import pathlib
 import socket
 import threading
@@ -30,47 +28,22 @@ from flax import nnx
 import jaxtok
 from jaxtok import hub
 from jaxtok.hub import formats, releases
-from jaxtok.io import checkpoint, safetensors
+from jaxtok.io import checkpoint
 from jaxtok.tokenizers.titok.official import official_titok_config
-from tests.fixture_files import fixture_params
-from tests.tokenizers.convert.flextok_release import read_fixture, release_config
-
-FIXTURES = pathlib.Path(__file__).parent / "fixtures"
-_spec = importlib.util.spec_from_file_location(
-    "jaxtok_tests_torch_format_hub", pathlib.Path(__file__).parent / "io" / "torch_format.py")
-torch_format = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(torch_format)
+from tests.fixture_files import FIXTURES, fixture_params
+from tests.hub_cache import (
+  json_file,
+  official_params,
+  put_snapshot,
+  safetensors_file,
+  titok_release,
+  torch_bin_file,
+  torch_format,
+)
+from tests.tokenizers.flextok.release import read_fixture, release_config, release_with_vae
 
 TITOK_RECON_ATOL = 3e-4  # tests/fixtures/titok/README.md §5 (test_convert.py)
 FLEXTOK_ATOL = 1e-4  # tests/fixtures/flextok/README.md §6 (test_flextok_convert.py)
-
-
-# ---------------------------------------------------------------- the HF cache layout
-
-
-def put_snapshot(cache: pathlib.Path, repo: str, files: dict, *, ref: str = "main",
-                 sha: str | None = None) -> str:
-  """Lays `files` ({name: bytes or a writer(path)}) out as huggingface_hub caches a repo."""
-  storage = cache / ("models--" + repo.replace("/", "--"))
-  sha = sha or hashlib.sha1(f"{repo}@{ref}".encode()).hexdigest()
-  snap = storage / "snapshots" / sha
-  (storage / "blobs").mkdir(parents=True, exist_ok=True)
-  for name, content in files.items():
-    tmp = storage / "blobs" / f".incoming-{os.getpid()}"
-    if callable(content):
-      content(tmp)
-    else:
-      tmp.write_bytes(content)
-    blob = storage / "blobs" / hashlib.sha256(tmp.read_bytes()).hexdigest()
-    os.replace(tmp, blob)
-    link = snap / name
-    link.parent.mkdir(parents=True, exist_ok=True)
-    if link.is_symlink() or link.exists():
-      link.unlink()
-    link.symlink_to(os.path.relpath(blob, link.parent))
-  (storage / "refs").mkdir(exist_ok=True)
-  (storage / "refs" / ref).write_text(sha)
-  return sha
 
 
 @pytest.fixture
@@ -103,24 +76,8 @@ def _load_npz(path):
     return {k: f[k] for k in f.files}
 
 
-def _params(fx):
-  return {k[len("param/"):]: v for k, v in fx.items() if k.startswith("param/")}
-
-
 def _nhwc(a):
   return np.ascontiguousarray(np.asarray(a).transpose(0, 2, 3, 1))
-
-
-def _safetensors(params, **kw):
-  return lambda path: safetensors.write_safetensors(path, params, **kw)
-
-
-def _torch_bin(params):
-  return lambda path: torch_format.save_state_dict(params, path)
-
-
-def _json(obj):
-  return json.dumps(obj).encode()
 
 
 def _same_weights(a, b):
@@ -134,28 +91,10 @@ def _same_weights(a, b):
 # ---------------------------------------------------------------- TiTok / One-D-Piece
 
 
-def _titok_release(fx):
-  """(hub name, files, options) laying a TiTok fixture out as the release of its kind."""
-  cfg = json.loads(str(fx["config_json"]))
-  meta = json.loads(str(fx["meta_json"]))
-  params = _params(fx)
-  heads = {name: v["heads"] for name, v in meta["size_table"].items()}
-  kind = str(fx["fixture_kind"])
-  if kind == "one_d_piece":  # One-D-Piece's hub files: config.json + pytorch_model.bin.
-    return ("hf:turing-motors/One-D-Piece-S-256",
-            {"config.json": _json(cfg), "pytorch_model.bin": _torch_bin(params)}, {"heads": heads})
-  if cfg["model"]["vq_model"].get("is_legacy", True):  # A legacy .bin: no config in the repo.
-    return ("hf:fun-research/TiTok/tokenizer_titok_l32.bin",
-            {"tokenizer_titok_l32.bin": _torch_bin(params)}, {"heads": heads, "config": cfg})
-  return ("hf:yucornetto/tokenizer_titok_bl64_vq8k_imagenet",  # PyTorchModelHubMixin.
-          {"config.json": _json(cfg), "model.safetensors": _safetensors(params)},
-          {"heads": heads})
-
-
 @pytest.mark.parametrize("path", fixture_params(("titok", "one_d_piece"), FIXTURES / "titok"))
 def test_titok_releases_reproduce_the_fixture_then_load_from_the_cache(path, env, calls):
   fx = _load_npz(path)
-  name, files, options = _titok_release(fx)
+  name, files, options = titok_release(fx)
   ref = hub.parse(name)
   put_snapshot(env, ref.repo, files)
   tok = jaxtok.load(name, **options)
@@ -232,7 +171,7 @@ def test_flextok_metadata_release_reproduces_the_fixture(path, env, calls):
   data, cfg, params = read_fixture(path)
   rel = release_config(cfg)
   # The official saver: the Hydra config only in the safetensors __metadata__, str() per key.
-  put_snapshot(env, "EPFL-VILAB/flextok_d18_d28_dfn", {"model.safetensors": _safetensors(
+  put_snapshot(env, "EPFL-VILAB/flextok_d18_d28_dfn", {"model.safetensors": safetensors_file(
       params, metadata={k: str(v) for k, v in rel.items()})})
   tok = jaxtok.load("hf:EPFL-VILAB/flextok_d18_d28_dfn", family="flextok")
   assert calls == {"flextok": 1}
@@ -328,7 +267,7 @@ def test_offline_errors_name_what_is_missing(env, tmp_path):
     jaxtok.load("hf:someone/odd")
   with pytest.raises(hub.HubError, match="'weights.npz' is not a file of a known format"):
     jaxtok.load("hf:someone/odd/weights.npz")
-  put_snapshot(env, "someone/titok-no-config", {"model.safetensors": _safetensors(
+  put_snapshot(env, "someone/titok-no-config", {"model.safetensors": safetensors_file(
       {"w": np.zeros(2, np.float32)})})
   with pytest.raises(hub.HubError, match="config: .*config="):
     jaxtok.load("hf:someone/titok-no-config/model.safetensors", family="titok")
@@ -340,7 +279,7 @@ def test_offline_errors_name_what_is_missing(env, tmp_path):
 
 def test_another_family_than_asked(env):
   fx = _load_npz(FIXTURES / "titok" / "titok_single_tiny.npz")
-  name, files, options = _titok_release(fx)
+  name, files, options = titok_release(fx)
   put_snapshot(env, hub.parse(name).repo, files)
   with pytest.raises(hub.HubError, match="holds a titok release.*not flextok"):
     jaxtok.load(name, family="flextok", **options)
@@ -461,16 +400,12 @@ def test_download_then_offline(online, tmp_path, monkeypatch):
 
 
 def test_flextok_vae_scaling_factor_from_the_vae_repo_or_the_argument(env, calls):
-  from tests.tokenizers.convert.test_flextok_vae_convert import _diffusers_vae  # noqa: PLC0415
   path = fixture_params("flextok", FIXTURES / "flextok")[0].values[0]
   data, cfg, params = read_fixture(path)
-  ref, _ = _diffusers_vae(cfg)  # Skips without torch / diffusers.
-  full = dict(params)
-  full.update({"vae.vae." + k: v.numpy() for k, v in ref.state_dict().items()})
-  rel = release_config(cfg)
-  rel["vae"].update(hf_hub_path="EPFL-VILAB/flextok_vae_c16", scaling_factor=None)
+  rel, full, _ = release_with_vae(cfg, params, hf_hub_path="EPFL-VILAB/flextok_vae_c16",
+                                  scaling_factor=None)  # Skips without torch / diffusers.
   put_snapshot(env, "EPFL-VILAB/flextok_d12_d12_in1k", {
-      "config.json": _json(rel), "model.safetensors": _safetensors(full)})
+      "config.json": json_file(rel), "model.safetensors": safetensors_file(full)})
   name = "hf:EPFL-VILAB/flextok_d12_d12_in1k"
   # No file of the release holds the factor; the VAE repo is not in the cache.
   with pytest.raises(hub.HubError, match="vae_scaling_factor: .*hf_hub_path='EPFL-VILAB/"
@@ -480,7 +415,7 @@ def test_flextok_vae_scaling_factor_from_the_vae_repo_or_the_argument(env, calls
   tok = jaxtok.load(name, vae_scaling_factor=0.5)
   assert tok.model.config.vae.scaling_factor == 0.5
   # The VAE repo's config.json in the cache: read from there, as the official code does.
-  put_snapshot(env, "EPFL-VILAB/flextok_vae_c16", {"config.json": _json(
+  put_snapshot(env, "EPFL-VILAB/flextok_vae_c16", {"config.json": json_file(
       {"_class_name": "AutoencoderKL", "scaling_factor": 0.7})})
   tok = jaxtok.load(name)
   assert tok.model.config.vae.scaling_factor == 0.7
@@ -519,7 +454,7 @@ def test_bfloat16_inference(env):
   """dtype="bfloat16": bf16 weights, bf16 compute (TiTok), the official tokens nearly all
   kept and the decode close to the official one."""
   fx = _load_npz(FIXTURES / "titok" / "titok_single_tiny.npz")
-  name, files, options = _titok_release(fx)
+  name, files, options = titok_release(fx)
   put_snapshot(env, hub.parse(name).repo, files)
   tok = jaxtok.load(name, dtype="bfloat16", **options)
   dtypes = {str(a.dtype) for a in jax.tree.leaves(nnx.state(tok.model, nnx.Param))}
@@ -540,16 +475,16 @@ def test_legacy_file_with_the_maskgit_vqgan_from_the_hub(env, calls):
   """A legacy .bin without the pixel decoder takes it from the MaskGIT VQGAN file named by a
   `hf:` option (fun-research/TiTok holds both)."""
   fx = _load_npz(FIXTURES / "titok" / "titok_legacy_tiny.npz")
-  name, files, options = _titok_release(fx)
-  params = _params(fx)
+  name, files, options = titok_release(fx)
+  params = official_params(fx)
   pixel = ("pixel_decoder.", "pixel_quantize.")
   titok_only = {k: v for k, v in params.items() if not k.startswith(pixel)}
   maskgit = {"decoder." + k[len("pixel_decoder."):]: v for k, v in params.items()
              if k.startswith("pixel_decoder.")}
   maskgit["quantize.embedding.weight"] = params["pixel_quantize.embedding.weight"]
   put_snapshot(env, "fun-research/TiTok", {
-      "tokenizer_titok_l32.bin": _torch_bin(titok_only),
-      "maskgit-vqgan-imagenet-f16-256.bin": _torch_bin(maskgit)})
+      "tokenizer_titok_l32.bin": torch_bin_file(titok_only),
+      "maskgit-vqgan-imagenet-f16-256.bin": torch_bin_file(maskgit)})
   with pytest.raises(ValueError, match="maskgit"):
     jaxtok.load(name, **options)
   tok = jaxtok.load(name, maskgit_vqgan="hf:fun-research/TiTok/maskgit-vqgan-imagenet-f16-256.bin",

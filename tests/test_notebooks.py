@@ -1,9 +1,14 @@
 """Executes the notebooks headless (nbclient) and fails if any cell errors (docs/design.md §1)."""
 import json
-import os
 import pathlib
+import re
 
+import numpy as np
 import pytest
+
+from tests.fixture_files import FIXTURES, fixture_params
+from tests.hub_cache import json_file, put_snapshot, safetensors_file, titok_release
+from tests.tokenizers.flextok.release import read_fixture, release_with_vae
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -38,12 +43,49 @@ def _execute(name: str, tmp_path, monkeypatch, **env: str) -> tuple[list, str]:
   return outputs, text
 
 
-def test_notebook_runs(tmp_path, monkeypatch):
-  outputs, text = _execute("quickstart.ipynb", tmp_path, monkeypatch)
-  assert "reloaded: same tokens" in text and "ValueError: images:" in text
-  # Both figures (reconstructions, prefix decodes) rendered as images.
+def _quickstart_hub_cache(hf: pathlib.Path) -> dict:
+  """The quickstart's two `hf:` names as offline HF cache snapshots built from the shared
+  fixtures, in their releases' formats: TiTok's Mixin fixture (config.json +
+  model.safetensors) under the TiTok-L-32 repo, the FlexTok fixture with a random diffusers VAE
+  front end (config in config.json and the safetensors metadata, as the official saver writes)
+  under flextok_d18_d28_dfn. Returns the TiTok converter options (the tiny ViT's head counts,
+  which no official size table holds)."""
+  titok = next(p.values[0] for p in fixture_params("titok", FIXTURES / "titok")
+               if not json.loads(str(np.load(p.values[0])["config_json"]))["model"]["vq_model"]
+               .get("is_legacy", True))
+  with np.load(titok, allow_pickle=False) as f:
+    name, files, options = titok_release({k: f[k] for k in f.files},
+                                         mixin_repo="yucornetto/tokenizer_titok_l32_imagenet")
+  assert name == "hf:yucornetto/tokenizer_titok_l32_imagenet"
+  put_snapshot(hf, name[3:], files)
+  _, cfg, params = read_fixture(fixture_params("flextok", FIXTURES / "flextok")[0].values[0])
+  rel, full, _ = release_with_vae(cfg, params, scaling_factor=0.7)
+  put_snapshot(hf, "EPFL-VILAB/flextok_d18_d28_dfn", {
+      "config.json": json_file(rel), "model.safetensors": safetensors_file(
+          full, metadata={k: str(v) for k, v in rel.items()})})
+  return options
+
+
+@pytest.mark.slow  # ~1 min: converts two releases and runs FlexTok's flow decoder.
+def test_quickstart_notebook_runs_the_hf_names_offline(tmp_path, monkeypatch):
+  hf = tmp_path / "hf"
+  options = _quickstart_hub_cache(hf)
+  outputs, text = _execute("quickstart.ipynb", tmp_path, monkeypatch, HF_HUB_CACHE=str(hf),
+                           HF_HUB_OFFLINE="1", JAXTOK_CACHE=str(tmp_path / "jaxtok"),
+                           JAXTOK_LOAD_OPTIONS=json.dumps(options),
+                           JAXTOK_NOTEBOOK_SAMPLE_STEPS="2")
+  assert "loaded hf:yucornetto/tokenizer_titok_l32_imagenet in" in text
+  assert "loaded hf:EPFL-VILAB/flextok_d18_d28_dfn in" in text
+  assert "reloaded: same tokens" in text and text.count("ValueError: ") == 3
+  line = next(x for x in text.splitlines() if x.startswith("FlexTok PSNR (dB) by k:"))
+  n = json.loads(str(np.load(fixture_params("flextok", FIXTURES / "flextok")[0].values[0])
+                     ["config/json"]))["n_registers"]
+  assert [int(k) for k in re.findall(r"(\d+): ", line)] == [2 ** i for i in range(12)
+                                                             if 2 ** i <= n], line
+  # Reconstructions, the prefix row: figures rendered as images.
   assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2
-  assert os.environ.get("JAXTOK_CHECKPOINT") is None
+  # Both releases went through the converter into the jaxtok cache.
+  assert len(list((tmp_path / "jaxtok").rglob("weights.safetensors"))) == 2
 
 
 def test_train_tiny_notebook_runs(tmp_path, monkeypatch):

@@ -75,14 +75,31 @@ def get_family(name: str) -> Family:
   return TOKENIZERS[name]
 
 
-def parse_variant(name: str) -> tuple[Family, str]:
-  """`"family:variant"` -> (Family, variant name), both checked."""
-  if not isinstance(name, str) or ":" not in name:
-    raise ValueError(f"variant: expected 'family:variant' (e.g. 'titok:S-128'), got {name!r}")
-  family, variant = name.split(":", 1)
-  fam = get_family(family)
-  fam.variant(variant)  # Raises with the list of variants.
-  return fam, variant
+def available_variants() -> dict[str, list[str]]:
+  """`{family: [variant, ...]}` of every registered family."""
+  return {name: sorted(fam.variants) for name, fam in TOKENIZERS.items()}
+
+
+def resolve_variant(name: str, arg: str = "variant", alternative: str = ""
+                    ) -> tuple[Family, str]:
+  """`"family:variant"`, or a bare variant name that exactly one family has -> (Family,
+  variant name). ValueErrors name `arg`; `alternative` ("a checkpoint directory or ") is what
+  else the caller would have accepted."""
+  if ":" in name:
+    family, variant = name.split(":", 1)
+    fam = get_family(family)
+    if variant not in fam.variants:
+      raise ValueError(f"{arg}: {family} has no variant {variant!r}; expected one of "
+                       f"{sorted(fam.variants)}")
+    return fam, variant
+  matches = [fam for fam in TOKENIZERS.values() if name in fam.variants]
+  if len(matches) == 1:
+    return matches[0], name
+  if matches:
+    raise ValueError(f"{arg}: variant {name!r} exists in several families; expected one of "
+                     f"{[f'{fam.name}:{name}' for fam in matches]}")
+  raise ValueError(f"{arg}: expected {alternative}a variant name 'family:variant' among "
+                   f"{available_variants()}, got {name!r}")
 
 
 def family_of(model: Any) -> Family:
@@ -96,15 +113,21 @@ def family_of(model: Any) -> Family:
                    f"{type(model).__name__}")
 
 
-def load_dir(path: str | os.PathLike) -> tuple[Family, Any]:
-  """(Family, model) of a jaxtok checkpoint directory (`config.json` + `weights.safetensors`)."""
+def read_dir_config(path: str | os.PathLike) -> tuple[Family, Any]:
+  """(Family, config dataclass) of a jaxtok checkpoint directory's `config.json`."""
   meta = ckpt_format.read_meta(path)
   fam = get_family(meta["family"])
-  config = ckpt_format.config_from_dict(fam.config_class, meta["config"])
+  return fam, ckpt_format.config_from_dict(fam.config_class, meta["config"])
+
+
+def load_dir(path: str | os.PathLike) -> tuple[Family, Any]:
+  """(Family, model) of a jaxtok checkpoint directory (`config.json` + `weights.safetensors`)."""
+  fam, config = read_dir_config(path)
   arrays, key_impls = ckpt_format.read_weights(path)
   model = ckpt_format.model_from_arrays(fam.model_class, config, arrays, key_impls=key_impls,
                                         source=os.path.join(path, ckpt_format.WEIGHTS_FILE))
   return fam, model
 
 
-__all__ = ["Family", "TOKENIZERS", "family_of", "get_family", "load_dir", "parse_variant"]
+__all__ = ["Family", "TOKENIZERS", "available_variants", "family_of", "get_family", "load_dir",
+           "read_dir_config", "resolve_variant"]

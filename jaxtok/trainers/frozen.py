@@ -1,42 +1,58 @@
 """The networks the train step closes over, built from the config.
 
 Frozen: the stage-1 proxy-code teacher (the family's `stage1_teacher`), the perceptual network,
-FQGAN's semantic teachers, REPA's teacher; trained: the GAN discriminator. Each is
-`(graphdef, params, state)` of pure dicts, or None when the config leaves it off; `frozen_apply`
-/ `disc_apply` turn a graphdef into the function the step calls.
+FQGAN's semantic teachers, REPA's teacher; trained: the GAN discriminator. Each is a `Net`
+record (graphdef + pure-dict params and state), or None when the config leaves it off;
+`frozen_apply` / `disc_apply` turn a graphdef into the function the step calls.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from flax import nnx
 
 from jaxtok.nets import discriminator, perceptual, teachers
 from jaxtok.tokenizers import get_family
 from jaxtok.trainers.config import TrainConfig
-from jaxtok.trainers.state import split_pure
+from jaxtok.trainers.state import PyTree, split_pure
+
+
+class Net(NamedTuple):
+  """A network split for the step: its structure and its variables as pure dicts."""
+  graphdef: Any
+  params: PyTree
+  state: PyTree
+
+  @classmethod
+  def of(cls, module: nnx.Module) -> Net:
+    return cls(*split_pure(module))
+
+  @property
+  def variables(self) -> tuple[PyTree, PyTree]:
+    """(params, state): what the step receives as arguments (`frozen_apply`'s first)."""
+    return self.params, self.state
 
 
 def teacher_network(config: TrainConfig, model_config: Any):
-  """The family's frozen stage-1 proxy-code teacher: (graphdef, params, state) or None."""
+  """The family's frozen stage-1 proxy-code teacher: `Net` or None."""
   if config.recipe != "stage1":
     return None
   fam = get_family(config.family)
   if fam.stage1_teacher is None:
     raise ValueError(f"recipe: 'stage1' needs a family with a proxy-code teacher, got "
                      f"{config.family!r}")
-  return split_pure(fam.stage1_teacher(model_config, config.teacher, config.seed + 1))
+  return Net.of(fam.stage1_teacher(model_config, config.teacher, config.seed + 1))
 
 
 def discriminator_network(config: TrainConfig):
-  """(graphdef, params, state) of TiTok's GAN discriminator, or None when the GAN is off."""
+  """`Net` of TiTok's GAN discriminator, or None when the GAN is off."""
   if config.loss.gan_weight <= 0 or config.recipe == "stage1":
     return None
-  return split_pure(discriminator.NLayerDiscriminator(rngs=nnx.Rngs(config.seed + 2)))
+  return Net.of(discriminator.NLayerDiscriminator(rngs=nnx.Rngs(config.seed + 2)))
 
 
 def perceptual_network(config: TrainConfig):
-  """Frozen perceptual network (`config.loss.perceptual`) as (graphdef, params, state)."""
+  """Frozen perceptual network (`config.loss.perceptual`) as a `Net`."""
   spec = config.loss.perceptual
   if not spec or config.loss.perceptual_weight <= 0 or config.recipe == "stage1":
     return None
@@ -50,12 +66,12 @@ def perceptual_network(config: TrainConfig):
   else:
     raise ValueError(f"loss.perceptual: expected '', 'lpips:PATH' or 'inception[:PATH]', got "
                      f"{spec!r}")
-  return split_pure(net)
+  return Net.of(net)
 
 
 def semantic_networks(config: TrainConfig, model_config: Any):
   """Frozen teachers of the model's semantic branches (FQGAN alignment):
-  `{branch: (graphdef, params, state)}` in branch order, or None when
+  `{branch: Net}` in branch order, or None when
   `config.loss.semantic_weight` is 0. Branches naming the same teacher share one network."""
   weight = config.loss.semantic_weight
   if not weight or weight <= 0:
@@ -88,13 +104,13 @@ def semantic_networks(config: TrainConfig, model_config: Any):
                        f"expected '{teachers.RELEASED_KINDS[name]}:<dir>' (a directory with "
                        f"its config.json and model.safetensors) or {instead}")
     if name not in built:
-      built[name] = split_pure(teachers.build_teacher(name))
+      built[name] = Net.of(teachers.build_teacher(name))
     out[b] = built[name]
   return out
 
 
 def repa_network(config: TrainConfig, model_config: Any):
-  """REPA's frozen teacher (`config.loss.repa_teacher`) as (graphdef, params, state), or None
+  """REPA's frozen teacher (`config.loss.repa_teacher`) as a `Net`, or None
   when `config.loss.repa_weight` is 0."""
   weight = config.loss.repa_weight
   if not weight or weight <= 0:
@@ -116,9 +132,7 @@ def repa_network(config: TrainConfig, model_config: Any):
                      f"but the model's REPA projector outputs model.repa_dim="
                      f"{model_config.repa_dim}; expected a teacher of width "
                      f"{model_config.repa_dim} (or --config.model.repa_dim={width})")
-  return split_pure(teachers.build_teacher(name))
-
-
+  return Net.of(teachers.build_teacher(name))
 
 
 def frozen_apply(graphdef, method: str | None = None):

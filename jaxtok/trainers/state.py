@@ -22,6 +22,20 @@ from jaxtok.trainers.config import OptimConfig
 PyTree = Any
 
 
+class GanState(flax.struct.PyTreeNode):
+  """The GAN discriminator's part of a training run (`TrainState.gan`).
+
+  Attributes:
+    params / state: pure dicts of the discriminator's `nnx.Param`s and other variables.
+    opt_state: optax state of `params`.
+    lecam: LeCam EMA of real/fake discriminator logits, `{"real": f32, "fake": f32}`.
+  """
+  params: PyTree
+  state: PyTree
+  opt_state: PyTree
+  lecam: PyTree
+
+
 class TrainState(flax.struct.PyTreeNode):
   """Everything that changes during training (the checkpointed part).
 
@@ -31,18 +45,15 @@ class TrainState(flax.struct.PyTreeNode):
     model_state: pure dict of the model's other variables (codebook EMA, usage stats).
     opt_state: optax state of `params`.
     ema_params: exponential moving average of `params`, used for eval and export.
-    disc_params / disc_state / disc_opt_state: GAN discriminator (empty dicts when off).
-    lecam: LeCam EMA of real/fake discriminator logits, `{"real": f32, "fake": f32}`.
+    gan: the discriminator's `GanState`, or None when the run has no GAN loss (an empty
+      sub-tree: nothing to shard, step or checkpoint).
   """
   step: jax.Array
   params: PyTree
   model_state: PyTree
   opt_state: PyTree
   ema_params: PyTree
-  disc_params: PyTree
-  disc_state: PyTree
-  disc_opt_state: PyTree
-  lecam: PyTree
+  gan: GanState | None = None
 
 
 def split_pure(module: nnx.Module) -> tuple[Any, PyTree, PyTree]:

@@ -23,7 +23,7 @@ from flax import nnx
 from jaxtok.metrics import psnr
 from jaxtok.trainers import losses
 from jaxtok.trainers.config import TrainConfig
-from jaxtok.trainers.state import PyTree, TrainState, cast_for_compute, update_ema
+from jaxtok.trainers.state import GanState, PyTree, TrainState, cast_for_compute, update_ema
 
 # Parameters kept in float32 under bf16 compute: codebooks (distances and quantizer losses
 # are float32 by design, docs/design.md §4) and norms (cheap, and their statistics need range).
@@ -174,31 +174,29 @@ def _semantic_loss(parts: StepParts, model: Any, aux: dict[str, Any],
 
 
 def _discriminator_update(parts: StepParts, state: TrainState, images: jax.Array,
-                          recon: jax.Array) -> tuple[dict[str, PyTree], dict[str, jax.Array]]:
-  """One hinge + LeCam step of the discriminator: (new state fields, metrics)."""
+                          recon: jax.Array) -> tuple[GanState, dict[str, jax.Array]]:
+  """One hinge + LeCam step of the discriminator: (new `GanState`, metrics)."""
+  gan = state.gan
   def d_loss(dparams):
     both = jnp.concatenate([images, jax.lax.stop_gradient(recon)], axis=0)
-    logits, dstate = parts.disc_apply(dparams, state.disc_state, both)
+    logits, dstate = parts.disc_apply(dparams, gan.state, both)
     real, fake = jnp.split(logits, 2, axis=0)
-    ema_in = losses.LeCamEMA(state.lecam["real"], state.lecam["fake"])
+    ema_in = losses.LeCamEMA(gan.lecam["real"], gan.lecam["fake"])
     loss, dterms, new_lecam = losses.discriminator_loss(parts.loss, real, fake, ema_in,
                                                         step=state.step)
     return loss, (dterms, dstate, new_lecam)
 
   (_, (dterms, dstate, new_lecam)), dgrads = jax.value_and_grad(d_loss, has_aux=True)(
-      state.disc_params)
-  dupd, dopt = parts.disc_tx.update(dgrads, state.disc_opt_state, state.disc_params)
-  dparams = optax.apply_updates(state.disc_params, dupd)
-  lecam = (state.lecam if new_lecam is None
+      gan.params)
+  dupd, dopt = parts.disc_tx.update(dgrads, gan.opt_state, gan.params)
+  lecam = (gan.lecam if new_lecam is None
            else {"real": new_lecam.real, "fake": new_lecam.fake})
+  moved = GanState(params=optax.apply_updates(gan.params, dupd), state=dstate,
+                   opt_state=dopt, lecam=lecam)
   # The discriminator does not move before the GAN start step.
   on = state.step >= parts.loss.gan_start_step
-  pick = lambda n, o: jax.tree_util.tree_map(lambda a, b: jnp.where(on, a, b), n, o)
-  fields = dict(disc_params=pick(dparams, state.disc_params),
-                disc_state=pick(dstate, state.disc_state),
-                disc_opt_state=pick(dopt, state.disc_opt_state),
-                lecam=pick(lecam, state.lecam))
-  return fields, {f"disc/{k}": jnp.asarray(v, jnp.float32) for k, v in dterms.items()}
+  new_gan = jax.tree_util.tree_map(lambda a, b: jnp.where(on, a, b), moved, gan)
+  return new_gan, {f"disc/{k}": jnp.asarray(v, jnp.float32) for k, v in dterms.items()}
 
 
 def make_train_step(parts: StepParts):
@@ -212,7 +210,7 @@ def make_train_step(parts: StepParts):
               frozen: dict[str, Any]):
     images = batch["image"].astype(jnp.float32) / 255.0
     step_key = jax.random.fold_in(key, state.step)
-    disc = (state.disc_params, state.disc_state) if parts.use_gan else None
+    disc = (state.gan.params, state.gan.state) if parts.use_gan else None
     # Looked up at trace time, so tests can wrap `forward_losses`.
     grad_fn = jax.value_and_grad(forward_losses, argnums=1, has_aux=True)
     (total, (terms, recon, aux, new_model_state)), grads = grad_fn(
@@ -233,8 +231,8 @@ def make_train_step(parts: StepParts):
     new = state.replace(step=state.step + 1, params=params, model_state=new_model_state,
                         opt_state=opt_state, ema_params=ema)
     if parts.use_gan:
-      fields, disc_metrics = _discriminator_update(parts, state, images, recon)
-      new = new.replace(**fields)
+      gan, disc_metrics = _discriminator_update(parts, state, images, recon)
+      new = new.replace(gan=gan)
       metrics.update(disc_metrics)
     return new, metrics
 

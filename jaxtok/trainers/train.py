@@ -127,13 +127,14 @@ class Experiment:
         graphdef=self.graphdef, tx=self.tx, recipe=config.recipe,
         loss=step_lib.step_loss_config(config, perc is not None, disc is not None),
         compute_dtype=jnp.dtype(config.dtype), ema_decay=config.optim.ema_decay,
-        teacher_apply=frozen_lib.frozen_apply(teacher[0], "encode") if teacher else None,
-        perceptual_apply=frozen_lib.frozen_apply(perc[0]) if perc else None,
-        disc_apply=frozen_lib.disc_apply(disc[0]) if disc else None, disc_tx=self.disc_tx,
-        semantic_apply=(tuple((b, frozen_lib.frozen_apply(net[0])) for b, net in semantic.items())
+        teacher_apply=frozen_lib.frozen_apply(teacher.graphdef, "encode") if teacher else None,
+        perceptual_apply=frozen_lib.frozen_apply(perc.graphdef) if perc else None,
+        disc_apply=frozen_lib.disc_apply(disc.graphdef) if disc else None, disc_tx=self.disc_tx,
+        semantic_apply=(tuple((b, frozen_lib.frozen_apply(net.graphdef))
+                              for b, net in semantic.items())
                         if semantic else None),
         semantic_groups=semantic_groups,
-        repa_apply=frozen_lib.frozen_apply(repa[0]) if repa else None)
+        repa_apply=frozen_lib.frozen_apply(repa.graphdef) if repa else None)
     self.abstract_state = jax.eval_shape(self._init_state)
     self.state_shardings = parallel.state_shardings(self.abstract_state, self.mesh,
                                                     config.mesh.fsdp_min_size)
@@ -141,11 +142,11 @@ class Experiment:
     self.replicated = parallel.replicated(self.mesh)
     self.key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
     # Frozen networks: replicated, passed as (non-donated) arguments, not baked-in constants.
-    frozen = {name: (net[1], net[2]) for name, net in (("teacher", teacher),
+    frozen = {name: net.variables for name, net in (("teacher", teacher),
                                                         ("perceptual", perc), ("repa", repa))
               if net}
     if semantic:  # FQGAN's semantic teachers, one entry per branch.
-      frozen["semantic"] = {b: (net[1], net[2]) for b, net in semantic.items()}
+      frozen["semantic"] = {b: net.variables for b, net in semantic.items()}
     self.frozen = jax.device_put(frozen, self.replicated)
     self.jit_options = {}
     if config.fast_compile:
@@ -162,17 +163,18 @@ class Experiment:
   def _init_state(self) -> TrainState:
     model = self.model_cls(self.model_config, rngs=nnx.Rngs(self.config.seed))
     _, params, rest = state_lib.split_pure(model)
-    disc_params = disc_state = disc_opt = {}
-    if self._disc_init:
-      disc = nnx.merge(*self._disc_init)
-      _, disc_params, disc_state = state_lib.split_pure(disc)
-      disc_opt = self.disc_tx.init(disc_params)
+    gan = None
+    if self._disc_init:  # Merge and split again: inside jit the arrays are fresh copies.
+      _, dparams, dstate = state_lib.split_pure(nnx.merge(*self._disc_init))
+      gan = state_lib.GanState(params=dparams, state=dstate,
+                               opt_state=self.disc_tx.init(dparams),
+                               lecam={"real": jnp.zeros((), jnp.float32),
+                                      "fake": jnp.zeros((), jnp.float32)})
     return TrainState(
         step=jnp.zeros((), jnp.int32), params=params, model_state=rest,
         opt_state=self.tx.init(params),
         ema_params=jax.tree_util.tree_map(jnp.copy, params),
-        disc_params=disc_params, disc_state=disc_state, disc_opt_state=disc_opt,
-        lecam={"real": jnp.zeros((), jnp.float32), "fake": jnp.zeros((), jnp.float32)})
+        gan=gan)
 
   def init_state(self) -> TrainState:
     """A freshly initialised, sharded state (identical on every process)."""

@@ -98,9 +98,12 @@ def test_smoke_variant_trains_one_step(spec):
   assert not any(changed[k] for k, f in frozen.items() if f), "a frozen param moved"
   if config.recipe == "stage1":
     assert "loss/reconstruction_loss" in metrics  # proxy-code cross-entropy
-  if config.loss.gan_weight > 0:  # smoke starts the GAN at step 0: the disc moved.
+  if config.loss.gan_weight > 0 and config.recipe != "stage1":  # The GAN starts at step 0.
     assert "disc/discriminator_loss" in metrics
     assert "loss/weighted_gan_loss" in metrics
+    assert state.gan is not None
+  else:  # No GAN: no GAN sub-tree in the state (nothing sharded, stepped or checkpointed).
+    assert state.gan is None and exp.abstract_state.gan is None
 
 
 def test_bfloat16_mixed_precision_step():

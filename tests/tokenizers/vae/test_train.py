@@ -12,8 +12,7 @@ import jaxtok
 from jaxtok.io import checkpoint as ckpt_format
 from jaxtok.trainers import state as state_lib
 from jaxtok.trainers.train import Experiment, model_class_and_config, train_and_evaluate
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.fixture_files import REPO
 
 
 def get_config(file, arg):

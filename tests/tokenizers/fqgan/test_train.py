@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +13,7 @@ import pytest
 import jaxtok
 from jaxtok.configs import fqgan as fqgan_configs
 from jaxtok.trainers import feedback, train
-
-REPO = Path(__file__).parents[2]
+from tests.fixture_files import REPO
 
 
 def test_configs():

@@ -6,7 +6,6 @@ release config either as `config.json` beside it or only in the safetensors `__m
 loaded, and checked against the fixture's official outputs.
 """
 import json
-import pathlib
 
 import jax.numpy as jnp
 import numpy as np
@@ -18,10 +17,9 @@ from jaxtok.io import safetensors
 from jaxtok.tokenizers.convert.__main__ import main as convert_main
 from jaxtok.tokenizers.flextok.convert import convert_flextok
 from jaxtok.tokenizers.flextok.official import read_release_config
-from tests.fixture_files import fixture_params
-from tests.tokenizers.convert.flextok_release import read_fixture, release_config
+from tests.fixture_files import FIXTURES, fixture_params
+from tests.tokenizers.flextok.release import read_fixture, release_config
 
-FIXTURES = pathlib.Path(__file__).parents[2] / "fixtures"
 ATOL_DEC = 1e-4  # fixture README §6
 
 

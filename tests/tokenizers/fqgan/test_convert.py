@@ -9,19 +9,19 @@ decoded images.
 import collections
 import importlib.util
 import json
-import pathlib
 
 import numpy as np
 import pytest
 
 import jaxtok
 from jaxtok.tokenizers.convert.__main__ import main as convert_main
-from tests.fixture_files import fixture_params
+from tests.fixture_files import FIXTURES as FIXTURE_ROOT
+from tests.fixture_files import TESTS, fixture_params
 
-ROOT = pathlib.Path(__file__).parents[2] / "fixtures" / "fqgan"
+ROOT = FIXTURE_ROOT / "fqgan"
 _spec = importlib.util.spec_from_file_location(
     "jaxtok_tests_torch_format_fqgan",
-    pathlib.Path(__file__).parents[2] / "io" / "torch_format.py")
+    TESTS / "io" / "torch_format.py")
 torch_format = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(torch_format)
 

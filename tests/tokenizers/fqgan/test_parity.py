@@ -7,7 +7,6 @@ name mapping. Tolerances (README §5): ids exact; |got - want| <= 1e-4 * max|wan
 quantities read from the codebooks 1e-6.
 """
 import json
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -18,9 +17,10 @@ from flax import nnx
 from jaxtok.tokenizers.fqgan import convert as fqgan_mapping
 from jaxtok.tokenizers.fqgan import model as fqgan_model
 from jaxtok.tokenizers.quantizers import core
+from tests.fixture_files import FIXTURES as FIXTURE_ROOT
 from tests.fixture_files import fixture_params
 
-ROOT = Path(__file__).parents[1] / "fixtures" / "fqgan"
+ROOT = FIXTURE_ROOT / "fqgan"
 FIXTURES = fixture_params("fqgan", ROOT)
 
 

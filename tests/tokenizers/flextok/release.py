@@ -1,7 +1,48 @@
-"""An official FlexTok release (Hydra config dict + state dict) built from a flextok fixture."""
+"""An official FlexTok release (Hydra config dict + state dict) built from a flextok fixture,
+optionally with a small random diffusers VAE as its front end (`release_with_vae`)."""
 import json
 
 import numpy as np
+import pytest
+
+# Encoder level widths of the test VAE: two levels, so f = 2. Multiples of 32: the converter
+# takes GroupNorm's 32 groups (no weight shape holds the group count).
+WIDTHS = (32, 64)
+
+
+def vae_sizes(cfg):
+  """(latent channels, latent side, image side) of a fixture's config with the test VAE."""
+  latent = cfg["grid"] * cfg["patch_size"]
+  return cfg["latent_channels"], latent, latent * 2 ** (len(WIDTHS) - 1)
+
+
+def diffusers_vae(cfg):
+  """(a random diffusers AutoencoderKL sized for the fixture, torch); skips without them."""
+  torch = pytest.importorskip("torch")
+  pytest.importorskip("diffusers")  # The `torch` extra installs it (CI does).
+  from diffusers import AutoencoderKL  # noqa: PLC0415  (optional, heavy: lazy by design)
+  c, _, size = vae_sizes(cfg)
+  torch.manual_seed(0)
+  n = len(WIDTHS)
+  model = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * n,
+                        up_block_types=("UpDecoderBlock2D",) * n, block_out_channels=WIDTHS,
+                        layers_per_block=1, latent_channels=c, norm_num_groups=32,
+                        sample_size=size).eval()
+  with torch.no_grad():  # The default init leaves norms at 1 / 0: randomise them too.
+    for p in model.parameters():
+      p.add_(0.1 * torch.randn_like(p))
+  return model, torch
+
+
+def release_with_vae(cfg, params, **vae_args):
+  """(release config, state dict with the VAE under `vae.vae.`, the diffusers VAE): a FlexTok
+  release that tokenizes images; `vae_args` go into the config's `vae` node."""
+  ref, _ = diffusers_vae(cfg)
+  full = dict(params)
+  full.update({"vae.vae." + k: v.numpy() for k, v in ref.state_dict().items()})
+  rel = release_config(cfg)
+  rel["vae"].update(vae_args)
+  return rel, full, ref
 
 
 def _t(name: str, **kw):

@@ -1,7 +1,6 @@
 """TiTok: parity with the official PyTorch code (fixtures), variants, API contract."""
 import dataclasses
 import json
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -18,8 +17,9 @@ from jaxtok.tokenizers.titok import TiTok, TiTokConfig
 from jaxtok.tokenizers.titok import convert as titok_mapping
 from jaxtok.tokenizers.titok.official import official_titok_config
 from tests import fixture_files
+from tests.fixture_files import FIXTURES as FIXTURE_ROOT
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "titok"
+FIXTURES = FIXTURE_ROOT / "titok"
 
 # Absolute tolerances of tests/fixtures/titok/README.md §5; tokens are compared exactly.
 ATOL = {

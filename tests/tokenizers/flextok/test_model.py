@@ -1,7 +1,6 @@
 """FlexTok: parity with the official PyTorch modules (every quantity of every flextok fixture),
 variants, API contract."""
 import json
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -14,8 +13,8 @@ from jaxtok.tokenizers import flow, get_family, layers
 from jaxtok.tokenizers.flextok import FlexTokConfig
 from jaxtok.tokenizers.flextok.convert import flextok_from_params
 from tests import fixture_files
+from tests.fixture_files import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 FIXTURE_PARAMS = fixture_files.fixture_params("flextok", FIXTURES)
 
 # Tolerances of tests/fixtures/flextok/README.md §6; ids and codes exact.

@@ -2,7 +2,6 @@
 import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -11,8 +10,8 @@ import pytest
 import jaxtok
 from jaxtok.trainers import state as state_lib
 from jaxtok.trainers.train import Experiment, model_class_and_config
+from tests.fixture_files import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "jaxtok" / "configs" / "flextok.py"
 
 

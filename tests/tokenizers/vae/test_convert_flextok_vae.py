@@ -9,7 +9,6 @@ C x (grid * patch)^2 input); its widths are multiples of 32 because the converte
 GroupNorm's 32 groups (no weight shape holds the group count), as the official base config.
 """
 import json
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -21,44 +20,24 @@ import jaxtok
 from jaxtok.io import safetensors
 from jaxtok.tokenizers.convert.__main__ import main as convert_main
 from jaxtok.tokenizers.flextok.convert import convert_flextok
-from tests.fixture_files import fixture_params
-from tests.tokenizers.convert.flextok_release import read_fixture, release_config
+from tests.fixture_files import FIXTURES, fixture_params
+from tests.tokenizers.flextok.release import (
+  WIDTHS,
+  diffusers_vae,
+  read_fixture,
+  release_config,
+  vae_sizes,
+)
 
-FIXTURES = pathlib.Path(__file__).parents[2] / "fixtures"
 ATOL = 1e-4
-# Encoder level widths of the test VAE: two levels, so f = 2.
-WIDTHS = (32, 64)
 SCALE = 0.7
-
-
-def _sizes(cfg):
-  """(latent channels, latent side, image side) of a fixture's config."""
-  latent = cfg["grid"] * cfg["patch_size"]
-  return cfg["latent_channels"], latent, latent * 2 ** (len(WIDTHS) - 1)
-
-
-def _diffusers_vae(cfg):
-  torch = pytest.importorskip("torch")
-  pytest.importorskip("diffusers")  # The `torch` extra installs it (CI does).
-  from diffusers import AutoencoderKL  # noqa: PLC0415  (optional, heavy: lazy by design)
-  c, _, size = _sizes(cfg)
-  torch.manual_seed(0)
-  n = len(WIDTHS)
-  model = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * n,
-                        up_block_types=("UpDecoderBlock2D",) * n, block_out_channels=WIDTHS,
-                        layers_per_block=1, latent_channels=c, norm_num_groups=32,
-                        sample_size=size).eval()
-  with torch.no_grad():  # The default init leaves norms at 1 / 0: randomise them too.
-    for p in model.parameters():
-      p.add_(0.1 * torch.randn_like(p))
-  return model, torch
 
 
 @pytest.fixture(scope="module", params=fixture_params("flextok", FIXTURES))
 def release(request):
   """(fixture arrays, fixture config, official params incl. the VAE, diffusers VAE, torch)."""
   data, cfg, params = read_fixture(request.param)
-  ref, torch = _diffusers_vae(cfg)
+  ref, torch = diffusers_vae(cfg)
   full = dict(params)
   full.update({"vae.vae." + k: v.numpy() for k, v in ref.state_dict().items()})
   full["vae.logvar"] = np.zeros((), np.float32)  # learnable_logvar=True: dropped.
@@ -81,7 +60,7 @@ def _nhwc(a):
 
 def test_release_with_vae_tokenizes_images(release, tmp_path, capsys):
   data, cfg, params, ref, torch = release
-  c, latent, size = _sizes(cfg)
+  c, latent, size = vae_sizes(cfg)
   ckpt = _write(tmp_path, cfg, params, scaling_factor=SCALE, sample_posterior=True,
                 learnable_logvar=True)
   out = tmp_path / "converted"

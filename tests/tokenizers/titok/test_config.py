@@ -1,6 +1,5 @@
 """Official configs with ViT sizes the library has never seen: size_table, or shapes + heads."""
 import json
-import pathlib
 
 import numpy as np
 import pytest
@@ -11,9 +10,10 @@ from jaxtok.tokenizers import titok
 from jaxtok.tokenizers.convert.__main__ import main as convert_main
 from jaxtok.tokenizers.titok import convert as titok_mapping
 from jaxtok.tokenizers.titok.official import official_titok_config, parse_heads
+from tests.fixture_files import FIXTURES as FIXTURE_ROOT
 from tests.fixture_files import fixture_params
 
-FIXTURES = pathlib.Path(__file__).parents[2] / "fixtures" / "titok"
+FIXTURES = FIXTURE_ROOT / "titok"
 
 
 def _renamed(path):

@@ -8,7 +8,6 @@ the CLI, loaded with `jaxtok.load`, and checked against the official outputs in 
 import importlib.util
 import json
 import os
-import pathlib
 import subprocess
 import sys
 
@@ -20,11 +19,12 @@ from jaxtok.io import checkpoint, safetensors
 from jaxtok.tokenizers import convert
 from jaxtok.tokenizers.convert.__main__ import main as convert_main
 from jaxtok.tokenizers.titok import convert as titok_mapping
-from tests.fixture_files import fixture_params
+from tests.fixture_files import FIXTURES as FIXTURE_ROOT
+from tests.fixture_files import TESTS, fixture_params
 
-FIXTURES = pathlib.Path(__file__).parents[2] / "fixtures" / "titok"
+FIXTURES = FIXTURE_ROOT / "titok"
 _spec = importlib.util.spec_from_file_location(
-    "jaxtok_tests_torch_format", pathlib.Path(__file__).parents[2] / "io" / "torch_format.py")
+    "jaxtok_tests_torch_format", TESTS / "io" / "torch_format.py")
 torch_format = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(torch_format)
 
