@@ -1,8 +1,9 @@
 """Image sources for tokenization: `jaxtok.data`'s sources, plus image ids and labels.
 
 `jaxtok.data.sources` parses and opens the sources (`bundled`, `folder:PATH`, `wds:PATTERN`,
-`hf:PATH[:split]`, `tfds:NAME[:split]`); its readers return only pixels, so this module adds what a token shard
-keeps beside the ids: a stable image id and, where the source has one, the label.
+`hf:PATH[:split]`, `tfds:NAME[:split]`); its readers return only pixels, so this module adds
+what a token shard keeps beside the ids: a stable image id and, where the source has one, the
+label.
 
 - `bundled`: every bundled photo (the held-out ones included: nothing is trained here), id =
   the photo's name, no label.
