@@ -222,13 +222,15 @@ class Experiment:
     return nnx.merge(self.graphdef, host(params), host(state.model_state))
 
   def init_from(self, state: TrainState, path: str) -> TrainState:
-    """Weights-only initialisation (params and EMA): `load_init_weights(path)`."""
+    """Weights-only initialisation: params, their EMA and the model's other variables
+    (codebook statistics) from `load_init_weights(path)`; a fresh optimizer state."""
     if self._init_model is not None and path == self.config.init_from:
       model = self._init_model
     else:
       model = load_init_weights(path, self.model_config, self.config.family,
                                 self.config.init_options)
-    _, params, _ = state_lib.split_pure(model)
+    # On the host: the step donates the state's buffers, which must be its own.
+    _, params, rest = jax.device_get(state_lib.split_pure(model))
     if jax.tree_util.tree_structure(params) != jax.tree_util.tree_structure(state.params):
       raise ValueError(f"init_from: parameter tree of {path!r} does not match the "
                        f"{self.config.family} model of this config")
@@ -237,9 +239,15 @@ class Experiment:
       if a.shape != b.shape:
         raise ValueError(f"init_from: {state_lib.path_str(p)} has shape {a.shape} in "
                          f"{path!r}, expected {b.shape}")
-    params = jax.device_put(params, self.state_shardings.params)
-    ema = jax.device_put(params, self.state_shardings.ema_params)
-    return state.replace(params=params, ema_params=ema,
+    ema = jax.device_put(params, self.state_shardings.ema_params)  # From the host copy: two
+    params = jax.device_put(params, self.state_shardings.params)  # buffers, not one aliased.
+    model_state = state.model_state
+    same = lambda a, b: (jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+                         and all(x.shape == y.shape for x, y in zip(
+                             jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))))
+    if same(rest, model_state):  # Else (another RNG layout) the fresh init's are kept.
+      model_state = jax.device_put(rest, self.state_shardings.model_state)
+    return state.replace(params=params, ema_params=ema, model_state=model_state,
                          opt_state=jax.jit(self.tx.init, out_shardings=(
                              self.state_shardings.opt_state))(params))
 
@@ -273,8 +281,7 @@ def load_init_weights(path: str, model_config: Any, family: str, options: str = 
                        f"{family!r}")
     model = tok.model
   elif Path(path).exists():  # An official release of the run's family, through its converter.
-    cfg = None if opts else model_config
-    model = load_official(family, path, config=cfg, **opts)
+    model = load_official(family, path, into=None if opts else model_config, **opts)
   else:
     raise ValueError(f"init_from: expected a jaxtok checkpoint directory, an 'hf:' name or "
                      f"an official checkpoint file, got {path!r}")
