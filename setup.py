@@ -40,7 +40,10 @@ EXTRAS = {
         "ruff>=0.6",
         "nbmake>=1.5",
         "ipykernel>=6.0",
+        "datasets>=3.0",  # the hf: data source's tests
     ],
+    # hf:PATH data sources: Hugging Face datasets saved on disk (arrow or parquet).
+    "hf": ["datasets>=3.0"],
     # PyTorch is only needed by converters of .bin/.pt files, the parity tools and the
     # FID benchmark. Pinned: an unpinned `torch` would resolve to a multi-GB CUDA build.
     # diffusers and transformers (no torch requirement of their own: they use the pinned one)

@@ -1,5 +1,5 @@
-"""Pieces shared by the config files: the `tiny` CPU run on the bundled photos and the `smoke`
-model of a variant (docs/design.md §6).
+"""Pieces shared by the config files: the `tiny` CPU run on the bundled photos, the `smoke`
+model of a variant and the `finetune` recipe (docs/design.md §6).
 
 The experiment config classes themselves belong to the trainer (`jaxtok.trainers.config`);
 config files import them and return instances. Nothing in jaxtok imports `jaxtok/configs/`.
@@ -58,3 +58,33 @@ def smoke_model(family: str, model: ModelConfig) -> ModelConfig:
   decoder = MaskGITConfig(hidden_channels=32, channel_mult=(1,) * (levels - 1) + (2,),
                           num_res_blocks=1, z_channels=16, codebook_size=32)
   return dataclasses.replace(model, **sizes, pixel_codebook_size=32, pixel_decoder=decoder)
+
+
+def finetune(config: TrainConfig, family: str, frozen: tuple[str, ...], *,
+             gan_weight: float = 0.0) -> TrainConfig:
+  """Fine-tune a released tokenizer (or any checkpoint) on your images (`,finetune`).
+
+  The model is the one `--config.init_from` names (`model_from_init`: `hf:` released
+  weights, a jaxtok checkpoint or an official file), kept as it is. `frozen` (the encoder and
+  the quantizer) does not move, so every token id keeps its meaning and generators trained on
+  the released tokens stay valid; the decoder adapts to the new images. AdamW at lr 5e-5
+  (1000 warm-up steps, cosine to 5e-6), EMA 0.999, batch 32, 20k steps; with `gan_weight`,
+  a discriminator trained from scratch (no release ships one) for 2000 steps before its hinge
+  loss reaches the decoder at step 5000, as the official schedules start theirs late. The
+  data is yours: `--config.data.source=folder:PATH` (or `wds:`, `hf:`, `tfds:`).
+  """
+  config.name = f"{family}_finetune"
+  config.family = family
+  config.recipe = "single"
+  config.model_from_init = True
+  config.optim.frozen = frozen
+  config.optim.lr, config.optim.end_lr, config.optim.warmup_steps = 5e-5, 5e-6, 1000
+  config.optim.ema_decay = 0.999
+  config.optim.grad_clip = 1.0
+  config.batch_size = 32
+  config.total_steps = 20_000
+  config.log_every, config.checkpoint_every, config.grid_every = 50, 2000, 1000
+  config.loss.quantizer_weight = 0.0  # The quantizer is frozen.
+  config.loss.gan_weight = gan_weight
+  config.loss.gan_start_step, config.loss.disc_warmup_steps = 5000, 2000
+  return config

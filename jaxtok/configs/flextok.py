@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from jaxtok.configs.common import bundled_tiny
+from jaxtok.configs.common import bundled_tiny, finetune
 from jaxtok.tokenizers import get_family
 from jaxtok.tokenizers.flextok.config import FlexTokConfig
 from jaxtok.tokenizers.vae.config import load_config
@@ -112,9 +112,18 @@ def with_repa(config: TrainConfig, teacher: str, *, width: int, dim: int) -> Tra
 
 def get_config(arg: str | None = None) -> TrainConfig:
   """`arg`: "tiny[,smoke]", "smoke" or "variant=d18-d28", each with an optional ",vae=DIR"
-  (stage 1 over a trained VAE) and ",repa" (the REPA loss on)."""
-  a = parse_arg(arg, variant="", tiny=False, smoke=False, vae="", repa=False)
+  (stage 1 over a trained VAE) and ",repa" (the REPA loss on); or "finetune[,smoke]" (with
+  `--config.init_from=`)."""
+  a = parse_arg(arg, variant="", tiny=False, smoke=False, vae="", repa=False, finetune=False)
   config = TrainConfig()
+  if a["finetune"]:
+    # The rectified-flow decoder on your images over the frozen encoder (its registers and
+    # FSQ have no weights of their own) and the frozen VAE; no GAN, as FlexTok's training.
+    config = finetune(config, "flextok", (r"^encoder/", r"^vae/"))
+    if a["smoke"]:
+      config = smoke(config)
+      config.name += "_smoke"
+    return config
   config = published(config, a["variant"]) if a["variant"] else tiny(config)
   if a["smoke"]:
     config = smoke(config)

@@ -39,7 +39,7 @@ The L2 term is on [0, 1] images (the official one is on [-1, 1], 4x larger).
 """
 from __future__ import annotations
 
-from jaxtok.configs.common import bundled_tiny
+from jaxtok.configs.common import bundled_tiny, finetune
 from jaxtok.tokenizers import get_family
 from jaxtok.tokenizers.fqgan.variants import single_codebook
 from jaxtok.trainers.config import TrainConfig, parse_arg, smoke
@@ -108,9 +108,20 @@ def single(config: TrainConfig) -> TrainConfig:
 
 def get_config(arg: str | None = None) -> TrainConfig:
   """`arg`: "variant=dual-16[,smoke]", "tiny[,single][,smoke]" or "smoke[,single]"
-  (`single`: the same-bits single-codebook VQGAN; CPU sizes only)."""
-  a = parse_arg(arg, variant="dual-16", tiny=False, smoke=False, single=False)
+  (`single`: the same-bits single-codebook VQGAN; CPU sizes only), or "finetune[,smoke]" (with
+  `--config.init_from=`)."""
+  a = parse_arg(arg, variant="dual-16", tiny=False, smoke=False, single=False, finetune=False)
   config = TrainConfig()
+  if a["finetune"]:
+    # The pixel decoder on your images over the frozen encoder, codebooks and semantic
+    # heads (no alignment loss: the tokens do not move); l2 + the GAN (0.5, FQGAN's weight).
+    config = finetune(config, "fqgan", (r"^encoder/", r"^quantize/", r"^feat_heads/"),
+                      gan_weight=0.5)
+    config.loss.reconstruction_loss, config.loss.lecam_weight = "l2", 0.0
+    if a["smoke"]:
+      config = smoke(config)
+      config.name += "_smoke"
+    return config
   if a["tiny"] or (a["smoke"] and "variant" not in arg):
     config = tiny(config)
   else:

@@ -25,9 +25,12 @@ from jaxtok.trainers.config import TrainConfig, parse_arg
 
 
 def get_config(arg: str | None = None) -> TrainConfig:
-  """`arg`: "variant=S-256,recipe=stage1[,smoke]" or "tiny[,smoke]" (or just "smoke")."""
-  a = parse_arg(arg, variant="S-256", recipe="stage1", tiny=False, smoke=False)
+  """`arg`: "variant=S-256,recipe=stage1[,smoke]", "tiny[,smoke]" (or just "smoke") or
+  "finetune[,smoke]" (with `--config.init_from=`)."""
+  a = parse_arg(arg, variant="S-256", recipe="stage1", tiny=False, smoke=False, finetune=False)
   config = TrainConfig()
+  if a["finetune"]:  # Tail-token-drop stays on: every prefix keeps decoding.
+    return titok.finetune_titok(config, "one_d_piece", a["smoke"])
   if a["tiny"]:
     config = titok.tiny(config, family="one_d_piece")
   else:

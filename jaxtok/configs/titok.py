@@ -37,7 +37,7 @@ be changed on the command line, e.g. `--config.model.codebook_size=2048`.
 """
 from __future__ import annotations
 
-from jaxtok.configs.common import bundled_tiny, smoke_model
+from jaxtok.configs.common import bundled_tiny, finetune, smoke_model
 from jaxtok.tokenizers import get_family
 from jaxtok.trainers.config import TrainConfig, parse_arg, smoke
 
@@ -111,10 +111,26 @@ def make_smoke(config: TrainConfig) -> TrainConfig:
   return config
 
 
+def finetune_titok(config: TrainConfig, family: str, smoke_run: bool) -> TrainConfig:
+  """`,finetune` (`configs.common.finetune`): the decoder (and a two-stage model's MaskGIT
+  pixel decoder) on your images, l2 + the GAN (0.1, as TiTok's single stage) over the frozen
+  encoder, latent tokens and codebook (`STAGE2_FROZEN`, the official stage 2's)."""
+  config = finetune(config, family, STAGE2_FROZEN, gan_weight=0.1)
+  config.loss.reconstruction_loss = "l2"
+  config.loss.lecam_weight = 0.001
+  if smoke_run:
+    config = smoke(config)
+    config.name += "_smoke"
+  return config
+
+
 def get_config(arg: str | None = None) -> TrainConfig:
-  """`arg`: "tiny[,smoke]" or "variant=S-128,recipe=stage1[,smoke]"."""
-  a = parse_arg(arg, variant="S-128", recipe="", tiny=False, smoke=False)
+  """`arg`: "tiny[,smoke]", "variant=S-128,recipe=stage1[,smoke]" or "finetune[,smoke]"
+  (with `--config.init_from=`)."""
+  a = parse_arg(arg, variant="S-128", recipe="", tiny=False, smoke=False, finetune=False)
   config = TrainConfig()
+  if a["finetune"]:
+    return finetune_titok(config, "titok", a["smoke"])
   if a["tiny"]:
     config = tiny(config)
   else:

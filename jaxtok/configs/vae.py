@@ -18,7 +18,7 @@ two-stage recipe; stage 1 reads the export: `jaxtok/configs/flextok.py:vae=DIR`.
 """
 from __future__ import annotations
 
-from jaxtok.configs.common import bundled_tiny
+from jaxtok.configs.common import bundled_tiny, finetune
 from jaxtok.tokenizers import get_family
 from jaxtok.trainers.config import TrainConfig, parse_arg, smoke
 
@@ -60,9 +60,19 @@ def tiny(config: TrainConfig) -> TrainConfig:
 
 
 def get_config(arg: str | None = None) -> TrainConfig:
-  """`arg`: "tiny[,smoke]", "smoke" or "variant=f8c16[,smoke]"."""
-  a = parse_arg(arg, variant="", tiny=False, smoke=False)
+  """`arg`: "tiny[,smoke]", "smoke", "variant=f8c16[,smoke]" or "finetune[,smoke]" (with
+  `--config.init_from=`)."""
+  a = parse_arg(arg, variant="", tiny=False, smoke=False, finetune=False)
   config = TrainConfig()
+  if a["finetune"]:
+    # The decoder on your images over the frozen encoder: the latent space stays the one a
+    # FlexTok (or any latent model) was trained on. L1 + the GAN (0.5, the official weight).
+    config = finetune(config, "vae", (r"^encoder/", r"^quant_conv/"), gan_weight=0.5)
+    config.loss.reconstruction_loss, config.loss.lecam_weight = "l1", 0.0
+    if a["smoke"]:
+      config = smoke(config)
+      config.name += "_smoke"
+    return config
   config = published(config, a["variant"]) if a["variant"] else tiny(config)
   if a["smoke"]:
     config = smoke(config)

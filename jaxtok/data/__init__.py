@@ -1,4 +1,5 @@
-"""Image data for training and evaluation: bundled photos, folders and tfds datasets.
+"""Image data for training and evaluation: bundled photos, folders, WebDataset shards, Hugging
+Face datasets on disk and tfds datasets.
 
     from jaxtok import data
     cfg = data.DataConfig(source="folder:/images", resolution=256)
@@ -6,7 +7,8 @@
     held_out = data.eval_images("bundled", 256)              # uint8 [4, R, R, 3]
 
 A source is named by a string: `bundled` (photos shipped inside scikit-image, scikit-learn and
-matplotlib; `HELD_OUT` of them are never trained on), `folder:PATH` or `tfds:NAME[:SPLIT]`.
+matplotlib; `HELD_OUT` of them are never trained on), `folder:PATH`, `wds:PATTERN`,
+`hf:PATH[:SPLIT]` or `tfds:NAME[:SPLIT]`.
 
 - `sources`: parsing a source string, listing its records, reading one (`open_source`);
 - `bundled`: the bundled photos and the held-out set;
@@ -27,16 +29,25 @@ from jaxtok.data.sources import (
   IMAGE_EXTENSIONS,
   BundledReader,
   FileReader,
+  HfReader,
   SourceSpec,
+  TarMember,
+  TarReader,
   TfdsReader,
+  expand_braces,
+  index_shard,
   list_image_files,
+  list_shards,
+  open_hf,
   open_source,
   open_tfds,
   parse_source,
 )
 
 __all__ = ["BUNDLED_SETS", "HELD_OUT", "IMAGE_EXTENSIONS", "BundledReader", "DataConfig",
-           "FileReader", "SourceSpec", "TfdsReader", "TrainIterator", "augment_colors",
+           "FileReader", "HfReader", "SourceSpec", "TarMember", "TarReader", "TfdsReader",
+           "TrainIterator", "augment_colors", "expand_braces", "index_shard", "list_shards",
+           "open_hf",
            "bundled_photos", "bundled_train_names", "center_crop_resize", "check_resolution",
            "create_train_iterator", "crop_resize", "decode_image", "eval_images", "eval_tiles",
            "host_records", "list_image_files", "open_source", "open_tfds", "parse_source",

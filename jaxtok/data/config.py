@@ -11,7 +11,8 @@ class DataConfig:
   """THE data config: training stream and held-out images (`config.data` of the trainer).
 
   Attributes:
-    source: training images: `bundled`, `folder:PATH` or `tfds:NAME[:split]` (see
+    source: training images: `bundled`, `folder:PATH`, `wds:PATTERN` (WebDataset tar shards),
+      `hf:PATH[:split]` (a Hugging Face dataset on disk) or `tfds:NAME[:split]` (see
       `jaxtok.data.sources`).
     eval_source: held-out images for PSNR, grids and evaluators (same syntax; `bundled` =
       the `HELD_OUT` photos).
@@ -36,7 +37,7 @@ class DataConfig:
     include_held_out: for `bundled`, also train on `HELD_OUT` (off by default so that
       held-out metrics stay honest).
     tfds_data_dir: data_dir for `tfds:` sources (None = tfds' default).
-    image_key: the image feature of `tfds:` examples.
+    image_key: the image feature of `tfds:` examples, the image column of `hf:` datasets.
   """
   source: str = "bundled"
   eval_source: str = "bundled"

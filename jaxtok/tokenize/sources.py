@@ -1,16 +1,18 @@
 """Image sources for tokenization: `jaxtok.data`'s sources, plus image ids and labels.
 
-`jaxtok.data.sources` parses and opens the sources (`bundled`, `folder:PATH`,
-`tfds:NAME[:split]`); its readers return only pixels, so this module adds what a token shard
-keeps beside the ids: a stable image id and, where the source has one, the label.
+`jaxtok.data.sources` parses and opens the sources (`bundled`, `folder:PATH`, `wds:PATTERN`,
+`hf:PATH[:split]`, `tfds:NAME[:split]`); its readers return only pixels, so this module adds
+what a token shard keeps beside the ids: a stable image id and, where the source has one, the
+label.
 
 - `bundled`: every bundled photo (the held-out ones included: nothing is trained here), id =
   the photo's name, no label.
 - `folder:PATH`: id = the file's path relative to PATH (POSIX separators); with
   `folder_labels=True`, label = the index of the file's first-level sub-directory among the
   sorted sub-directory names (the ImageFolder layout `PATH/<class>/<file>`).
-- `tfds:NAME[:split]`: id = the example's `id`/`file_name`/`image/filename` feature if it has
-  one, else its index; label = its `label` feature if it has one.
+- `wds:PATTERN`: id = the sample key; label = its `.cls` member if it has one.
+- `hf:PATH[:split]`, `tfds:NAME[:split]`: id = the example's `id`/`file_name`/`image/filename`
+  field if it has one, else its index; label = its `label` field if it has one.
 """
 from __future__ import annotations
 
@@ -24,8 +26,8 @@ import numpy as np
 
 from jaxtok import data as data_lib
 
-# tfds features that name an example, in order of preference.
-_TFDS_ID_KEYS = ("id", "file_name", "image/filename", "filename")
+# Fields that name an example (tfds, hf: columns; "__key__": a wds: sample key).
+_ID_KEYS = ("id", "file_name", "image/filename", "filename", "__key__")
 
 
 def _scalar(value: Any) -> Any:
@@ -93,6 +95,6 @@ class Source:
       return self._reader(record), self._ids[i], label
     example = self._reader.example(record)
     image = self._reader.image(example, f"{self.spec}[{i}]")
-    image_id = next((_text(example[k]) for k in _TFDS_ID_KEYS if k in example), str(i))
+    image_id = next((_text(example[k]) for k in _ID_KEYS if k in example), str(i))
     label = _scalar(example["label"]) if "label" in example else None
     return image, image_id, None if label is None else int(label)

@@ -90,8 +90,13 @@ class TrainConfig:
     seed: model initialisation (the data stream has `data.seed`).
     resume: checkpoint directory (a workdir or one of its step dirs) to resume from when
       the workdir has no checkpoint of its own.
-    init_from: weights-only initialisation: a `jaxtok.load`-able directory or official
-      PyTorch checkpoint path (used only when nothing can be resumed).
+    init_from: weights-only initialisation (used only when nothing can be resumed): a
+      `jaxtok.load`-able directory, released weights by name (`hf:ORG/NAME[/FILE]`,
+      `jaxtok.hub`), or an official checkpoint file of `family`, read by its converter.
+    init_options: JSON object of the converter's options for `init_from` (`hf:` names and
+      official files), e.g. '{"vae_scaling_factor": 0.18}' or '{"heads": {...}}'.
+    model_from_init: take `model` from `init_from` (the fine-tune recipes): the run trains
+      the released architecture as it is, whatever `model` said.
     dtype: "float32" or "bfloat16" (mixed precision; params, optimizer and losses stay
       float32).
     fast_compile: XLA's cheap backend settings (opt level 0): ~2-3x faster compiles, slower
@@ -119,6 +124,8 @@ class TrainConfig:
   evaluators: tuple[str, ...] = ()
   resume: str = ""
   init_from: str = ""
+  init_options: str = ""
+  model_from_init: bool = False
   export: bool = True
   progress_bar: bool = True
   fast_compile: bool = False

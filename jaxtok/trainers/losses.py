@@ -233,8 +233,13 @@ class LossConfig:
       0 = no discriminator (TiTok: 0.1 single stage, 0.01 stage 2).
     gan_factor: multiplier of the GAN terms once `step >= gan_start_step`
       [discriminator_factor].
-    gan_start_step: first step with a GAN loss and discriminator updates
-      [discriminator_start] (TiTok: 20000 stage 2, 200000 single stage).
+    gan_start_step: first step with a GAN loss [discriminator_start] (TiTok: 20000 stage 2,
+      200000 single stage).
+    disc_warmup_steps: the discriminator trains this many steps before `gan_start_step`
+      (from `disc_start_step`) while the generator does not see it yet: a discriminator
+      trained from scratch beside a pretrained tokenizer (no release ships one) is not
+      random when its loss is switched on. 0 = both start together, as the official
+      schedules.
     lecam_weight: LeCam regularisation of the discriminator (arXiv 2104.03310)
       [lecam_regularization_weight] (TiTok: 0.001).
     lecam_ema_decay: decay of the LeCam logit EMAs (TiTok: 0.999).
@@ -272,6 +277,7 @@ class LossConfig:
   gan_weight: float = 0.0
   gan_factor: float = 1.0
   gan_start_step: int = 20_000
+  disc_warmup_steps: int = 0
   lecam_weight: float = 0.001
   lecam_ema_decay: float = 0.999
   label_smoothing: float = 0.0
@@ -280,6 +286,11 @@ class LossConfig:
   semantic_negatives: str = "global"
   repa_weight: float = 0.0
   repa_teacher: str = ""
+
+  @property
+  def disc_start_step(self) -> int:
+    """First step that updates the discriminator (`disc_warmup_steps` before the GAN loss)."""
+    return max(0, self.gan_start_step - self.disc_warmup_steps)
 
   def validate(self) -> None:
     if self.reconstruction_loss not in RECONSTRUCTION_LOSSES:
@@ -292,6 +303,10 @@ class LossConfig:
       value = getattr(self, name)
       if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
         raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
+    for name in ("gan_start_step", "disc_warmup_steps"):
+      value = getattr(self, name)
+      if not (isinstance(value, int) and value >= 0):
+        raise ValueError(f"{name}: expected an int >= 0, got {value!r}")
     if not 0.0 <= self.lecam_ema_decay < 1.0:
       raise ValueError(f"lecam_ema_decay: expected in [0, 1), got {self.lecam_ema_decay}")
     if self.semantic_negatives not in SEMANTIC_NEGATIVES:
@@ -438,8 +453,9 @@ def discriminator_loss(cfg: LossConfig, logits_real: Array, logits_fake: Array,
                        ) -> tuple[Array, dict[str, Array], LeCamEMA | None]:
   """Discriminator loss: factor(step) * hinge + w_lecam * LeCam, and the updated EMAs.
 
-  As in TiTok's released code, LeCam is not multiplied by the start factor (the
-  trainer does not step the discriminator before `gan_start_step` anyway).
+  The hinge term is on from `cfg.disc_start_step` (`gan_start_step`, or `disc_warmup_steps`
+  earlier). As in TiTok's released code, LeCam is not multiplied by the start factor (the
+  trainer does not step the discriminator before its start step anyway).
 
   Args:
     cfg: weights.
@@ -452,7 +468,7 @@ def discriminator_loss(cfg: LossConfig, logits_real: Array, logits_fake: Array,
     new EMAs or None when LeCam is off).
   """
   cfg.validate()
-  factor = gan_factor(step, cfg.gan_start_step, cfg.gan_factor)
+  factor = gan_factor(step, cfg.disc_start_step, cfg.gan_factor)
   hinge = hinge_d_loss(logits_real, logits_fake)
   real_mean, fake_mean = jnp.mean(_f32(logits_real)), jnp.mean(_f32(logits_fake))
   terms = {"hinge_loss": hinge,

@@ -193,8 +193,8 @@ def _discriminator_update(parts: StepParts, state: TrainState, images: jax.Array
            else {"real": new_lecam.real, "fake": new_lecam.fake})
   moved = GanState(params=optax.apply_updates(gan.params, dupd), state=dstate,
                    opt_state=dopt, lecam=lecam)
-  # The discriminator does not move before the GAN start step.
-  on = state.step >= parts.loss.gan_start_step
+  # The discriminator does not move before its start step (`LossConfig.disc_start_step`).
+  on = state.step >= parts.loss.disc_start_step
   new_gan = jax.tree_util.tree_map(lambda a, b: jnp.where(on, a, b), moved, gan)
   return new_gan, {f"disc/{k}": jnp.asarray(v, jnp.float32) for k, v in dterms.items()}
 

@@ -35,8 +35,8 @@ from ml_collections import config_flags
 
 import jaxtok
 from jaxtok import data as data_lib
+from jaxtok import hub, parallel
 from jaxtok import metrics as recon_lib
-from jaxtok import parallel
 from jaxtok.api import Tokenizer
 from jaxtok.eval import evaluators as evaluators_lib
 from jaxtok.io import checkpoint as checkpoint_format
@@ -93,6 +93,14 @@ class Experiment:
       period = getattr(config, name)
       if not isinstance(period, int) or period < 0:
         raise ValueError(f"{name}: expected a step period >= 0 (0 = off), got {period!r}")
+    self._init_model = None  # The `init_from` model, loaded once (see `init_from`).
+    if config.model_from_init:
+      if not config.init_from:
+        raise ValueError("model_from_init: expected config.init_from (the checkpoint whose "
+                         "model the run trains), got ''")
+      self._init_model = load_init_weights(config.init_from, None, config.family,
+                                           config.init_options)
+      config = dataclasses.replace(config, model=self._init_model.config)
     self.config = config
     self.mesh = parallel.make_mesh(config.mesh, devices)
     self.local_batch = parallel.global_batch_size_check(config.batch_size, self.mesh)
@@ -224,9 +232,15 @@ class Experiment:
     return nnx.merge(self.graphdef, host(params), host(state.model_state))
 
   def init_from(self, state: TrainState, path: str) -> TrainState:
-    """Weights-only initialisation (params and EMA) from a jaxtok dir or an official file."""
-    model = load_init_weights(path, self.model_config, self.config.family)
-    _, params, _ = state_lib.split_pure(model)
+    """Weights-only initialisation: params, their EMA and the model's other variables
+    (codebook statistics) from `load_init_weights(path)`; a fresh optimizer state."""
+    if self._init_model is not None and path == self.config.init_from:
+      model = self._init_model
+    else:
+      model = load_init_weights(path, self.model_config, self.config.family,
+                                self.config.init_options)
+    # On the host: the step donates the state's buffers, which must be its own.
+    _, params, rest = jax.device_get(state_lib.split_pure(model))
     if jax.tree_util.tree_structure(params) != jax.tree_util.tree_structure(state.params):
       raise ValueError(f"init_from: parameter tree of {path!r} does not match the "
                        f"{self.config.family} model of this config")
@@ -235,22 +249,53 @@ class Experiment:
       if a.shape != b.shape:
         raise ValueError(f"init_from: {state_lib.path_str(p)} has shape {a.shape} in "
                          f"{path!r}, expected {b.shape}")
-    params = jax.device_put(params, self.state_shardings.params)
-    ema = jax.device_put(params, self.state_shardings.ema_params)
-    return state.replace(params=params, ema_params=ema,
+    ema = jax.device_put(params, self.state_shardings.ema_params)  # From the host copy: two
+    params = jax.device_put(params, self.state_shardings.params)  # buffers, not one aliased.
+    model_state = state.model_state
+    same = lambda a, b: (jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+                         and all(x.shape == y.shape for x, y in zip(
+                             jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))))
+    if same(rest, model_state):  # Else (another RNG layout) the fresh init's are kept.
+      model_state = jax.device_put(rest, self.state_shardings.model_state)
+    return state.replace(params=params, ema_params=ema, model_state=model_state,
                          opt_state=jax.jit(self.tx.init, out_shardings=(
                              self.state_shardings.opt_state))(params))
 
 
-def load_init_weights(path: str, model_config: Any, family: str) -> nnx.Module:
-  """A model from `path`: a `jaxtok.save` directory, or an official PyTorch checkpoint."""
-  p = Path(path)
-  if p.is_dir():
-    return jaxtok.load(p).model
-  if p.is_file():  # An official release file of the run's family, through its converter.
-    return load_official(family, p, config=model_config)
-  raise ValueError(f"init_from: expected a jaxtok checkpoint directory or a checkpoint file, "
-                   f"got {path!r}")
+def load_init_weights(path: str, model_config: Any, family: str, options: str = ""
+                      ) -> nnx.Module:
+  """A model from `path`: a `jaxtok.save` directory, released weights by name (`hf:...`) or
+  an official checkpoint file of `family`.
+
+  Args:
+    path: the checkpoint (`TrainConfig.init_from`).
+    model_config: the run's model config: an official file's weights go into exactly this
+      model (its dropout, resolution settings); None = the file's own config.
+    family: the run's family; a checkpoint of another family is an error.
+    options: JSON object of the converter's options (`TrainConfig.init_options`).
+  """
+  try:
+    opts = json.loads(options) if options else {}
+  except json.JSONDecodeError as e:
+    raise ValueError(f"init_options: expected a JSON object, got {options!r} ({e})") from e
+  if not isinstance(opts, dict):
+    raise ValueError(f"init_options: expected a JSON object, got {options!r}")
+  if hub.is_hub_name(path):
+    model = jaxtok.load(path, family=family, **opts).model
+  elif Path(path).is_dir() and (Path(path) / checkpoint_format.WEIGHTS_FILE).is_file():
+    if opts:
+      raise ValueError(f"init_options: a jaxtok checkpoint directory takes none, got {opts}")
+    tok = jaxtok.load(path)
+    if tok.family != family:
+      raise ValueError(f"init_from: {path!r} holds a {tok.family} model, the run trains "
+                       f"{family!r}")
+    model = tok.model
+  elif Path(path).exists():  # An official release of the run's family, through its converter.
+    model = load_official(family, path, into=None if opts else model_config, **opts)
+  else:
+    raise ValueError(f"init_from: expected a jaxtok checkpoint directory, an 'hf:' name or "
+                     f"an official checkpoint file, got {path!r}")
+  return model
 
 
 # ==========================================================================================
@@ -419,12 +464,12 @@ def train_and_evaluate(config: TrainConfig, workdir: str | os.PathLike, *,
   workdir = Path(workdir).absolute()
   workdir.mkdir(parents=True, exist_ok=True)
   primary = parallel.is_primary()
+  # ---- build ----
+  exp = Experiment(config, devices)
+  config = exp.config  # With `model_from_init`, the released model's config.
   config_json = to_json(config)
   if primary:
     (workdir / "config.json").write_text(config_json)
-
-  # ---- build ----
-  exp = Experiment(config, devices)
   it = data_lib.create_train_iterator(exp.data_config, batch_size=exp.local_batch)
   data = exp.data_config
   eval_imgs = data_lib.eval_images(data.eval_source, data.resolution,

@@ -65,3 +65,61 @@ def prepare_tiny_tfds(data_dir):
   """Writes a tiny array_record tfds dataset; images given as PNG bytes need no TF."""
   _tiny_tfds_builder()(data_dir=str(data_dir), file_format="array_record").download_and_prepare()
   return "jaxtok_tiny_photos"
+
+
+def id_png(i: int, size=(12, 16)) -> bytes:
+  """PNG bytes of a flat image whose colour encodes `i` (R = i % 256, G = i // 256, B = 77):
+  every crop / resize / flip of it still says which record it was (`colour_id`)."""
+  array = np.empty(size + (3,), np.uint8)
+  array[...] = (i % 256, i // 256, 77)
+  buf = io.BytesIO()
+  Image.fromarray(array).save(buf, format="PNG")
+  return buf.getvalue()
+
+
+def colour_id(image: np.ndarray) -> int:
+  """The `i` of an `id_png(i)` image (or of any crop of it)."""
+  r, g, _ = (int(v) for v in image[image.shape[0] // 2, image.shape[1] // 2])
+  return r + 256 * g
+
+
+def write_wds_shards(folder, counts, *, labels=True, extra=True, start=0):
+  """WebDataset tar shards `folder/shard-000000.tar`, ...: shard j holds `counts[j]` samples,
+  each `KEY.png` (= `id_png(i)`), `KEY.cls` (i % 5) and `KEY.json`; returns the shard paths."""
+  import tarfile  # noqa: PLC0415
+  folder.mkdir(parents=True, exist_ok=True)
+  paths, i = [], start
+  for j, n in enumerate(counts):
+    path = folder / f"shard-{j:06d}.tar"
+    with tarfile.open(path, "w") as tar:
+      for _ in range(n):
+        key = f"sample{i:06d}"
+        members = {f"{key}.png": id_png(i)}
+        if labels:
+          members[f"{key}.cls"] = str(i % 5).encode()
+        if extra:
+          members[f"{key}.json"] = b'{"i": %d}' % i
+        for name, payload in members.items():
+          info = tarfile.TarInfo(name)
+          info.size = len(payload)
+          tar.addfile(info, io.BytesIO(payload))
+        i += 1
+    paths.append(path)
+  return paths
+
+
+def write_hf_parquet(folder, n, *, start=0, files=2):
+  """A Hugging Face dataset of `n` rows (`image`: an Image feature of `id_png(i)`, `label`,
+  `id`) written by `datasets` as `files` parquet files under `folder`; returns the folder."""
+  import datasets  # noqa: PLC0415
+  ds = datasets.Dataset.from_dict(
+      {"image": [{"bytes": id_png(i), "path": None} for i in range(start, start + n)],
+       "label": [i % 5 for i in range(start, start + n)],
+       "id": [f"row{i}" for i in range(start, start + n)]},
+      features=datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64"),
+                                  "id": datasets.Value("string")}))
+  folder.mkdir(parents=True, exist_ok=True)
+  per = -(-n // files)
+  for j in range(files):
+    ds.select(range(j * per, min(n, (j + 1) * per))).to_parquet(str(folder / f"{j:05d}.parquet"))
+  return folder

@@ -12,7 +12,7 @@ import jaxtok
 from jaxtok import data as data_lib
 from jaxtok import tokenize
 from jaxtok.tokenize import records
-from tests.data.common import prepare_tiny_tfds
+from tests.data.common import prepare_tiny_tfds, write_hf_parquet, write_wds_shards
 from tests.tokenize.common import photo_folder
 
 N = 13  # Not a multiple of the batch or the shard size: padded last batch, short last shard.
@@ -194,4 +194,20 @@ def test_resume_redoes_changed_or_damaged_shards(tok, tmp_path):
   assert (host / "notes").is_dir()  # Not ours: left alone.
   examples = _by_index(tokenize.read(out, verify=True))
   ref = tok.encode(data_lib.eval_images(f"folder:{root}", tok.image_size))
+  np.testing.assert_array_equal(np.stack([e["ids"] for e in examples]), ref)
+
+
+@pytest.mark.parametrize("kind", ["wds", "hf"])
+def test_shard_and_hf_sources_keep_ids_and_labels(kind, tok, tmp_path):
+  if kind == "wds":
+    write_wds_shards(tmp_path / "wds", [3, 3])
+    source, want_ids = f"wds:{tmp_path}/wds/*.tar", [f"sample{i:06d}" for i in range(6)]
+  else:
+    pytest.importorskip("datasets")
+    source, want_ids = f"hf:{write_hf_parquet(tmp_path / 'pq', 6)}", [f"row{i}" for i in range(6)]
+  tokenize.tokenize(tok, source, tmp_path / "out", batch_size=8, shard_size=4, progress=False)
+  examples = _by_index(tokenize.read(tmp_path / "out"))
+  assert [e["image_id"] for e in examples] == want_ids
+  assert [e["label"] for e in examples] == [i % 5 for i in range(6)]
+  ref = tok.encode(data_lib.eval_images(source, tok.image_size))
   np.testing.assert_array_equal(np.stack([e["ids"] for e in examples]), ref)

@@ -1,5 +1,6 @@
 """Small shared pieces of the trainer tests (each family's smoke model and fixed batches)."""
 import dataclasses
+import importlib.util
 
 import numpy as np
 
@@ -7,6 +8,7 @@ from jaxtok.configs import flextok as flextok_configs
 from jaxtok.configs import fqgan as fqgan_configs
 from jaxtok.tokenizers import get_family
 from jaxtok.trainers.config import TrainConfig
+from tests.fixture_files import REPO
 
 # The families the trainer tests run (8-device equality, kill -9 resume): the smoke config of
 # each family's config file, as its command-line spec.
@@ -63,3 +65,12 @@ def fixed_batches(n: int, batch: int = 8, size: int = 32, seed: int = 0):
     img = np.repeat(np.repeat(small, 8, axis=1), 8, axis=2)
     out.append({"image": img.astype(np.uint8)})
   return out
+
+
+def get_config(spec: str) -> TrainConfig:
+  """Loads `file.py:arg` of jaxtok/configs/ the way DEFINE_config_file does (by path)."""
+  file, _, arg = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location("cfg", REPO / "jaxtok" / "configs" / file)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg or None)

@@ -1,7 +1,6 @@
 """Every config parses, resolves its model, its smoke variant trains one step, and its typed
 fields are overridable from the command line."""
 import dataclasses
-import importlib.util
 import json
 import os
 import subprocess
@@ -21,19 +20,10 @@ from jaxtok.trainers import config as config_lib
 from jaxtok.trainers import state as state_lib
 from jaxtok.trainers import step as step_lib
 from jaxtok.trainers.train import Experiment, model_class_and_config, train_and_evaluate
-from tests.trainers.common import fixed_batches, small_config
+from tests.trainers.common import fixed_batches, get_config, small_config
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "jaxtok" / "configs"
-
-
-def get_config(spec: str):
-  """Loads `file.py:arg` the way DEFINE_config_file does (by path)."""
-  file, _, arg = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location("cfg", CONFIGS / file)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
 
 
 def test_parse_arg():

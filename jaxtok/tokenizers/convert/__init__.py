@@ -7,7 +7,7 @@ or from Python:
     from jaxtok.tokenizers.convert import convert_official, load_official
     convert_official("titok", "model.safetensors", "DIR", config="config.json")
     model = load_official("fqgan", "fqgan_dual_ds16.pt", variant="dual-16")
-    model = load_official("flextok", "model.safetensors", config=my_flextok_config)
+    model = load_official("flextok", "model.safetensors", into=my_flextok_config)
 
 Each family's converter lives in its package (`jaxtok.tokenizers.<family>.convert`) and is
 registered in `jaxtok.tokenizers.TOKENIZERS` (`Family.convert`, `Family.from_params`); this
@@ -57,28 +57,29 @@ def convert_official(family: str, checkpoint: str | os.PathLike, out: str | os.P
   return Path(_family(family, "convert").convert(checkpoint, out, **options))
 
 
-def load_official(family: str, checkpoint: str | os.PathLike, *, config: Any = None,
+def load_official(family: str, checkpoint: str | os.PathLike, *, into: Any = None,
                   **options: Any) -> Any:
   """A model of `family` holding an official release's weights.
 
   Args:
     family: a registered family.
     checkpoint: the release's weights file (a diffusers directory for "vae" without `config`).
-    config: a config of the family: the weights go into a model of exactly this config (the
+    into: a config of the family: the weights go into a model of exactly this config (the
       trainer's `init_from`: the experiment's config, e.g. with another dropout or resolution
       setting); keys and shapes are checked strictly. None: the release's own config (read
       by the family's converter from the files, with `options`).
-    **options: the converter's options (`convert_official`), only without `config`.
+    **options: the converter's options (`convert_official`: e.g. FQGAN's `variant` or
+      `config`, the official description), only without `into`.
   """
   fam = _family(family, "from_params")
-  if config is not None:
+  if into is not None:
     if options:
-      raise ValueError(f"options: {sorted(options)} apply only without config (the "
-                       f"converter reads the release's config); got config too")
-    if not isinstance(config, fam.config_class):
-      raise ValueError(f"config: family {family!r} takes a {fam.config_class.__name__}, got "
-                       f"{type(config).__name__}")
-    return fam.from_params(config, read_checkpoint(Path(checkpoint)))
+      raise ValueError(f"options: {sorted(options)} apply only without into (the "
+                       f"converter reads the release's config); got into too")
+    if not isinstance(into, fam.config_class):
+      raise ValueError(f"into: family {family!r} takes a {fam.config_class.__name__}, got "
+                       f"{type(into).__name__}")
+    return fam.from_params(into, read_checkpoint(Path(checkpoint)))
   with tempfile.TemporaryDirectory(prefix="jaxtok-convert-") as tmp:
     out = convert_official(family, checkpoint, Path(tmp) / "model", **options)
     return load_dir(out)[1]
