@@ -28,6 +28,7 @@ LAYERS = {
     "hub": 3,  # hf: names: download, recognise, convert, cache (jaxtok.load("hf:..."))
     "tokenizers": 2, "nets": 2, "data": 2, "parallel": 2,
     "io": 1, "metrics": 1,  # use nothing of jaxtok
+    "platform": 1,  # the platform compiled for (a TPU topology on a CPU host), jax only
 }
 
 

@@ -15,19 +15,19 @@ Used by the trainer and by `jaxtok.tokenize`.
 """
 from jaxtok.parallel.distributed import StopSignal, initialize, is_primary, sync_flag
 from jaxtok.parallel.mesh import DATA_AXES, MeshConfig, make_mesh
-from jaxtok.parallel.platform import (
-  compile_only,
-  compiling_for,
-  mesh_platform,
-  on_platform,
-  target_platform,
-)
 from jaxtok.parallel.sharding import (
   batch_sharding,
   global_batch_size_check,
   leaf_spec,
   replicated,
   state_shardings,
+)
+from jaxtok.platform import (
+  compile_only,
+  compiling_for,
+  mesh_platform,
+  on_platform,
+  target_platform,
 )
 
 __all__ = ["DATA_AXES", "MeshConfig", "StopSignal", "batch_sharding", "compile_only",

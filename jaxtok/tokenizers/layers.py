@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxtok.parallel.platform import target_platform
+from jaxtok.platform import target_platform
 
 # PyTorch's nn.LayerNorm default; flax's default is 1e-6 and the released TiTok weights were
 # trained with 1e-5, which the parity tolerances cannot reliably tell apart (fixture README §5).

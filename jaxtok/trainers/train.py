@@ -168,7 +168,7 @@ class Experiment:
       self.jit_options = {"compiler_options": {"xla_backend_optimization_level": 0,
                                                "xla_llvm_disable_expensive_passes": True}}
     # Traced for the mesh's platform: "auto" kernels follow the devices compiled for, not
-    # the host's default backend (`jaxtok.parallel.platform`).
+    # the host's default backend (`jaxtok.platform`).
     self.train_step = jax.jit(
         parallel.on_platform(step_lib.make_train_step(self.parts), self.mesh),
         in_shardings=(self.state_shardings, self.batch_sharding, self.replicated,

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtok.parallel.platform import target_platform
+from jaxtok.platform import target_platform
 
 HIGHEST = jax.lax.Precision.HIGHEST
 
