@@ -120,7 +120,8 @@ class LookupFreeQuantizer(nnx.Module):
     num_bits: b, bits per group (codebook_size = 2**b).
     num_codebooks: G groups; ids get a trailing group axis when G > 1.
     num_codes: 2**b, codes per group (the `.jtok` vocabulary of one id).
-    radix: (2,) * b: ids are coded as their bits.
+    radix: (2,) * b when G == 1: a `.jtok` file codes each id as its b bits; None when G > 1
+      (G ids of 2**b codes per token, each coded whole: the same b bits).
     code_stats: `CodebookStats` cumulative counts (train mode): per code `[G, 2**b]` up to
       `DENSE_STATS_MAX` codes, else per bit `[G * b, 2]`.
   """
@@ -184,7 +185,7 @@ class LookupFreeQuantizer(nnx.Module):
     self.diversity_gamma = float(diversity_gamma)
     self.inv_temperature = float(inv_temperature)
     self.entropy_mode = entropy_mode
-    self.radix = (2,) * num_bits
+    self.radix = (2,) * num_bits if self.num_codebooks == 1 else None
     inner = self.num_codebooks * num_bits
     if inner != self.dim:
       if rngs is None:

@@ -147,7 +147,10 @@ class ResidualVectorQuantizer(nnx.Module):
         continue
       vq = self.layer(i)
       layer_train = train and not self.shared_codebook
-      before = nnx.state(vq, nnx.Not(nnx.Param)) if (layer_train and traced) else None
+      # A snapshot of the values (nnx.state holds the Variables themselves, which the call
+      # below updates in place).
+      before = (jax.tree.map(lambda a: a, nnx.state(vq, nnx.Not(nnx.Param)))
+                if (layer_train and traced) else None)
       book = vq.codebook[...] if before is not None and vq.dead_code_threshold > 0 else None
       q, aux = vq(residual, train=layer_train)
       k = jnp.asarray(keep[i], jnp.float32)
