@@ -93,6 +93,11 @@ class ResidualVectorQuantizer(nnx.Module):
   def ids_per_token(self) -> int:
     return self.depth
 
+  @property
+  def train_needs_rngs(self) -> bool:
+    """True when a train-mode call draws (quantizer dropout): pass it `rngs`."""
+    return self.quantize_dropout
+
   def layer(self, i: int) -> VectorQuantizer:
     """The quantizer of depth i (0-based)."""
     return self.layers[0 if self.shared_codebook else i]
@@ -106,19 +111,21 @@ class ResidualVectorQuantizer(nnx.Module):
     if train and self.quantize_dropout:
       if rngs is None:
         raise ValueError("rngs: quantize_dropout in train mode draws the kept depth; pass "
-                         "rngs (an nnx.Rngs with a 'dropout' or default stream)")
-      last = jax.random.randint(rngs.dropout(), (), self.dropout_cutoff, self.depth)
+                         "rngs (an nnx.Rngs with a 'dropout' or default stream, or a key)")
+      key = rngs.dropout() if isinstance(rngs, nnx.Rngs) else rngs
+      last = jax.random.randint(key, (), self.dropout_cutoff, self.depth)
       return jnp.arange(self.depth) <= last, True
     return (True,) * self.depth, False
 
-  def __call__(self, z: jax.Array, train: bool = False, rngs: nnx.Rngs | None = None,
+  def __call__(self, z: jax.Array, train: bool = False, rngs: nnx.Rngs | jax.Array | None = None,
                depth: int | None = None) -> tuple[jax.Array, dict]:
     """Quantizes z.
 
     Args:
       z: `[..., dim]` float (computed in float32).
       train: update statistics / EMA codebooks / dead codes; quantizer dropout if enabled.
-      rngs: the dropout draw (train mode with quantize_dropout).
+      rngs: the dropout draw (train mode with quantize_dropout): an `nnx.Rngs` (its
+        "dropout" stream) or a PRNG key.
       depth: keep only the first `depth` quantizers (overrides the dropout draw).
 
     Returns:

@@ -327,7 +327,9 @@ class TiTok(nnx.Module):
     b, k = images.shape[0], self.config.num_latent_tokens
     z = self._latents(images)
     drop = train and self.config.tail_token_drop
-    sample = train and self.token_spec.continuous
+    # The quantizer's own draw: the Gaussian sample, or residual VQ's quantizer dropout.
+    sample = train and (self.token_spec.continuous
+                        or getattr(self.quantize, "train_needs_rngs", False))
     key = qkey = None
     if drop or sample:
       key = as_key(rngs, "rngs (train=True needs randomness for tail-token-drop / sampling)")
