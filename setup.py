@@ -50,6 +50,10 @@ EXTRAS = {
     # build the parity references: AutoencoderKL (tests/tokenizers/vae/test_model.py) and the
     # DINOv2 / CLIP teachers (tests/nets/test_vit_teachers.py).
     "torch": ["torch==2.13.0", "diffusers>=0.30", "transformers>=5.0,<6"],
+    # Regenerating tests/fixtures/quantizers/vqp_quantizers.npz (tools/fixtures/vqp_quantizers.py);
+    # the parity tests read the stored file and need none of it.
+    "fixtures": ["torch==2.13.0", "vector-quantize-pytorch==1.34.1", "einx==0.4.3", "einops>=0.8",
+                 "torch-einops-utils==0.2.9", "loguru", "frozendict"],
     # tfrecord-backed tfds datasets; array_record ones need no TensorFlow.
     "tf": ["tensorflow>=2.16"],
     "notebooks": ["jupyter>=1.0", "ipykernel>=6.0", "nbmake>=1.5"],

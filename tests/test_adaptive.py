@@ -1,4 +1,5 @@
 """`jaxtok.adaptive.search` on a stand-in tokenizer whose quality per prefix length is set."""
+import itertools
 import types
 
 import numpy as np
@@ -150,3 +151,81 @@ def test_quality_fns_and_bad_arguments():
   with pytest.raises(ValueError, match="supports_prefix"):
     adaptive.search(tok, x)
   assert not tok.calls  # Every check comes before any decode.
+
+
+def _exhaustive(q, r, budget):
+  """The quality sum of the best allocation, by brute force."""
+  n, c = q.shape
+  best = -np.inf
+  for combo in itertools.product(range(c), repeat=n):
+    idx = np.array(combo)
+    if r[np.arange(n), idx].sum() <= budget * n + 1e-9:
+      best = max(best, q[np.arange(n), idx].sum())
+  return best
+
+
+def test_allocate_fits_beats_every_fixed_length_and_is_optimal_on_concave_curves():
+  rng = np.random.default_rng(0)
+  for trial in range(60):
+    n, c = 4, 5
+    concave = trial % 2 == 0
+    if concave:  # Diminishing returns at one byte a step: greedy by slope is optimal.
+      steps = np.sort(rng.uniform(0, 5, (n, c)), axis=1)[:, ::-1]
+      q = np.cumsum(steps, axis=1)
+      r = np.broadcast_to(np.arange(1, c + 1, dtype=np.float64), (n, c))
+    else:
+      q = np.cumsum(rng.uniform(0, 5, (n, c)), axis=1)
+      r = np.cumsum(rng.uniform(0.5, 3, (n, c)), axis=1)
+    budget = rng.uniform(r[:, 0].mean(), r[:, -1].mean())
+    idx = adaptive.allocate(q, r, budget=budget)
+    rows = np.arange(n)
+    assert r[rows, idx].mean() <= budget + 1e-9
+    got = q[rows, idx].sum()
+    for col in range(c):
+      if r[:, col].mean() <= budget:
+        assert got >= q[:, col].sum() - 1e-9
+    best = _exhaustive(q, r, budget)
+    assert got <= best + 1e-9
+    if concave:
+      np.testing.assert_allclose(got, best, rtol=1e-12)
+  # Over budget even at the cheapest: the cheapest of each. A multiplier: per-row argmax.
+  q = np.array([[1.0, 2.0, 2.5], [0.0, 3.0, 3.1]])
+  r = np.array([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])
+  np.testing.assert_array_equal(adaptive.allocate(q, r, budget=0.5), [0, 0])
+  np.testing.assert_array_equal(adaptive.allocate(q, r, lam=0.0), [2, 2])
+  np.testing.assert_array_equal(adaptive.allocate(q, r, lam=0.8), [1, 1])
+  np.testing.assert_array_equal(adaptive.allocate(q, r, lam=0.3), [2, 1])
+  with pytest.raises(ValueError, match="budget/lam: give exactly one"):
+    adaptive.allocate(q, r)
+  with pytest.raises(ValueError, match="one shape"):
+    adaptive.allocate(q, r[:, :2], budget=1.0)
+  with pytest.raises(ValueError, match="rates >= 0"):
+    adaptive.allocate(q, -r, budget=1.0)
+
+
+def test_byte_budget_spends_bytes_where_the_curve_is_steep():
+  tok = TableTokenizer(_MONOTONE)
+  x = tok.images()
+  rates = np.broadcast_to(np.arange(1, 9, dtype=np.float64), (3, 8)) * 2.0  # 2 bytes a token
+  ada = adaptive.search(tok, x, ("bytes", 8.0), rates=rates, batch_size=8)
+  # Mean 4 tokens each (12 in all). Fixed length 4: PSNR 16 + 27 + 8 = 51. Row 1 gains 10 dB
+  # from its second token, then 1 dB a token; rows 0 and 2 gain 2 and 1 dB a token: the optimum
+  # (55 dB) gives row 0 all 8 tokens, row 1 its steep second one, and the last 2 tokens buy
+  # 1 dB each wherever they go.
+  assert ada.lengths[0] == 8 and ada.lengths[1] >= 2 and ada.lengths.sum() == 12
+  assert ada.scores.sum() == pytest.approx(55.0, abs=1e-3)
+  np.testing.assert_allclose(ada.rates, 2.0 * ada.lengths)
+  assert ada.reached.all() and (ada.metric, ada.quality, ada.target) == ("bytes", "psnr", 8.0)
+  assert ada.num_decodes == 8  # every candidate length once (3 images in one padded batch)
+  lam = adaptive.search(tok, x, ("lambda", 0.75), rates=rates, batch_size=8)
+  np.testing.assert_array_equal(lam.lengths, [8, 2, 1])  # 2 dB / 2 B > 0.75; 1 / 2 < 0.75
+  # The default rates: the fixed-length code size, L * log2(V) / 8.
+  spec = types.SimpleNamespace(vocab_size=256, ids_per_token=2)
+  np.testing.assert_allclose(adaptive.default_rates(types.SimpleNamespace(token_spec=spec),
+                                                     np.array([1, 3]), 2), [[2, 6], [2, 6]])
+  with pytest.raises(ValueError, match="must be >= 0"):
+    adaptive.search(tok, x, ("bytes", -1.0), rates=rates)
+  with pytest.raises(ValueError, match="quality: expected one of"):
+    adaptive.search(tok, x, ("bytes", 8.0), rates=rates, quality="mse")
+  with pytest.raises(ValueError, match=r"rates: expected \[B, len\(lengths\)\] = \[3, 8\]"):
+    adaptive.search(tok, x, ("bytes", 8.0), rates=rates[:, :4])

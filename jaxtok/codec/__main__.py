@@ -1,7 +1,7 @@
 r"""`.jtok` command line: compress / decompress image files, inspect, fit a prior, plot R-D.
 
   python -m jaxtok.codec compress --checkpoint CKPT photos/ a.png --out out/ \
-      [--prior uniform|marginal|FILE] [--target psnr:25 | --num-tokens L]
+      [--prior uniform|marginal|FILE] [--target psnr:25 | bytes:120 | --num-tokens L]
   python -m jaxtok.codec decompress --checkpoint CKPT out/ --out recon/ [--prior ...]
   python -m jaxtok.codec info out/x.jtok
   python -m jaxtok.codec fit-prior --checkpoint CKPT [--data bundled --num-images 4096]
@@ -73,7 +73,9 @@ def _parser() -> argparse.ArgumentParser:
   c.add_argument("inputs", nargs="+")
   c.add_argument("--out", required=True)
   c.add_argument("--prior", default="uniform", help="uniform | marginal | prior file")
-  c.add_argument("--target", default=None, help="METRIC:VALUE, e.g. psnr:25 (adaptive)")
+  c.add_argument("--target", default=None,
+                 help="METRIC:VALUE, e.g. psnr:25 (shortest prefix reaching it), or bytes:B "
+                      "(most PSNR at a mean of B bytes per file) / lambda:L (adaptive)")
   c.add_argument("--num-tokens", type=_positive_int, default=None, help="fixed prefix length")
   c.add_argument("--lpips-weights", nargs="+", default=None)
   c.add_argument("--batch-size", type=_positive_int, default=32)

@@ -191,7 +191,9 @@ def compress(tok, images: Any, *, prior: Any = "uniform", num_tokens: int | None
     prior: "uniform", a `MarginalPrior`, or a prior file / checkpoint directory.
     num_tokens: store only this prefix of every image (ordered tokenizers); default all K.
     target: `(metric, value)` for per-image adaptive length (`Tokenizer.encode_adaptive`);
-      exclusive with `num_tokens`.
+      exclusive with `num_tokens`. `("bytes", B)` keeps the lengths of most total PSNR whose
+      files average at most B bytes (`("lambda", l)`: most PSNR - l * bytes per image), with
+      the real file sizes of this prior as the rates.
     lpips_weights: LPIPS weight files, for `target=("lpips", ...)`.
   """
   if target is not None and num_tokens is not None:
@@ -202,6 +204,23 @@ def compress(tok, images: Any, *, prior: Any = "uniform", num_tokens: int | None
     num_tokens = interface.check_int(num_tokens, "num_tokens", lo=1 if tok.supports_prefix
                                      else k, hi=k)
   images = tok.check_images(images)
+  if target is not None and isinstance(target, (tuple, list)) and target[:1] in (
+      ("bytes",), ("lambda",)):
+    # Rate-distortion targets: the rate of every image at every length is its real file size
+    # with this prior.
+    if not tok.supports_prefix:
+      raise ValueError(f"target: adaptive length needs a prefix tokenizer; this {tok.family} "
+                       f"tokenizer decodes only all {tok.num_tokens} tokens")
+    ids = np.concatenate([tok.encode(images[s:s + batch_size])
+                          for s in range(0, len(images), batch_size)])
+    p = priors.resolve(tok, prior)
+    n, k = len(ids), tok.num_tokens
+    rates = np.stack([[len(b) for b in compress_tokens(tok, ids, lengths=np.full(n, m),
+                                                       prior=p)]
+                      for m in range(1, k + 1)], axis=1).astype(np.float64)
+    adaptive = tok.encode_adaptive(images, target, lpips_weights=lpips_weights,
+                                   batch_size=batch_size, ids=ids, rates=rates)
+    return compress_tokens(tok, adaptive.ids, lengths=adaptive.lengths, prior=p)
   if target is not None:
     adaptive = tok.encode_adaptive(images, target, lpips_weights=lpips_weights,
                                    batch_size=batch_size)

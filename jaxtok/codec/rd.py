@@ -26,6 +26,13 @@ against the mean quality of those reconstructions. `"auto"` takes as targets the
 mean PSNR at a few lengths. `adaptive_vs_fixed` then pairs each adaptive point with the shortest
 fixed length whose mean PSNR is at least the adaptive point's.
 
+Rate-distortion optimal adaptive length (`adaptive_budgets`, ordered tokenizers): for each
+mean byte budget (by default the fixed curve's bytes at every measured length), the lengths
+that maximise the images' total PSNR within it (`jaxtok.adaptive.allocate`, over the per-image
+PSNR of every measured length and each image's real file bytes at it): curves `adaptive_rd`
+(`adaptive_rd/<name>`). The fixed length is one of the allocations, so this curve is never
+below the fixed one at its budgets; `rd_adaptive_vs_fixed` lists both at each budget.
+
 Outputs: a JSON with every curve (`write_json`) and one PNG with all curves (`plot`); `measure`
 adds `figures.json` (marginal vs uniform bytes, adaptive vs fixed).
 """
@@ -42,7 +49,7 @@ import jax
 import numpy as np
 from matplotlib.figure import Figure
 
-from jaxtok import data, metrics
+from jaxtok import adaptive, data, metrics
 from jaxtok.codec import jtok, priors
 from jaxtok.eval import fid
 from jaxtok.eval.images import CODECS, codec_images, to_uint8
@@ -67,13 +74,20 @@ def usable_lengths(tokenizer) -> list[int]:
 _quality_fns = jax.jit(lambda a, b: (metrics.psnr(a, b), metrics.ssim(a, b)))
 
 
-def _quality(real: np.ndarray, fake: np.ndarray, batch_size: int) -> tuple[float, float]:
+def _per_image_quality(real: np.ndarray, fake: np.ndarray, batch_size: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+  """`[N]` float64 PSNR and SSIM of each reconstruction."""
   psnrs, ssims = [], []
   for s in range(0, len(real), batch_size):
     p, q = _quality_fns(real[s:s + batch_size], np.asarray(fake[s:s + batch_size], np.float32))
     psnrs.append(np.asarray(p, np.float64))
     ssims.append(np.asarray(q, np.float64))
-  return float(np.concatenate(psnrs).mean()), float(np.concatenate(ssims).mean())
+  return np.concatenate(psnrs), np.concatenate(ssims)
+
+
+def _quality(real: np.ndarray, fake: np.ndarray, batch_size: int) -> tuple[float, float]:
+  p, q = _per_image_quality(real, fake, batch_size)
+  return float(p.mean()), float(q.mean())
 
 
 def _fid(real_stats, fake: np.ndarray, extractor, batch_size, method) -> float:
@@ -93,7 +107,8 @@ def rate_distortion(tokenizer, images: np.ndarray, *, lengths: Sequence[int] | N
                     qualities: Sequence[int] = DEFAULT_QUALITIES, batch_size: int = 32,
                     with_fid: bool | None = None, extractor=None,
                     fid_method: str = "sqrtm", jtok_priors: Mapping[str, Any] | None = None,
-                    adaptive_targets: Sequence[float] | str | None = None
+                    adaptive_targets: Sequence[float] | str | None = None,
+                    adaptive_budgets: Sequence[float] | str | None = None
                     ) -> dict[str, Any]:
   """Every curve for `images` (uint8 `[N, R, R, 3]`, R = the tokenizer's image size).
 
@@ -110,11 +125,15 @@ def rate_distortion(tokenizer, images: np.ndarray, *, lengths: Sequence[int] | N
       code size (see the module docstring).
     adaptive_targets: PSNR targets of the adaptive curve, "auto", or None (no adaptive curve;
       needs a prefix tokenizer).
+    adaptive_budgets: mean bytes per image of the rate-distortion optimal adaptive curve
+      (`adaptive_rd`), "auto" (the fixed curve's bytes at every measured length, per rate), or
+      None (no such curve; needs a prefix tokenizer).
 
   Returns:
     `{"num_images", "image_size", "min_fid_images", "curves": {name: [point, ...]}}`, each
     point `{"bytes_per_image", "bits_per_pixel", "psnr", "ssim", ["rfid"], "tokens" or
-    "quality" (or "target", "mean_tokens" on adaptive curves)}`, sorted by rate.
+    "quality" (or "target", "mean_tokens" on adaptive curves; "budget", "mean_tokens" on
+    `adaptive_rd` curves)}`, sorted by rate.
   """
   images = inception.check_images(images)
   if images.dtype != np.uint8:
@@ -147,12 +166,16 @@ def rate_distortion(tokenizer, images: np.ndarray, *, lengths: Sequence[int] | N
     rates = ({None: None} if jtok_priors is None else
              {name: priors.resolve(tokenizer, p) for name, p in jtok_priors.items()})
 
-    def nbytes(prior, per_image_lengths):
+    def image_bytes(prior, per_image_lengths):
+      """`[N]` float64 bytes of each image at its length."""
       if prior is None:
         v = int(tokenizer.codebook_size)
-        return float(np.mean([token_bytes(int(m), v, f) for m in per_image_lengths]))
+        return np.asarray([token_bytes(int(m), v, f) for m in per_image_lengths], np.float64)
       blobs = jtok.compress_tokens(tokenizer, ids, lengths=per_image_lengths, prior=prior)
-      return float(np.mean([len(b) for b in blobs]))
+      return np.asarray([len(b) for b in blobs], np.float64)
+
+    def nbytes(prior, per_image_lengths):
+      return float(image_bytes(prior, per_image_lengths).mean())
 
     def with_rates(quality, per_image_lengths):
       """`{rate name: the quality point at that rate}` for one set of reconstructions."""
@@ -163,9 +186,11 @@ def rate_distortion(tokenizer, images: np.ndarray, *, lengths: Sequence[int] | N
       return out
 
     fixed = {name: [] for name in rates}
-    for k in lengths:
+    psnr_table = np.zeros((n, len(lengths)))  # per image and measured length
+    for j, k in enumerate(lengths):
       fake = np.concatenate([tokenizer.decode(ids[s:s + batch_size, :k])
                              for s in range(0, n, batch_size)])
+      psnr_table[:, j] = _per_image_quality(images, fake, batch_size)[0]
       for name, pt in with_rates(point(fake, 0.0, tokens=int(k)), np.full(n, k)).items():
         fixed[name].append(pt)
     for name in rates:
@@ -185,6 +210,25 @@ def rate_distortion(tokenizer, images: np.ndarray, *, lengths: Sequence[int] | N
       for name in rates:
         curves["adaptive" if name is None else f"adaptive/{name}"] = sorted(
             ada_pts[name], key=lambda p: p["bytes_per_image"])
+    if adaptive_budgets is not None:
+      if not getattr(tokenizer, "supports_prefix", False):
+        raise ValueError("adaptive_budgets: adaptive length needs a prefix tokenizer")
+      lens = np.asarray(lengths)
+      for name, prior in rates.items():
+        table = np.stack([image_bytes(prior, np.full(n, k)) for k in lengths], axis=1)
+        budgets = (table.mean(axis=0).tolist() if adaptive_budgets == "auto"
+                   else [float(b) for b in adaptive_budgets])
+        pts = []
+        for budget in budgets:
+          choice = adaptive.allocate(psnr_table, table, budget=budget)
+          per = lens[choice]
+          fake = jtok.decode_groups(tokenizer, [ids[i, :m] for i, m in enumerate(per)],
+                                    batch_size)
+          pt = point(fake, float(table[np.arange(n), choice].mean()), budget=float(budget),
+                     mean_tokens=float(per.mean()))
+          pts.append(pt)
+        curves["adaptive_rd" if name is None else f"adaptive_rd/{name}"] = sorted(
+            pts, key=lambda p: p["bytes_per_image"])
   for codec in codecs:
     pts = []
     for q in qualities:
@@ -220,6 +264,29 @@ def adaptive_vs_fixed(result: dict, fixed: str = "tokenizer", adaptive: str = "a
   return out
 
 
+def rd_adaptive_vs_fixed(result: dict, fixed: str = "tokenizer",
+                         adaptive_rd: str = "adaptive_rd") -> list[dict[str, Any]]:
+  """Each byte budget's rate-distortion optimal adaptive point beside the fixed lengths.
+
+  Returns `[{"budget", "adaptive_bytes", "adaptive_psnr", "adaptive_mean_tokens",
+  "fixed_tokens", "fixed_bytes", "fixed_psnr", "gain_db"}]`: the fixed length is the longest
+  whose mean bytes fit the budget (None where none does), `gain_db` = adaptive - fixed PSNR.
+  """
+  fixed_pts = sorted(result["curves"][fixed], key=lambda p: p["tokens"])
+  out = []
+  for a in result["curves"][adaptive_rd]:
+    fit = [p for p in fixed_pts if p["bytes_per_image"] <= a["budget"] * (1 + 1e-12)]
+    row = {"budget": a["budget"], "adaptive_bytes": a["bytes_per_image"],
+           "adaptive_psnr": a["psnr"], "adaptive_mean_tokens": a["mean_tokens"],
+           "fixed_tokens": None, "fixed_bytes": None, "fixed_psnr": None, "gain_db": None}
+    if fit:
+      p = fit[-1]
+      row.update(fixed_tokens=p["tokens"], fixed_bytes=p["bytes_per_image"],
+                 fixed_psnr=p["psnr"], gain_db=a["psnr"] - p["psnr"])
+    out.append(row)
+  return out
+
+
 def write_json(result: dict, path: str | os.PathLike) -> Path:
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
@@ -236,14 +303,19 @@ def plot(result: dict, path: str | os.PathLike, *, title: str | None = None,
   # A bare Figure (no pyplot): no global backend switch, nothing left open.
   fig = Figure(figsize=(5 * len(keys), 4))
   axes = fig.subplots(1, len(keys), squeeze=False)[0]
-  styles = {"tokenizer": "o-", "adaptive": "D-", "jpeg": "s--", "webp": "^--", "avif": "v--"}
+  styles = {"tokenizer": "o-", "adaptive": "D-", "adaptive_rd": "*-", "jpeg": "s--",
+            "webp": "^--", "avif": "v--"}
   for ax, key in zip(axes, keys):
     for name, pts in curves.items():
       kind, _, coder = name.partition("/")
       if kind == "tokenizer":
         label = f"{tokenizer_label}, fixed length" + (f" ({coder} .jtok)" if coder else "")
       elif kind == "adaptive":
-        label = f"{tokenizer_label}, adaptive length" + (f" ({coder} .jtok)" if coder else "")
+        label = (f"{tokenizer_label}, adaptive length, PSNR target"
+                 + (f" ({coder} .jtok)" if coder else ""))
+      elif kind == "adaptive_rd":
+        label = (f"{tokenizer_label}, adaptive length, byte budget"
+                 + (f" ({coder} .jtok)" if coder else ""))
       else:
         label = name.upper()
       style = styles.get(kind, ".-")
@@ -278,7 +350,9 @@ def measure(tok, source: str, out_dir: str | os.PathLike, *, prior: Any,
     measured (and summed over every fixed length);
   - `adaptive_vs_fixed` (prefix tokenizers): for each PSNR target, adaptive length's mean bytes
     and mean PSNR beside the shortest fixed length reaching that mean PSNR (both in marginal
-    `.jtok` files).
+    `.jtok` files);
+  - `rd_adaptive_vs_fixed` (prefix tokenizers): per prior, at each fixed length's bytes as the
+    budget, the rate-distortion optimal adaptive PSNR beside the fixed one (`gain_db`).
 
   Args:
     tok: the `jaxtok.Tokenizer`.
@@ -292,7 +366,8 @@ def measure(tok, source: str, out_dir: str | os.PathLike, *, prior: Any,
       tok, images, lengths=lengths, codecs=DEFAULT_CODECS,
       qualities=qualities or DEFAULT_QUALITIES, batch_size=batch_size,
       jtok_priors={"uniform": "uniform", "marginal": prior},
-      adaptive_targets=targets if tok.supports_prefix else None)
+      adaptive_targets=targets if tok.supports_prefix else None,
+      adaptive_budgets="auto" if tok.supports_prefix else None)
   out = Path(out_dir)
   write_json(result, out / "rate_distortion.json")
   plot(result, out / "rate_distortion.png", tokenizer_label=tok.family,
@@ -317,10 +392,13 @@ def measure(tok, source: str, out_dir: str | os.PathLike, *, prior: Any,
   if tok.supports_prefix:
     figures["adaptive_vs_fixed"] = adaptive_vs_fixed(result, "tokenizer/marginal",
                                                      "adaptive/marginal")
+    figures["rd_adaptive_vs_fixed"] = {
+        c: rd_adaptive_vs_fixed(result, f"tokenizer/{c}", f"adaptive_rd/{c}")
+        for c in ("uniform", "marginal")}
   write_json(figures, out / "figures.json")
   return figures
 
 
 __all__ = ["CODECS", "DEFAULT_CODECS", "DEFAULT_QUALITIES", "MIN_FID_IMAGES",
            "adaptive_vs_fixed", "auto_targets", "measure", "plot", "rate_distortion",
-           "token_bytes", "usable_lengths", "write_json"]
+           "rd_adaptive_vs_fixed", "token_bytes", "usable_lengths", "write_json"]

@@ -240,3 +240,18 @@ def test_truncated_prior_file_is_a_value_error(prior, tmp_path):
     path.write_bytes(raw[:cut])
     with pytest.raises(ValueError, match=r"not a jaxtok marginal prior"):
       codec.MarginalPrior.load(path)
+
+
+def test_byte_budget_target_spends_at_most_the_budget(tok, prior):
+  x = _images(6, seed=5)
+  ids = tok.encode(x)
+  for p in ("uniform", prior):
+    fixed = codec.compress_tokens(tok, ids[:, :4], prior=p)
+    budget = float(np.mean([len(b) for b in fixed]))
+    blobs = codec.compress(tok, x, target=("bytes", budget), prior=p)
+    assert np.mean([len(b) for b in blobs]) <= budget
+    psnr = lambda blobs: float(np.mean(jaxtok.metrics.psnr(
+        x, codec.decompress(tok, blobs, prior=prior))))
+    assert psnr(blobs) >= psnr(fixed) - 1e-3  # never below the fixed length it can match
+  lam = codec.compress(tok, x, target=("lambda", 1e6))  # bytes are dear: one token each
+  assert [codec.read_header(b).num_tokens for b in lam] == [1] * 6

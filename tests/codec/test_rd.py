@@ -162,3 +162,31 @@ def test_fixed_length_rate_of_one_d_piece_prefixes(tmp_path):
   rd.write_json(res, tmp_path / "rd.json")
   assert json.loads((tmp_path / "rd.json").read_text())["curves"].keys() == res["curves"].keys()
   assert rd.plot(res, tmp_path / "rd.png").stat().st_size > 1000
+
+
+def test_byte_budget_adaptive_curve_is_never_below_fixed(tmp_path):
+  tok = _odp_tokenizer()
+  images = np.random.default_rng(1).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
+  prior = codec.fit_marginal(tok, [images])
+  res = rd.rate_distortion(tok, images, codecs=(), batch_size=4,
+                           jtok_priors={"uniform": "uniform", "marginal": prior},
+                           adaptive_budgets="auto")
+  curves = res["curves"]
+  assert set(curves) == {"tokenizer/uniform", "tokenizer/marginal", "adaptive_rd/uniform",
+                         "adaptive_rd/marginal"}
+  for name in ("uniform", "marginal"):
+    rows = rd.rd_adaptive_vs_fixed(res, f"tokenizer/{name}", f"adaptive_rd/{name}")
+    assert len(rows) == 3  # one budget per fixed length
+    for row in rows:
+      assert row["adaptive_bytes"] <= row["budget"] + 1e-9
+      assert row["fixed_tokens"] is not None and row["gain_db"] >= -1e-6, row
+  # The given budget is what the point spends at most, and the files are real: the point's
+  # bytes are the mean size of the .jtok files of the chosen lengths.
+  res = rd.rate_distortion(tok, images, codecs=(), jtok_priors={"uniform": "uniform"},
+                           adaptive_budgets=[100.0])
+  (pt,) = res["curves"]["adaptive_rd/uniform"]
+  assert pt["budget"] == 100.0 and pt["bytes_per_image"] <= 100.0
+  assert rd.plot(res, tmp_path / "rd.png").exists()
+  tok.supports_prefix = False
+  with pytest.raises(ValueError, match="adaptive_budgets: adaptive length needs a prefix"):
+    rd.rate_distortion(tok, images, codecs=(), lengths=[3], adaptive_budgets="auto")

@@ -7,6 +7,10 @@
 
 with `aux["loss"]` (the total auxiliary loss), `commitment_loss`, `codebook_loss`,
 `entropy_loss`, `stats`, and `ids` for the discrete ones (`kl_loss` for "gaussian").
+
+"lfq" / "bsq" (lookup-free / binary spherical, `lfq.py`), "rvq" (residual VQ over
+`VectorQuantizer`s, `rvq.py`) and "simvq" (frozen codebook under a learnt map, `simvq.py`) give
+parity with vector-quantize-pytorch 1.34.1 (tests/fixtures/quantizers/README.md §5).
 """
 from __future__ import annotations
 
@@ -17,7 +21,10 @@ from flax import nnx
 from jaxtok.tokenizers.quantizers.factorized import FactorizedVectorQuantizer
 from jaxtok.tokenizers.quantizers.fsq import FiniteScalarQuantizer
 from jaxtok.tokenizers.quantizers.gaussian import GaussianQuantizer
-from jaxtok.tokenizers.quantizers.stats import CodebookStats, EmaState
+from jaxtok.tokenizers.quantizers.lfq import BinarySphericalQuantizer, LookupFreeQuantizer
+from jaxtok.tokenizers.quantizers.rvq import ResidualVectorQuantizer
+from jaxtok.tokenizers.quantizers.simvq import SimVQ
+from jaxtok.tokenizers.quantizers.stats import CodebookStats, EmaState, FrozenCodebook
 from jaxtok.tokenizers.quantizers.vq import VectorQuantizer
 
 QUANTIZERS: dict[str, type] = {
@@ -25,6 +32,10 @@ QUANTIZERS: dict[str, type] = {
     "factorized_vq": FactorizedVectorQuantizer,
     "fsq": FiniteScalarQuantizer,
     "gaussian": GaussianQuantizer,
+    "lfq": LookupFreeQuantizer,
+    "bsq": BinarySphericalQuantizer,
+    "rvq": ResidualVectorQuantizer,
+    "simvq": SimVQ,
 }
 
 
@@ -36,9 +47,11 @@ def build_quantizer(name: str, *, dim: int, codebook_size: int | None = None,
   Args:
     name: one of `QUANTIZERS`.
     dim: C, channels of the quantized output (the input is `[..., 2C]` for "gaussian").
-    codebook_size: codes per codebook ("vq", "factorized_vq"); FSQ takes `levels` instead.
-    distance: "l2" or "cosine" ("vq", "factorized_vq").
-    beta: commitment weight ("vq", "factorized_vq").
+    codebook_size: codes per codebook ("vq", "factorized_vq", "rvq", "simvq"; a power of two,
+      2**bits, for "lfq" / "bsq"); FSQ takes `levels` instead.
+    distance: "l2" or "cosine" ("vq", "factorized_vq", "rvq").
+    beta: commitment weight ("vq", "factorized_vq", "rvq", "simvq"); LFQ / BSQ take
+      `commitment_loss_weight` instead.
     num_factors: k sub-codebooks of dim / k channels each ("factorized_vq").
     rngs: initialisation randomness.
     **kwargs: further keyword arguments of the class (e.g. `dead_code_threshold`, `levels`).
@@ -60,16 +73,28 @@ def build_quantizer(name: str, *, dim: int, codebook_size: int | None = None,
                                      **kwargs, rngs=rngs)
   if name == "fsq":
     return FiniteScalarQuantizer(dim=dim, **kwargs, rngs=rngs)
+  if name in ("lfq", "bsq"):
+    return QUANTIZERS[name](dim, codebook_size, **kwargs, rngs=rngs)
+  if name == "rvq":
+    return ResidualVectorQuantizer(codebook_size, dim, distance=distance, beta=beta, **kwargs,
+                                   rngs=rngs)
+  if name == "simvq":
+    return SimVQ(codebook_size, dim, beta=beta, **kwargs, rngs=rngs)
   return GaussianQuantizer(dim, **kwargs, rngs=rngs)
 
 
 __all__ = [
     "QUANTIZERS",
+    "BinarySphericalQuantizer",
     "CodebookStats",
     "EmaState",
     "FactorizedVectorQuantizer",
     "FiniteScalarQuantizer",
+    "FrozenCodebook",
     "GaussianQuantizer",
+    "LookupFreeQuantizer",
+    "ResidualVectorQuantizer",
+    "SimVQ",
     "VectorQuantizer",
     "build_quantizer",
 ]

@@ -227,8 +227,9 @@ def resolve_lookup(lookup: str) -> str:
   return lookup
 
 
-def _assign_chunk(z, codebook, *, entropy_temperature, with_sums, precision, lookup):
-  """assign_codes for one chunk: z `[n, d]`, codebook `[K, d]` -> per-chunk partial results."""
+def _assign_chunk(z, codebook, weights, *, entropy_temperature, with_sums, precision, lookup):
+  """assign_codes for one chunk: z `[n, d]`, codebook `[K, d]`, weights `[n]` or None -> partial
+  results."""
   num_codes = codebook.shape[0]
   dist = pairwise_sq_distances(z, codebook, precision=precision)
   ids = jnp.argmin(dist, axis=-1).astype(jnp.int32)
@@ -236,14 +237,18 @@ def _assign_chunk(z, codebook, *, entropy_temperature, with_sums, precision, loo
   if lookup == "onehot":
     one_hot = jax.nn.one_hot(ids, num_codes, dtype=jnp.float32)
     codes = jnp.dot(one_hot, codebook, precision=precision)
-    counts = jnp.sum(one_hot, axis=0)
+    counted = one_hot if weights is None else one_hot * weights[:, None]
+    counts = jnp.sum(counted, axis=0)
     if with_sums:
-      sums = jnp.dot(one_hot.T, jax.lax.stop_gradient(z), precision=precision)
+      sums = jnp.dot(counted.T, jax.lax.stop_gradient(z), precision=precision)
   else:
     codes = jnp.take(codebook, ids, axis=0)
-    counts = jnp.zeros((num_codes,), jnp.float32).at[ids].add(1.0)
+    w = 1.0 if weights is None else weights
+    counts = jnp.zeros((num_codes,), jnp.float32).at[ids].add(w)
     if with_sums:
-      sums = jnp.zeros(codebook.shape, jnp.float32).at[ids].add(jax.lax.stop_gradient(z))
+      zw = jax.lax.stop_gradient(z) if weights is None else (
+          jax.lax.stop_gradient(z) * weights[:, None])
+      sums = jnp.zeros(codebook.shape, jnp.float32).at[ids].add(zw)
   entropy_sum = prob_sum = None
   if entropy_temperature is not None:
     # Affinity a = -d / T; softmax over codes (FQGAN / LlamaGen entropy loss, 2411.16681).
@@ -258,7 +263,8 @@ def _assign_chunk(z, codebook, *, entropy_temperature, with_sums, precision, loo
 def assign_codes(z: jax.Array, codebook: jax.Array, *, chunk_tokens: int | None = None,
                  entropy_temperature: float | None = None, with_sums: bool = False,
                  precision=HIGHEST, lookup: str = "auto",
-                 max_elements: int = DEFAULT_MAX_DISTANCE_ELEMENTS) -> Assignment:
+                 max_elements: int = DEFAULT_MAX_DISTANCE_ELEMENTS,
+                 weights: jax.Array | None = None) -> Assignment:
   """Nearest code for every token, with one-hot lookup, counts and optional extras.
 
   The token axis is split into m equal chunks (m from `num_chunks`) processed by `lax.scan`
@@ -277,6 +283,8 @@ def assign_codes(z: jax.Array, codebook: jax.Array, *, chunk_tokens: int | None 
     lookup: "onehot" (one-hot matmul lookup and one-hot sums), "gather" (take and
       scatter-add) or "auto" (see `resolve_lookup`); results are identical.
     max_elements: automatic chunk budget.
+    weights: optional `[N]` float token weights of `counts` and `sums` (e.g. 0 for tokens a
+      residual quantizer dropped); ids, codes and the entropy sums are unweighted.
 
   Returns:
     An `Assignment`.
@@ -285,15 +293,18 @@ def assign_codes(z: jax.Array, codebook: jax.Array, *, chunk_tokens: int | None 
   num_codes = codebook.shape[0]
   m = num_chunks(n, num_codes, chunk_tokens, max_elements)
   lookup = resolve_lookup(lookup)
-  chunk_fn = lambda zc: _assign_chunk(
-      zc, codebook, entropy_temperature=entropy_temperature, with_sums=with_sums,
+  if weights is not None:
+    weights = jax.lax.stop_gradient(jnp.asarray(weights, jnp.float32).reshape(n))
+  chunk_fn = lambda zc, wc: _assign_chunk(
+      zc, codebook, wc, entropy_temperature=entropy_temperature, with_sums=with_sums,
       precision=precision, lookup=lookup)
   if m == 1:
-    ids, codes, counts, sums, ent, psum = chunk_fn(z)
+    ids, codes, counts, sums, ent, psum = chunk_fn(z, weights)
     return Assignment(ids, codes, counts, sums, ent, psum)
 
   c = n // m
   zs = z.reshape(c, m, d).swapaxes(0, 1)  # [m, c, d]; chunk j holds tokens i*m + j.
+  ws = None if weights is None else weights.reshape(c, m).swapaxes(0, 1)
   zero = lambda shape: jnp.zeros(shape, jnp.float32)
   has_ent = entropy_temperature is not None
   init = (zero((num_codes,)),
@@ -301,9 +312,10 @@ def assign_codes(z: jax.Array, codebook: jax.Array, *, chunk_tokens: int | None 
           zero(()) if has_ent else None,
           zero((num_codes,)) if has_ent else None)
 
-  def body(carry, zc):
+  def body(carry, chunk):
+    zc, wc = chunk
     counts, sums, ent, psum = carry
-    ids, codes, c_counts, c_sums, c_ent, c_psum = chunk_fn(zc)
+    ids, codes, c_counts, c_sums, c_ent, c_psum = chunk_fn(zc, wc)
     carry = (counts + c_counts,
              sums + c_sums if with_sums else None,
              ent + c_ent if has_ent else None,
@@ -315,7 +327,7 @@ def assign_codes(z: jax.Array, codebook: jax.Array, *, chunk_tokens: int | None 
     # instead of saving N x K probabilities. Without entropy the backward needs only the ids
     # and codes, so nothing [n, K]-sized is saved and no recomputation is needed.
     body = jax.checkpoint(body)
-  (counts, sums, ent, psum), (ids, codes) = jax.lax.scan(body, init, zs)
+  (counts, sums, ent, psum), (ids, codes) = jax.lax.scan(body, init, (zs, ws))
   ids = ids.swapaxes(0, 1).reshape(n)
   codes = codes.swapaxes(0, 1).reshape(n, d)
   return Assignment(ids, codes, counts, sums, ent, psum)

@@ -14,3 +14,7 @@ class CodebookStats(nnx.Variable):
 
 class EmaState(nnx.Variable):
   """EMA-maintained state: per-code cluster sizes, running sums, and an EMA-learned codebook."""
+
+
+class FrozenCodebook(nnx.Variable):
+  """A fixed random codebook (SimVQ): part of the model, never trained or updated."""

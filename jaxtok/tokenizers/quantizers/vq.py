@@ -180,13 +180,17 @@ class VectorQuantizer(nnx.Module):
   # Public API.
   # --------------------------------------------------------------------------------------
 
-  def __call__(self, z: jax.Array, train: bool = False, rngs=None) -> tuple[jax.Array, dict]:
+  def __call__(self, z: jax.Array, train: bool = False, rngs=None,
+               weights: jax.Array | None = None) -> tuple[jax.Array, dict]:
     """Quantizes z.
 
     Args:
       z: `[..., dim]` float (any float dtype; computed in float32).
       train: update statistics, the EMA codebook and restart dead codes (in place).
       rngs: unused (the quantizer interface; restarts draw from the module's own stream).
+      weights: optional `[...]` token weights of the usage counts, `stats` and the EMA sums
+        (0 = a token that does not count, e.g. one a residual quantizer dropped); the
+        outputs and losses are unweighted.
 
     Returns:
       (zq, aux): zq `[..., dim]` in z's dtype (straight-through / rotation-trick output);
@@ -208,10 +212,15 @@ class VectorQuantizer(nnx.Module):
 
     use_entropy = self.entropy_loss_weight > 0
     need_sums = train and self.update == "ema"
+    if weights is not None:
+      if tuple(jnp.shape(weights)) != tuple(lead):
+        raise ValueError(f"weights must have shape {tuple(lead)} (z without its channel axis), "
+                         f"got {tuple(jnp.shape(weights))}")
+      weights = jnp.asarray(weights, jnp.float32).reshape(n)
     assign = jax.vmap(lambda t, c: core.assign_codes(
         t, c, chunk_tokens=self.chunk_tokens,
         entropy_temperature=self.entropy_temperature if use_entropy else None,
-        with_sums=need_sums, lookup=self.lookup_impl))(xh, cb)
+        with_sums=need_sums, lookup=self.lookup_impl, weights=weights))(xh, cb)
 
     codes = assign.codes  # [H, N, d]
     commitment, codebook_loss = core.vq_losses(xh, codes, self.beta)

@@ -44,8 +44,10 @@ class TiTokConfig(ModelConfigBase):
     commitment_cost: VQ beta.
     quantizer: the bottleneck, a name in `quantizers.QUANTIZERS`: "vq" (one codebook),
       "factorized_vq" (`num_sub_codebooks` codebooks), "fsq" (levels in `quantizer_kwargs`,
-      default (8, 8, 8, 5, 5, 5)) or "gaussian" (diagonal Gaussian over `token_size`
-      channels, continuous tokens: the VAE variants).
+      default (8, 8, 8, 5, 5, 5)), "lfq" / "bsq" (lookup-free / binary spherical,
+      `codebook_size` = 2**bits), "rvq" (residual VQ, `{"depth": D}` in `quantizer_kwargs`),
+      "simvq" (frozen codebook under a learnt map) or "gaussian" (diagonal Gaussian over
+      `token_size` channels, continuous tokens: the VAE variants).
     num_sub_codebooks: k >= 2 for "factorized_vq".
     quantizer_kwargs: extra keyword arguments for the quantizer (e.g. `{"update": "ema"}`,
       `{"dead_code_threshold": 1.0}`, `{"levels": [8, 5, 5, 5]}`).

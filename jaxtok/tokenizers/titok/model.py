@@ -232,12 +232,20 @@ class TiTok(nnx.Module):
   def token_spec(self) -> TokenSpec:
     c = self.config
     continuous = c.quantizer == "gaussian"
-    vocab = None if continuous else (self.quantize.num_codes if c.quantizer == "fsq"
-                                     else c.codebook_size)
+    q = self.quantize
+    if continuous or c.quantizer in ("vq", "factorized_vq"):
+      vocab = None if continuous else c.codebook_size
+      per_token = c.num_sub_codebooks if c.quantizer == "factorized_vq" else 1
+      radix = None
+    else:
+      # FSQ: prod(levels) codes coded as their digits; LFQ / BSQ: 2**b codes per group coded as
+      # bits, one id per group; RVQ: one id of num_codes per depth; SimVQ: one id.
+      vocab = q.num_codes
+      per_token = getattr(q, "ids_per_token", 1)
+      radix = q.levels if c.quantizer == "fsq" else getattr(q, "radix", None)
     return TokenSpec(num_tokens=c.num_latent_tokens, image_size=c.image_size, vocab_size=vocab,
-                     ids_per_token=c.num_sub_codebooks if c.quantizer == "factorized_vq" else 1,
-                     channels=c.token_size if continuous else None, prefix=c.tail_token_drop,
-                     radix=self.quantize.levels if c.quantizer == "fsq" else None)
+                     ids_per_token=per_token, channels=c.token_size if continuous else None,
+                     prefix=c.tail_token_drop, radix=radix)
 
   # ---- encoder side ----
   def _latents(self, images: jax.Array) -> jax.Array:
@@ -319,7 +327,9 @@ class TiTok(nnx.Module):
     b, k = images.shape[0], self.config.num_latent_tokens
     z = self._latents(images)
     drop = train and self.config.tail_token_drop
-    sample = train and self.token_spec.continuous
+    # The quantizer's own draw: the Gaussian sample, or residual VQ's quantizer dropout.
+    sample = train and (self.token_spec.continuous
+                        or getattr(self.quantize, "train_needs_rngs", False))
     key = qkey = None
     if drop or sample:
       key = as_key(rngs, "rngs (train=True needs randomness for tail-token-drop / sampling)")

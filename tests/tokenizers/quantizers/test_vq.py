@@ -19,7 +19,7 @@ def _z(shape, seed=0):
 
 
 def test_registry():
-  assert set(QUANTIZERS) == {"vq", "factorized_vq", "fsq", "gaussian"}
+  assert set(QUANTIZERS) == {"vq", "factorized_vq", "fsq", "gaussian", "lfq", "bsq", "rvq", "simvq"}
   assert QUANTIZERS["vq"] is VectorQuantizer
 
 

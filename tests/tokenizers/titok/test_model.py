@@ -600,3 +600,40 @@ def test_pixel_base_adds_a_bilinear_colour_field():
   np.testing.assert_allclose(image, dec.conv_out(ffn), atol=1e-6)
   with pytest.raises(ValueError, match="pixel_base"):
     dataclasses.replace(titok.VARIANTS["S-128"], pixel_base=True)
+
+
+@pytest.mark.parametrize("quantizer, kwargs, per_token, radix", [
+    ("lfq", {}, 1, (2,) * 5),
+    # BSQ and SimVQ share every model path with LFQ and VQ (the codec test covers their ids).
+    pytest.param("bsq", {"num_codebooks": 1}, 1, (2,) * 5, marks=pytest.mark.slow),
+    ("rvq", {"depth": 3, "quantize_dropout": True}, 3, None),
+    pytest.param("simvq", {}, 1, None, marks=pytest.mark.slow),
+])
+def test_new_bottlenecks_encode_decode_and_train(quantizer, kwargs, per_token, radix):
+  """LFQ, BSQ, residual VQ and SimVQ through the config: token layout, ids, decode, grads."""
+  model = TiTok(_small(quantizer=quantizer, codebook_size=32, quantizer_kwargs=kwargs),
+                rngs=nnx.Rngs(0))
+  spec = model.token_spec
+  assert (spec.vocab_size, spec.ids_per_token, spec.radix) == (32, per_token, radix)
+  x = _images(2, 32)
+
+  @nnx.jit
+  def run(m, x, r):
+    ids = m.encode(x)
+    recon, aux = m(x, train=True, rngs=r)
+    return ids, m.decode_tokens(ids), m(x)[0], recon, aux
+
+  ids, img, recon_eval, recon, aux = run(model, x, nnx.Rngs(1))
+  assert ids.shape == ((2, 4) if per_token == 1 else (2, 4, per_token))
+  assert int(ids.min()) >= 0 and int(ids.max()) < 32
+  np.testing.assert_allclose(np.asarray(img), np.asarray(recon_eval), atol=1e-5)
+  assert np.isfinite(np.asarray(recon)).all() and np.isfinite(float(aux["losses"]["quantizer"]))
+  loss = lambda m: jnp.mean((m(x, train=True, rngs=nnx.Rngs(2))[0] - x) ** 2) + m(
+      x, train=True, rngs=nnx.Rngs(2))[1]["losses"]["quantizer"]
+  grads = nnx.jit(nnx.grad(loss))(model)
+  assert all(np.isfinite(np.asarray(g)).all()
+             for g in jax.tree_util.tree_leaves(nnx.state(grads, nnx.Param)))
+  assert float(jnp.abs(grads.encoder.latent_tokens[...]).sum()) > 0
+  if quantizer == "rvq":
+    with pytest.raises(ValueError, match="rngs"):
+      model(x, train=True)
