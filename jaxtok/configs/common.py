@@ -7,10 +7,11 @@ config files import them and return instances. Nothing in jaxtok imports `jaxtok
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from jaxtok.tokenizers import get_family
 from jaxtok.tokenizers.maskgit_vqgan import MaskGITConfig
-from jaxtok.trainers.config import ModelConfig, TrainConfig
+from jaxtok.trainers.config import ModelConfig, TrainConfig, smoke
 
 
 def bundled_tiny(config: TrainConfig, family: str) -> TrainConfig:
@@ -61,7 +62,7 @@ def smoke_model(family: str, model: ModelConfig) -> ModelConfig:
 
 
 def finetune(config: TrainConfig, family: str, frozen: tuple[str, ...], *,
-             gan_weight: float = 0.0) -> TrainConfig:
+             smoke_run: bool = False, **loss: Any) -> TrainConfig:
   """Fine-tune a released tokenizer (or any checkpoint) on your images (`,finetune`).
 
   The model is the one `--config.init_from` names (`model_from_init`: `hf:` released
@@ -71,7 +72,8 @@ def finetune(config: TrainConfig, family: str, frozen: tuple[str, ...], *,
   (1000 warm-up steps, cosine to 5e-6), EMA 0.999, batch 32, 20k steps; with `gan_weight`,
   a discriminator trained from scratch (no release ships one) for 2000 steps before its hinge
   loss reaches the decoder at step 5000, as the official schedules start theirs late. The
-  data is yours: `--config.data.source=folder:PATH` (or `wds:`, `hf:`, `tfds:`).
+  data is yours: `--config.data.source=folder:PATH` (or `wds:`, `hf:`, `tfds:`). `loss` sets
+  the family's `LossConfig` fields on top; `smoke_run`: a one-step CPU run (the tests).
   """
   config.name = f"{family}_finetune"
   config.family = family
@@ -85,6 +87,9 @@ def finetune(config: TrainConfig, family: str, frozen: tuple[str, ...], *,
   config.total_steps = 20_000
   config.log_every, config.checkpoint_every, config.grid_every = 50, 2000, 1000
   config.loss.quantizer_weight = 0.0  # The quantizer is frozen.
-  config.loss.gan_weight = gan_weight
   config.loss.gan_start_step, config.loss.disc_warmup_steps = 5000, 2000
+  config.loss = dataclasses.replace(config.loss, **{"gan_weight": 0.0, **loss})
+  if smoke_run:
+    config = smoke(config)
+    config.name += "_smoke"
   return config

@@ -119,11 +119,7 @@ def get_config(arg: str | None = None) -> TrainConfig:
   if a["finetune"]:
     # The rectified-flow decoder on your images over the frozen encoder (its registers and
     # FSQ have no weights of their own) and the frozen VAE; no GAN, as FlexTok's training.
-    config = finetune(config, "flextok", (r"^encoder/", r"^vae/"))
-    if a["smoke"]:
-      config = smoke(config)
-      config.name += "_smoke"
-    return config
+    return finetune(config, "flextok", (r"^encoder/", r"^vae/"), smoke_run=a["smoke"])
   config = published(config, a["variant"]) if a["variant"] else tiny(config)
   if a["smoke"]:
     config = smoke(config)

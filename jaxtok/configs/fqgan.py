@@ -115,13 +115,9 @@ def get_config(arg: str | None = None) -> TrainConfig:
   if a["finetune"]:
     # The pixel decoder on your images over the frozen encoder, codebooks and semantic
     # heads (no alignment loss: the tokens do not move); l2 + the GAN (0.5, FQGAN's weight).
-    config = finetune(config, "fqgan", (r"^encoder/", r"^quantize/", r"^feat_heads/"),
-                      gan_weight=0.5)
-    config.loss.reconstruction_loss, config.loss.lecam_weight = "l2", 0.0
-    if a["smoke"]:
-      config = smoke(config)
-      config.name += "_smoke"
-    return config
+    return finetune(config, "fqgan", (r"^encoder/", r"^quantize/", r"^feat_heads/"),
+                    smoke_run=a["smoke"], gan_weight=0.5, reconstruction_loss="l2",
+                    lecam_weight=0.0)
   if a["tiny"] or (a["smoke"] and "variant" not in arg):
     config = tiny(config)
   else:

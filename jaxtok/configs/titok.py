@@ -115,13 +115,8 @@ def finetune_titok(config: TrainConfig, family: str, smoke_run: bool) -> TrainCo
   """`,finetune` (`configs.common.finetune`): the decoder (and a two-stage model's MaskGIT
   pixel decoder) on your images, l2 + the GAN (0.1, as TiTok's single stage) over the frozen
   encoder, latent tokens and codebook (`STAGE2_FROZEN`, the official stage 2's)."""
-  config = finetune(config, family, STAGE2_FROZEN, gan_weight=0.1)
-  config.loss.reconstruction_loss = "l2"
-  config.loss.lecam_weight = 0.001
-  if smoke_run:
-    config = smoke(config)
-    config.name += "_smoke"
-  return config
+  return finetune(config, family, STAGE2_FROZEN, smoke_run=smoke_run, gan_weight=0.1,
+                  reconstruction_loss="l2", lecam_weight=0.001)
 
 
 def get_config(arg: str | None = None) -> TrainConfig:

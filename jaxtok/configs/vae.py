@@ -67,12 +67,8 @@ def get_config(arg: str | None = None) -> TrainConfig:
   if a["finetune"]:
     # The decoder on your images over the frozen encoder: the latent space stays the one a
     # FlexTok (or any latent model) was trained on. L1 + the GAN (0.5, the official weight).
-    config = finetune(config, "vae", (r"^encoder/", r"^quant_conv/"), gan_weight=0.5)
-    config.loss.reconstruction_loss, config.loss.lecam_weight = "l1", 0.0
-    if a["smoke"]:
-      config = smoke(config)
-      config.name += "_smoke"
-    return config
+    return finetune(config, "vae", (r"^encoder/", r"^quant_conv/"), smoke_run=a["smoke"],
+                    gan_weight=0.5, reconstruction_loss="l1", lecam_weight=0.0)
   config = published(config, a["variant"]) if a["variant"] else tiny(config)
   if a["smoke"]:
     config = smoke(config)
