@@ -215,18 +215,14 @@ class Tokenizer:
       out[sel] = self._run_decode(ids[sel, :int(m)], None, static, runtime)
     return out
 
-  def encode_adaptive(self, images: Any, target: tuple[str, float] = ("psnr", 25.0), *,
-                      lengths: Any = None, lpips_weights: Any = None, batch_size: int = 32,
-                      ids: Any = None,
-                      decode_options: Mapping[str, Any] | None = None,
-                      quality: str = "psnr", rates: Any = None) -> AdaptiveTokens:
+  def encode_adaptive(self, images: Any, target: tuple[str, float] = ("psnr", 25.0),
+                      **options: Any) -> AdaptiveTokens:
     """Per image, the shortest prefix whose decode reaches `target`, e.g. `("psnr", 25.0)`,
     `("ssim", 0.8)`, `("lpips", 0.3)`; or the rate-distortion optimal prefixes for a mean
-    byte budget `("bytes", 40)` or a multiplier `("lambda", 0.1)`: `jaxtok.adaptive.search`
-    (the arguments are its)."""
-    return adaptive.search(self, images, target, lengths=lengths, lpips_weights=lpips_weights,
-                           batch_size=batch_size, ids=ids, decode_options=decode_options,
-                           quality=quality, rates=rates)
+    byte budget `("bytes", 40)` or a multiplier `("lambda", 0.1)`: `jaxtok.adaptive.search`,
+    whose keyword arguments `options` are (`lengths`, `lpips_weights`, `batch_size`, `ids`,
+    `decode_options`, `quality`, `rates`)."""
+    return adaptive.search(self, images, target, **options)
 
 
 def fingerprint(tok: Tokenizer) -> str:
