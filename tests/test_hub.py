@@ -193,6 +193,7 @@ def _fqgan_pt(fx):
   return write
 
 
+@pytest.mark.slow  # Moved from the default suite to keep README's time (issue 28).
 @pytest.mark.parametrize("path", fixture_params("fqgan", FIXTURES / "fqgan"))
 def test_fqgan_file_reproduces_the_fixture(path, env, calls):
   fx = _load_npz(path)
@@ -399,6 +400,7 @@ def test_download_then_offline(online, tmp_path, monkeypatch):
 # ---------------------------------------------------------------- FlexTok's VAE scaling factor
 
 
+@pytest.mark.slow  # Moved from the default suite to keep README's time (issue 28).
 def test_flextok_vae_scaling_factor_from_the_vae_repo_or_the_argument(env, calls):
   path = fixture_params("flextok", FIXTURES / "flextok")[0].values[0]
   data, cfg, params = read_fixture(path)

@@ -88,6 +88,7 @@ def test_quickstart_notebook_runs_the_hf_names_offline(tmp_path, monkeypatch):
   assert len(list((tmp_path / "jaxtok").rglob("weights.safetensors"))) == 2
 
 
+@pytest.mark.slow  # Moved from the default suite to keep README's time (issue 28).
 def test_train_tiny_notebook_runs(tmp_path, monkeypatch):
   """`train_tiny.ipynb` at a smoke length: trains through the trainer, plots, encodes."""
   outputs, text = _execute("train_tiny.ipynb", tmp_path, monkeypatch,

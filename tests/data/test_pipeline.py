@@ -69,6 +69,7 @@ def test_resume_from_state_gives_the_same_batches():
     fresh.set_state([1, 2])
 
 
+@pytest.mark.slow  # Moved from the default suite to keep README's time (issue 28).
 def test_resume_with_worker_processes(tmp_path):
   for i in range(5):
     write_image(tmp_path / f"{i}.png", i)

@@ -37,6 +37,7 @@ def _check_exactly_once(out: Path, names, ref_ids) -> tokenize.TokenShards:
   return ds
 
 
+@pytest.mark.slow  # Moved from the default suite to keep README's time (issue 28).
 def test_cli_shards_over_8_devices(reference, tmp_path):
   root, names, ref = reference
   summary = run_cli(cli_args(root, tmp_path / "out", batch_size=8, shard_size=4), cli_env(8))

@@ -57,8 +57,8 @@ def test_stage_recipe_needs_two_stage_variant():
     get_config("titok.py:variant=BL-64-VQ,recipe=stage1")
 
 
-SMOKE = ["titok.py:variant=S-128,recipe=stage1,smoke",
-         "titok.py:variant=S-128,recipe=stage2,smoke",
+SMOKE = [pytest.param("titok.py:variant=S-128,recipe=stage1,smoke", marks=pytest.mark.slow),
+         pytest.param("titok.py:variant=S-128,recipe=stage2,smoke", marks=pytest.mark.slow),
          "titok.py:variant=BL-64-VQ,smoke",
          "one_d_piece.py:smoke",
          "one_d_piece.py:tiny,smoke",
@@ -148,6 +148,7 @@ def test_command_line_overrides_nested_and_optional_typed_fields():
     _parse_flags(["--config", f"{CONFIGS}/titok.py:tiny", "--config.model.codebook_size=x"])
 
 
+@pytest.mark.slow  # Moved from the default suite to keep README's time (issue 28).
 def test_cli_model_override_reaches_the_exported_model(tmp_path):
   """A real `python -m jaxtok.trainers.train` run (0 steps): typed overrides land in the model."""
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO),
@@ -200,6 +201,7 @@ def test_fsq_titok_trains():
   assert losses[-1] < losses[0]
 
 
+@pytest.mark.slow  # Moved from the default suite to keep README's time (issue 28).
 def test_every_periods_zero_is_off_and_negative_is_refused(tmp_path):
   for name in ("log_every", "checkpoint_every", "eval_every", "grid_every"):
     with pytest.raises(ValueError, match=name):

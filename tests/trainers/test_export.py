@@ -1,6 +1,7 @@
 """Export of every model state, including a VQ with dead-code restart (a typed PRNG key)."""
 import jax
 import numpy as np
+import pytest
 
 import jaxtok
 from jaxtok.api import Tokenizer
@@ -8,6 +9,7 @@ from jaxtok.trainers.train import Experiment
 from tests.trainers.common import fixed_batches, small_config
 
 
+@pytest.mark.slow  # Moved from the default suite to keep README's time (issue 28).
 def test_export_with_dead_code_restart_loads_to_identical_tokens(tmp_path):
   config = small_config()
   config.model.quantizer_kwargs = {"dead_code_threshold": 1.0}

@@ -81,7 +81,8 @@ RELEASES = {"titok": lambda e, t: _titok("titok", e), "one_d_piece": lambda e, t
 
 
 @pytest.mark.parametrize("family", [
-    "titok", pytest.param("one_d_piece", marks=pytest.mark.slow),
+    pytest.param("titok", marks=pytest.mark.slow),
+    pytest.param("one_d_piece", marks=pytest.mark.slow),
     pytest.param("flextok", marks=pytest.mark.slow), pytest.param("fqgan", marks=pytest.mark.slow),
     pytest.param("vae", marks=pytest.mark.slow)])
 def test_finetune_starts_from_the_official_release(family, hub_env, tmp_path):
@@ -130,6 +131,7 @@ def test_model_from_init_needs_init_from_and_init_options_json():
     load_init_weights("/no/such/file.pt", None, "titok")
 
 
+@pytest.mark.slow  # Moved from the default suite to keep README's time (issue 28).
 def test_discriminator_warms_up_before_its_loss_reaches_the_generator():
   config = small_config()
   config.loss.gan_weight, config.loss.gan_start_step = 0.1, 2

@@ -1,5 +1,6 @@
 """The trainer's prefix report for ordered tokenizers: PSNR per prefix and the prefix grid."""
 import numpy as np
+import pytest
 from PIL import Image
 
 from jaxtok.configs.one_d_piece import get_config
@@ -14,6 +15,7 @@ def test_prefix_lengths():
   assert feedback.prefix_lengths(64) == [1, 2, 4, 8, 16, 32, 64]
 
 
+@pytest.mark.slow  # Moved from the default suite to keep README's time (issue 28).
 def test_one_d_piece_run_reports_prefix_curve_and_grid(tmp_path):
   config = get_config("smoke")
   config.data.num_eval_images = 3

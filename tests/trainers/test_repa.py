@@ -163,6 +163,7 @@ def test_repa_network_and_config_errors():
     dataclasses.replace(r.model, repa_layer=r.model.dec_depth + 1)
 
 
+@pytest.mark.slow  # Moved from the default suite to keep README's time (issue 28).
 def test_smoke_repa_run_trains_the_projector():
   """flextok.py:smoke,repa (the real Inception stand-in teacher) for 2 steps on 2 devices."""
   config = flextok_configs.get_config("smoke,repa")

@@ -92,6 +92,7 @@ FAMILY_RUNS = ["titok", pytest.param("flextok", marks=pytest.mark.slow),
 TIMEOUT_S = {"fqgan": 1200}
 
 
+@pytest.mark.slow  # Moved from the default suite to keep README's time (issue 28).
 @pytest.mark.parametrize("reference", ["titok"], indirect=True)
 def test_cli_run_reports_psnr_grid_and_exports(reference):
   _, root, _, out = reference
@@ -118,6 +119,7 @@ def test_cli_run_reports_psnr_grid_and_exports(reference):
   assert recon.shape == (2, 32, 32, 3)
 
 
+@pytest.mark.slow  # Moved from the default suite to keep README's time (issue 28).
 @pytest.mark.parametrize("reference", FAMILY_RUNS, indirect=True)
 def test_kill9_then_sigterm_then_finish_is_bit_exact(reference):
   """kill -9 mid-run, restart; SIGTERM mid-run (clean save), restart: same final state."""

@@ -167,6 +167,7 @@ def test_merge_maskgit_precedence():
     titok_mapping.merge_maskgit_params(params, {"foo": np.zeros(1)})
 
 
+@pytest.mark.slow  # Moved from the default suite to keep README's time (issue 28).
 def test_cli_subprocess(tmp_path):
   """`python -m jaxtok.tokenizers.convert` in a fresh process, torch-free reader, .bin input."""
   path = FIXTURES / "titok_single_tiny.npz"

@@ -553,6 +553,7 @@ def test_spatial_latents_pool_and_spread_regions():
                                                    grid), pooled, atol=1e-6)
 
 
+@pytest.mark.slow  # Moved from the default suite to keep README's time (issue 28).
 @pytest.mark.parametrize("order", ["raster", "coarse_to_fine"])
 def test_spatial_latents_prefix_equals_masked_tail(order):
   """A prefix of L tokens decodes exactly as all K with the tail hidden (`lengths`): the

@@ -38,6 +38,7 @@ def test_configs_resolve():
   assert get_config("vae", "variant=f8c4").loss.gan_weight == 0.5
 
 
+@pytest.mark.slow  # Moved from the default suite to keep README's time (issue 28).
 def test_smoke_trains_with_l1_kl_and_gan():
   config = get_config("vae", "smoke")
   config.loss.gan_weight, config.loss.gan_start_step = 0.5, 0
