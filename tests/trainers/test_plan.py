@@ -5,6 +5,7 @@ is not installed; the HLO parsing and the argument errors need nothing.
 """
 import importlib.util
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -172,7 +173,10 @@ def test_experiment_on_a_tpu_mesh_traces_the_tpu_kernels(planner, monkeypatch):
 
 
 @needs_libtpu
-@pytest.mark.slow  # One full-size TPU compile: 806 s on 2 shared cores (issue 26 "Done when").
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("JAXTOK_FULL_PLAN") != "1", reason=(
+    "one full-size TPU compile, 806-1302 s on 2 cores, would put CI near its 90-minute limit: "
+    "run with JAXTOK_FULL_PLAN=1 (benchmarks/plan_pods.py measures the same compile)"))
 def test_s128_stage1_official_batch_fits_v5e_4x4():
   config = titok_configs.get_config("variant=S-128,recipe=stage1")
   config.dtype = "bfloat16"
