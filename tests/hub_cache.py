@@ -4,11 +4,14 @@
 `blobs/`, `snapshots/SHA/FILE` -> blob links), so `jaxtok.load("hf:...")` finds them with
 `HF_HUB_OFFLINE=1`; the writers and `titok_release` give a fixture the files of a release.
 """
+import collections
 import hashlib
 import importlib.util
 import json
 import os
 import pathlib
+
+import numpy as np
 
 from jaxtok.io import safetensors
 from tests.fixture_files import TESTS
@@ -54,6 +57,23 @@ def torch_bin_file(params):
 
 def json_file(obj):
   return json.dumps(obj).encode()
+
+
+def load_npz(path) -> dict:
+  """Every array of a fixture `.npz`."""
+  with np.load(path, allow_pickle=False) as f:
+    return {k: f[k] for k in f.files}
+
+
+def fqgan_pt_file(fx):
+  """A writer of FQGAN's released `.pt` format (`{"model": state dict, "steps"}`) holding a
+  fixture's official parameters."""
+  def write(path):
+    sd = collections.OrderedDict(
+        (k, torch_format.tensor_from_array(np.ascontiguousarray(v), i))
+        for i, (k, v) in enumerate(official_params(fx).items()))
+    torch_format.save({"model": sd, "steps": 7}, path)
+  return write
 
 
 def official_params(fx) -> dict:

@@ -20,7 +20,6 @@ import socket
 import threading
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -32,15 +31,21 @@ from jaxtok.io import checkpoint
 from jaxtok.tokenizers.titok.official import official_titok_config
 from tests.fixture_files import FIXTURES, fixture_params
 from tests.hub_cache import (
+  fqgan_pt_file,
   json_file,
+  load_npz,
   official_params,
   put_snapshot,
   safetensors_file,
   titok_release,
   torch_bin_file,
-  torch_format,
 )
-from tests.tokenizers.flextok.release import read_fixture, release_config, release_with_vae
+from tests.tokenizers.flextok.release import (
+  check_against_fixture,
+  read_fixture,
+  release_config,
+  release_with_vae,
+)
 
 TITOK_RECON_ATOL = 3e-4  # tests/fixtures/titok/README.md §5 (test_convert.py)
 FLEXTOK_ATOL = 1e-4  # tests/fixtures/flextok/README.md §6 (test_flextok_convert.py)
@@ -71,11 +76,6 @@ def calls(monkeypatch):
   return count
 
 
-def _load_npz(path):
-  with np.load(path, allow_pickle=False) as f:
-    return {k: f[k] for k in f.files}
-
-
 def _nhwc(a):
   return np.ascontiguousarray(np.asarray(a).transpose(0, 2, 3, 1))
 
@@ -93,7 +93,7 @@ def _same_weights(a, b):
 
 @pytest.mark.parametrize("path", fixture_params(("titok", "one_d_piece"), FIXTURES / "titok"))
 def test_titok_releases_reproduce_the_fixture_then_load_from_the_cache(path, env, calls):
-  fx = _load_npz(path)
+  fx = load_npz(path)
   name, files, options = titok_release(fx)
   ref = hub.parse(name)
   put_snapshot(env, ref.repo, files)
@@ -148,24 +148,6 @@ def test_registered_titok_configs_are_the_official_sizes():
 # ---------------------------------------------------------------- FlexTok
 
 
-def _check_flextok(tok, data):
-  model = tok.model
-  assert tok.family == "flextok" and model.config.front_end == "latent"
-  ids = nnx.jit(lambda m, x: m.encode_latents(x))(model, jnp.asarray(_nhwc(data["in/x0"])))
-  np.testing.assert_array_equal(np.asarray(ids), data["enc/ids"])
-  k = int(data["in/keep_k"][0])
-
-  @nnx.jit
-  def vel(m, ids, x_t, t):
-    cond, _ = m.conditions(ids, jnp.full((ids.shape[0],), k, jnp.int32))
-    return m.decoder(x_t, t, cond)
-
-  v = vel(model, jnp.asarray(data["enc/ids"]), jnp.asarray(_nhwc(data["flow/x_t"])),
-          jnp.asarray(data["flow/sigma"]))
-  np.testing.assert_allclose(np.asarray(v).transpose(0, 3, 1, 2), data["dec/velocity"][0],
-                             atol=FLEXTOK_ATOL, rtol=0)
-
-
 @pytest.mark.parametrize("path", fixture_params("flextok", FIXTURES / "flextok"))
 def test_flextok_metadata_release_reproduces_the_fixture(path, env, calls):
   data, cfg, params = read_fixture(path)
@@ -175,7 +157,7 @@ def test_flextok_metadata_release_reproduces_the_fixture(path, env, calls):
       params, metadata={k: str(v) for k, v in rel.items()})})
   tok = jaxtok.load("hf:EPFL-VILAB/flextok_d18_d28_dfn", family="flextok")
   assert calls == {"flextok": 1}
-  _check_flextok(tok, data)
+  check_against_fixture(tok, data, FLEXTOK_ATOL)
   again = jaxtok.load("hf:EPFL-VILAB/flextok_d18_d28_dfn")
   assert calls == {"flextok": 1}
   _same_weights(tok.model, again.model)
@@ -184,21 +166,12 @@ def test_flextok_metadata_release_reproduces_the_fixture(path, env, calls):
 # ---------------------------------------------------------------- FQGAN
 
 
-def _fqgan_pt(fx):
-  def write(path):
-    sd = collections.OrderedDict(
-        (k[len("param/"):], torch_format.tensor_from_array(np.ascontiguousarray(v), i))
-        for i, (k, v) in enumerate((k, v) for k, v in fx.items() if k.startswith("param/")))
-    torch_format.save({"model": sd, "steps": 7}, path)
-  return write
-
-
 @pytest.mark.slow  # Moved from the default suite to keep README's time (issue 28).
 @pytest.mark.parametrize("path", fixture_params("fqgan", FIXTURES / "fqgan"))
 def test_fqgan_file_reproduces_the_fixture(path, env, calls):
-  fx = _load_npz(path)
+  fx = load_npz(path)
   cfg = json.loads(str(fx["config_json"]))
-  put_snapshot(env, "ZechenBai/FQGAN", {"fqgan_dual_ds16.pt": _fqgan_pt(fx),
+  put_snapshot(env, "ZechenBai/FQGAN", {"fqgan_dual_ds16.pt": fqgan_pt_file(fx),
                                         "README.md": b"# FQGAN\n"})
   name = "hf:ZechenBai/FQGAN/fqgan_dual_ds16.pt"
   # The tiny fixture is not the released dual-16: its official description replaces the
@@ -279,7 +252,7 @@ def test_offline_errors_name_what_is_missing(env, tmp_path):
 
 
 def test_another_family_than_asked(env):
-  fx = _load_npz(FIXTURES / "titok" / "titok_single_tiny.npz")
+  fx = load_npz(FIXTURES / "titok" / "titok_single_tiny.npz")
   name, files, options = titok_release(fx)
   put_snapshot(env, hub.parse(name).repo, files)
   with pytest.raises(hub.HubError, match="holds a titok release.*not flextok"):
@@ -455,7 +428,7 @@ def test_diffusers_vae_repo(env, calls, tmp_path):
 def test_bfloat16_inference(env):
   """dtype="bfloat16": bf16 weights, bf16 compute (TiTok), the official tokens nearly all
   kept and the decode close to the official one."""
-  fx = _load_npz(FIXTURES / "titok" / "titok_single_tiny.npz")
+  fx = load_npz(FIXTURES / "titok" / "titok_single_tiny.npz")
   name, files, options = titok_release(fx)
   put_snapshot(env, hub.parse(name).repo, files)
   tok = jaxtok.load(name, dtype="bfloat16", **options)
@@ -476,7 +449,7 @@ def test_bfloat16_inference(env):
 def test_legacy_file_with_the_maskgit_vqgan_from_the_hub(env, calls):
   """A legacy .bin without the pixel decoder takes it from the MaskGIT VQGAN file named by a
   `hf:` option (fun-research/TiTok holds both)."""
-  fx = _load_npz(FIXTURES / "titok" / "titok_legacy_tiny.npz")
+  fx = load_npz(FIXTURES / "titok" / "titok_legacy_tiny.npz")
   name, files, options = titok_release(fx)
   params = official_params(fx)
   pixel = ("pixel_decoder.", "pixel_quantize.")

@@ -235,7 +235,7 @@ class Experiment:
     """Weights-only initialisation: params, their EMA and the model's other variables
     (codebook statistics) from `load_init_weights(path)`; a fresh optimizer state."""
     if self._init_model is not None and path == self.config.init_from:
-      model = self._init_model
+      model, self._init_model = self._init_model, None  # Used once: not held for the run.
     else:
       model = load_init_weights(path, self.model_config, self.config.family,
                                 self.config.init_options)

@@ -14,7 +14,7 @@ from jaxtok import data as data_lib
 from jaxtok.trainers import state as state_lib
 from jaxtok.trainers.train import Experiment, load_init_weights
 from tests.fixture_files import FIXTURES, fixture_params
-from tests.hub_cache import put_snapshot, titok_release, torch_format
+from tests.hub_cache import fqgan_pt_file, load_npz, put_snapshot, titok_release
 from tests.tokenizers.flextok.release import read_fixture, release_with_vae
 from tests.trainers.common import fixed_batches, get_config, small_config
 
@@ -28,17 +28,12 @@ def hub_env(tmp_path, monkeypatch):
   return tmp_path / "hf"
 
 
-def _npz(path):
-  with np.load(path, allow_pickle=False) as f:
-    return {k: f[k] for k in f.files}
-
-
 def _titok(kind, hub_env):
   """An official TiTok / One-D-Piece hub release of the fixture of `kind`."""
   path = next(p.values[0] for p in fixture_params(kind, FIXTURES / "titok")
-              if kind == "one_d_piece" or not json.loads(str(_npz(p.values[0])["config_json"]))
+              if kind == "one_d_piece" or not json.loads(str(load_npz(p.values[0])["config_json"]))
               ["model"]["vq_model"].get("is_legacy", True))
-  name, files, options = titok_release(_npz(path))
+  name, files, options = titok_release(load_npz(path))
   put_snapshot(hub_env, name[3:], files)
   return name, json.dumps(options)
 
@@ -57,13 +52,9 @@ def _flextok(hub_env, tmp_path):
 
 def _fqgan(hub_env, tmp_path):
   """FQGAN's released `.pt` format; its tiny config given as the converter's `config`."""
-  import collections  # noqa: PLC0415
-  fx = _npz(fixture_params("fqgan", FIXTURES / "fqgan")[0].values[0])
-  sd = collections.OrderedDict(
-      (k[len("param/"):], torch_format.tensor_from_array(np.ascontiguousarray(v), i))
-      for i, (k, v) in enumerate((k, v) for k, v in fx.items() if k.startswith("param/")))
+  fx = load_npz(fixture_params("fqgan", FIXTURES / "fqgan")[0].values[0])
   path = tmp_path / "fqgan_dual_ds16.pt"
-  torch_format.save({"model": sd, "steps": 7}, path)
+  fqgan_pt_file(fx)(path)
   return str(path), json.dumps({"config": json.loads(str(fx["config_json"]))})
 
 

@@ -2,8 +2,10 @@
 optionally with a small random diffusers VAE as its front end (`release_with_vae`)."""
 import json
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 # Encoder level widths of the test VAE: two levels, so f = 2. Multiples of 32: the converter
 # takes GroupNorm's 32 groups (no weight shape holds the group count).
@@ -93,3 +95,24 @@ def read_fixture(path):
     data = {k: f[k] for k in f.files}
   params = {k[len("param/"):]: v for k, v in data.items() if k.startswith("param/")}
   return data, json.loads(str(data["config/json"])), params
+
+
+def check_against_fixture(tok, data, atol):
+  """A loaded latent-front-end FlexTok gives the fixture's official ids from its latents and
+  its decoder velocity at the fixture's kept prefix (within `atol`)."""
+  nhwc = lambda a: jnp.asarray(np.transpose(np.asarray(a), (0, 2, 3, 1)))
+  model = tok.model
+  assert tok.family == "flextok" and model.config.front_end == "latent"
+  ids = nnx.jit(lambda m, x: m.encode_latents(x))(model, nhwc(data["in/x0"]))
+  np.testing.assert_array_equal(np.asarray(ids), data["enc/ids"])
+  k = int(data["in/keep_k"][0])
+
+  @nnx.jit
+  def vel(m, ids, x_t, t):
+    cond, _ = m.conditions(ids, jnp.full((ids.shape[0],), k, jnp.int32))
+    return m.decoder(x_t, t, cond)
+
+  v = vel(model, jnp.asarray(data["enc/ids"]), nhwc(data["flow/x_t"]),
+          jnp.asarray(data["flow/sigma"]))
+  np.testing.assert_allclose(np.asarray(v).transpose(0, 3, 1, 2), data["dec/velocity"][0],
+                             atol=atol, rtol=0)

@@ -10,7 +10,6 @@ import json
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
 import jaxtok
 from jaxtok.io import safetensors
@@ -18,32 +17,13 @@ from jaxtok.tokenizers.convert.__main__ import main as convert_main
 from jaxtok.tokenizers.flextok.convert import convert_flextok
 from jaxtok.tokenizers.flextok.official import read_release_config
 from tests.fixture_files import FIXTURES, fixture_params
-from tests.tokenizers.flextok.release import read_fixture, release_config
+from tests.tokenizers.flextok.release import check_against_fixture, read_fixture, release_config
 
 ATOL_DEC = 1e-4  # fixture README §6
 
 
 def _nhwc(a):
   return jnp.asarray(np.asarray(a).transpose(0, 2, 3, 1))
-
-
-def _check_against_fixture(directory, data):
-  tok = jaxtok.load(directory)
-  model = tok.model
-  assert tok.family == "flextok" and model.config.front_end == "latent"
-  ids = nnx.jit(lambda m, x: m.encode_latents(x))(model, _nhwc(data["in/x0"]))
-  np.testing.assert_array_equal(np.asarray(ids), data["enc/ids"])
-  k = int(data["in/keep_k"][0])
-
-  @nnx.jit
-  def vel(m, ids, x_t, t):
-    cond, _ = m.conditions(ids, jnp.full((ids.shape[0],), k, jnp.int32))
-    return m.decoder(x_t, t, cond)
-
-  v = vel(model, jnp.asarray(data["enc/ids"]), _nhwc(data["flow/x_t"]),
-          jnp.asarray(data["flow/sigma"]))
-  np.testing.assert_allclose(np.asarray(v).transpose(0, 3, 1, 2), data["dec/velocity"][0],
-                             atol=ATOL_DEC, rtol=0)
 
 
 @pytest.mark.parametrize("path", fixture_params("flextok", FIXTURES))
@@ -65,7 +45,7 @@ def test_cli_converts_safetensors_with_config_json(path, tmp_path, capsys):
   # No vae.vae.* weights: the StableDiffusionVAE release stays a model over VAE latents.
   assert meta["source"]["vae"]["converted"] is False
   assert meta["source"]["vae"]["front_end"] == meta["config"]["front_end"] == "latent"
-  _check_against_fixture(out, data)
+  check_against_fixture(jaxtok.load(out), data, ATOL_DEC)
 
 
 @pytest.mark.parametrize("path", fixture_params("flextok", FIXTURES))
@@ -77,7 +57,7 @@ def test_metadata_only_release_converts(path, tmp_path):
   safetensors.write_safetensors(ckpt, params, metadata={k: str(v) for k, v in rel.items()})
   assert read_release_config(ckpt)[1] == "safetensors __metadata__"
   out = convert_flextok(ckpt, None, tmp_path / "out")
-  _check_against_fixture(out, data)
+  check_against_fixture(jaxtok.load(out), data, ATOL_DEC)
 
 
 def test_unknown_target_and_bad_configs_are_refused(tmp_path):

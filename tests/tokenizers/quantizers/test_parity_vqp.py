@@ -48,6 +48,12 @@ def _equal(name, got, want):
   np.testing.assert_array_equal(np.asarray(got), want, err_msg=name)
 
 
+def _call(m, x):
+  """(output, aux, loss) of one quantizer call."""
+  out, aux = m(x)
+  return out, aux, aux["loss"]
+
+
 def _grads(module, x, g, call):
   """(out, aux, d/dx, d/dparams) of aux-loss + sum(out * g); `call(m, x) -> (out, aux, loss)`."""
   graphdef, params, rest = nnx.split(module, nnx.Param, ...)
@@ -81,11 +87,7 @@ def _check_lfq(f, p, meta):
     q.project_out.bias[...] = jnp.asarray(f[f"{p}project_out_b"])
   x, g = jnp.asarray(f[f"{p}x"]), jnp.asarray(f[f"{p}upstream_grad"])
 
-  def call_fn(m, x):
-    out, aux = m(x)
-    return out, aux, aux["loss"]
-
-  total, out, aux, (gx, gp) = _grads(q, x, g, call_fn)
+  total, out, aux, (gx, gp) = _grads(q, x, g, _call)
   _equal(f"{p}indices", aux["ids"], f[f"{p}indices"])
   _close(f"{p}quantized_train", out, f[f"{p}quantized_train"], "value")
   _close(f"{p}quantized_eval", aux["codes"], f[f"{p}quantized_eval"], "value")
@@ -158,11 +160,7 @@ def _check_simvq(f, p, meta):
   q.code_transform.kernel[...] = jnp.asarray(f[f"{p}code_transform_w"].T)
   x, g = jnp.asarray(f[f"{p}x"]), jnp.asarray(f[f"{p}upstream_grad"])
 
-  def call_fn(m, x):
-    out, aux = m(x)
-    return out, aux, aux["loss"]
-
-  total, out, aux, (gx, gp) = _grads(q, x, g, call_fn)
+  total, out, aux, (gx, gp) = _grads(q, x, g, _call)
   _equal(f"{p}indices", aux["ids"], f[f"{p}indices"])
   _close(f"{p}quantized", out, f[f"{p}quantized"], "value")
   _close(f"{p}commit_loss", aux["loss"], f[f"{p}commit_loss"], "loss")
